@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """The webhook receiver and admin API. `config` overrides environment settings by name
+    (e.g. {"DATABASE_URL": ...})."""
+    from webhook_app import admin, health, webhooks
+    from webhook_app.errors import register_error_handlers
+    from zapreply import settings as settings_module
+    from zapreply.queue import make_celery
+
+    settings = settings_module.load({k: str(v) for k, v in (config or {}).items()})
+    settings_module.override(settings)
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["ZAPREPLY_SETTINGS"] = settings
+    app.extensions["celery"] = make_celery(settings)
+
+    register_error_handlers(app)
+    app.register_blueprint(webhooks.bp)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(admin.bp)
+    return app

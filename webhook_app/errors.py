@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):  # type: ignore[no-untyped-def]
+        messages = {413: "request body is larger than the limit"}
+        message = messages.get(error.code or 500, error.description or error.name)
+        return jsonify(error=message), error.code
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception):  # type: ignore[no-untyped-def]
+        log.exception("unhandled error")
+        return jsonify(error="internal error"), 500

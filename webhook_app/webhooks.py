@@ -1,0 +1,81 @@
+"""POST /webhooks/wuzapi: verify, parse, filter, look up, enqueue, answer.
+
+Nothing slow happens here: WuzAPI waits on this answer (30 s timeout) and retries anything but
+a 2xx, so every failure of ours that a retry can fix is a 503, and every client mistake a 4xx.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+from kombu.exceptions import KombuError, OperationalError
+from sqlalchemy.exc import SQLAlchemyError
+
+from webhook_app import routing
+from zapreply import wuzapi
+from zapreply.queue import HANDLE_INBOUND, RECORD_IGNORED
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("webhooks", __name__)
+
+
+def _answer(status: str, code: int = 200, **extra: Any):  # type: ignore[no-untyped-def]
+    return jsonify(status=status, **extra), code
+
+
+def _error(message: str, code: int):  # type: ignore[no-untyped-def]
+    return jsonify(error=message), code
+
+
+@bp.post("/webhooks/wuzapi")
+@bp.post("/webhooks/wuzapi/<instance>")
+def receive(instance: str | None = None):  # type: ignore[no-untyped-def]
+    settings = current_app.config["ZAPREPLY_SETTINGS"]
+    body = request.get_data(cache=False)
+    if settings.hmac_key and not wuzapi.verify_signature(
+        settings.hmac_key, body, request.headers.get("x-hmac-signature")
+    ):
+        return _error("missing or invalid x-hmac-signature", 401)
+
+    try:
+        envelope = wuzapi.parse_envelope(request.headers.get("Content-Type"), body)
+        message = wuzapi.read_message(envelope)
+    except wuzapi.BadPayload as exc:
+        return _error(str(exc), 400)
+
+    if isinstance(message, str) and envelope.type != "Message":
+        # Receipts, presence, connection events: nothing to record.
+        return _answer("ignored", reason=message)
+
+    candidates = [instance] if instance else envelope.instance_candidates()
+    if not candidates:
+        return _error("no instance: give it in the URL, instanceName, userID or token", 400)
+
+    celery = current_app.extensions["celery"]
+    try:
+        config = routing.active_config(candidates)
+        if config is None:
+            return _answer("ignored", reason="no active workflow config for this instance")
+        if isinstance(message, str):
+            celery.send_task(RECORD_IGNORED, kwargs={
+                "instance": config.instance, "reason": message,
+                "wa_message_id": envelope.event.get("Info", {}).get("ID"),
+                "chat_jid": envelope.event.get("Info", {}).get("Chat"),
+            })
+            return _answer("ignored", reason=message)
+        if routing.recently_enqueued(config.instance, message.wa_message_id):
+            return _answer("duplicate", message_id=message.wa_message_id)
+        celery.send_task(HANDLE_INBOUND, kwargs={
+            "config_id": config.id, "instance": config.instance, "message": message.as_payload(),
+        })
+    except SQLAlchemyError:
+        log.warning("database unreachable while receiving a webhook", exc_info=True)
+        return _error("database unavailable, retry later", 503)
+    except (OperationalError, KombuError, OSError):
+        log.warning("broker unreachable while receiving a webhook", exc_info=True)
+        return _error("queue unavailable, retry later", 503)
+    routing.remember_enqueued(config.instance, message.wa_message_id)
+    return _answer("queued", message_id=message.wa_message_id)

@@ -1,0 +1,1 @@
+"""zapreply: answers WhatsApp messages with an LLM."""

@@ -1,0 +1,158 @@
+"""Workflow configs: validation, masking and lookup. Shared by the admin API, the CLI, the
+receiver and the workers."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from zapreply.models import WorkflowConfig
+
+DRIVERS = ("wuzapi", "livchat")
+MASK = "********"
+
+# Optional knobs stored in WorkflowConfig.options, with their defaults and types.
+OPTION_DEFAULTS: dict[str, Any] = {
+    "temperature": None,
+    "max_tokens": None,
+    "history_limit": None,
+    # Sent instead of a raw error when a reply cannot be produced; None sends nothing.
+    "fallback_text": None,
+    # Sent when the model hands the conversation to a human; None sends nothing.
+    "handoff_text": None,
+    # How long a message typed by the business on its phone pauses the bot.
+    "human_pause_minutes": 30.0,
+}
+_OPTION_TYPES: dict[str, tuple[type, ...]] = {
+    "temperature": (int, float),
+    "max_tokens": (int,),
+    "history_limit": (int,),
+    "fallback_text": (str,),
+    "handoff_text": (str,),
+    "human_pause_minutes": (int, float),
+}
+
+
+class InvalidConfig(ValueError):
+    pass
+
+
+def validate(data: Any, *, partial: bool = False) -> dict[str, Any]:
+    """Check a create (or, with partial, a PATCH) body; return the column values to set."""
+    if not isinstance(data, dict):
+        raise InvalidConfig("body must be a JSON object")
+    known = {"name", "instance", "is_active", "model", "system_prompt", "send",
+             "debounce_seconds", "options", *OPTION_DEFAULTS}
+    unknown = sorted(set(data) - known - {"id", "created_at", "updated_at"})
+    if unknown:
+        raise InvalidConfig(f"unknown field(s): {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    for name in ("name", "instance", "model"):
+        if name in data:
+            value = data[name]
+            if not isinstance(value, str) or not value.strip():
+                raise InvalidConfig(f"'{name}' must be a non-empty string")
+            values[name] = value.strip()
+        elif not partial:
+            raise InvalidConfig(f"'{name}' is required")
+    if "system_prompt" in data:
+        if not isinstance(data["system_prompt"], str):
+            raise InvalidConfig("'system_prompt' must be a string")
+        values["system_prompt"] = data["system_prompt"]
+    if "is_active" in data:
+        if not isinstance(data["is_active"], bool):
+            raise InvalidConfig("'is_active' must be true or false")
+        values["is_active"] = data["is_active"]
+    if "debounce_seconds" in data:
+        value = data["debounce_seconds"]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 60:
+            raise InvalidConfig("'debounce_seconds' must be a number from 0 to 60")
+        values["debounce_seconds"] = float(value)
+    if "send" in data:
+        values["send"] = _validate_send(data["send"])
+    elif not partial:
+        raise InvalidConfig("'send' is required")
+
+    options = data.get("options", {})
+    if not isinstance(options, dict):
+        raise InvalidConfig("'options' must be an object")
+    options = {**options, **{k: data[k] for k in OPTION_DEFAULTS if k in data}}
+    for key, value in options.items():
+        if key not in _OPTION_TYPES:
+            raise InvalidConfig(f"unknown option '{key}'")
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, _OPTION_TYPES[key])
+        ):
+            raise InvalidConfig(f"option '{key}' has the wrong type")
+    if options or not partial:
+        values["options"] = options
+    return values
+
+
+def _validate_send(send: Any) -> dict[str, Any]:
+    if not isinstance(send, dict):
+        raise InvalidConfig("'send' must be an object with driver, base_url and token")
+    driver = send.get("driver")
+    if driver not in DRIVERS:
+        raise InvalidConfig(f"'send.driver' must be one of: {', '.join(DRIVERS)}")
+    base_url = send.get("base_url")
+    if not isinstance(base_url, str) or urlsplit(base_url).scheme not in {"http", "https"} \
+            or not urlsplit(base_url).netloc:
+        raise InvalidConfig("'send.base_url' must be an http(s) URL")
+    token = send.get("token")
+    if not isinstance(token, str) or not token:
+        raise InvalidConfig("'send.token' must be a non-empty string")
+    return {"driver": driver, "base_url": base_url.rstrip("/"), "token": token}
+
+
+def apply(config: WorkflowConfig, values: dict[str, Any]) -> None:
+    for key, value in values.items():
+        if key == "options":
+            config.options = {**(config.options or {}), **value}
+        elif key == "send" and value.get("token") == MASK:
+            # A client echoing back what GET returned keeps the stored token.
+            config.send = {**value, "token": (config.send or {}).get("token")}
+        else:
+            setattr(config, key, value)
+
+
+def public_view(config: WorkflowConfig) -> dict[str, Any]:
+    send = dict(config.send or {})
+    if send.get("token"):
+        send["token"] = MASK
+    return {
+        "id": config.id,
+        "name": config.name,
+        "instance": config.instance,
+        "is_active": config.is_active,
+        "model": config.model,
+        "system_prompt": config.system_prompt,
+        "send": send,
+        "debounce_seconds": config.debounce_seconds,
+        "options": option_values(config),
+        "created_at": config.created_at.isoformat() if config.created_at else None,
+        "updated_at": config.updated_at.isoformat() if config.updated_at else None,
+    }
+
+
+def option_values(config: WorkflowConfig) -> dict[str, Any]:
+    return {**OPTION_DEFAULTS, **(config.options or {})}
+
+
+def find_active(session: Session, candidates: list[str]) -> WorkflowConfig | None:
+    """The active config whose `instance` matches one of the candidates, in their order."""
+    if not candidates:
+        return None
+    rows = session.scalars(
+        select(WorkflowConfig)
+        .where(WorkflowConfig.instance.in_(candidates), WorkflowConfig.is_active.is_(True))
+        .order_by(WorkflowConfig.id)
+    ).all()
+    for candidate in candidates:
+        for row in rows:
+            if row.instance == candidate:
+                return row
+    return None

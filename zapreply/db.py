@@ -1,0 +1,79 @@
+"""Engine and sessions, shared by the receiver, the workers and the CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from zapreply.settings import get_settings
+
+
+def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+            # Receiver, worker and the embedded broker share one file: WAL lets readers and
+            # one writer proceed together, busy_timeout waits instead of "database is locked".
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+    )
+
+
+_engines: dict[str, Engine] = {}
+_sessionmakers: dict[str, sessionmaker[Session]] = {}
+
+
+def get_engine() -> Engine:
+    settings = get_settings()
+    engine = _engines.get(settings.database_url)
+    if engine is None:
+        engine = make_engine(settings.database_url, pool_size=min(settings.worker_concurrency, 64))
+        _engines[settings.database_url] = engine
+    return engine
+
+
+def session_factory() -> sessionmaker[Session]:
+    url = get_settings().database_url
+    factory = _sessionmakers.get(url)
+    if factory is None:
+        factory = sessionmaker(get_engine(), expire_on_commit=False)
+        _sessionmakers[url] = factory
+    return factory
+
+
+def reset_engines() -> None:
+    """Drop pooled connections: after a fork, or when tests swap settings."""
+    for engine in _engines.values():
+        engine.dispose(close=False)
+    _engines.clear()
+    _sessionmakers.clear()
+
+
+@contextmanager
+def session_scope() -> Iterator[Session]:
+    """A session whose transaction commits on success and rolls back on any error."""
+    session = session_factory()()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()

@@ -1,0 +1,77 @@
+"""The Celery app and the names of its tasks.
+
+The receiver only publishes (by task name), so it builds the same app without importing the
+worker's task modules, and with them litellm.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from zapreply.settings import Settings, get_settings
+
+# Task names: they are what Flower shows.
+HANDLE_INBOUND = "inbound.handle_inbound"
+RECORD_IGNORED = "inbound.record_ignored"
+REPLY = "replies.reply"
+SWEEP = "replies.sweep"
+
+QUEUE = "zapreply"
+
+
+def celery_config(settings: Settings) -> dict[str, object]:
+    transport_options: dict[str, object] = {
+        # Redis: an unacked message is handed out again after this long, even while its
+        # first delivery still runs; task time limits stay well below it (settings check).
+        "visibility_timeout": settings.visibility_timeout_seconds,
+    }
+    if settings.broker_url.startswith("sqla+"):
+        # The embedded broker polls its table; the default second of polling is most of the
+        # latency of a first run.
+        transport_options["polling_interval"] = 0.1
+    return {
+        "broker_url": settings.broker_url,
+        "broker_transport_options": transport_options,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": 3,
+        "task_default_queue": QUEUE,
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        # At-least-once: ack after the task ran, and put it back if the process running it
+        # dies (acks_late alone acks a task whose child was killed).
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        # Without this, an acks_late task whose broker connection dropped may run twice
+        # at once: once here, once redelivered elsewhere.
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "task_time_limit": settings.task_time_limit_seconds,
+        "task_soft_time_limit": max(settings.task_time_limit_seconds - 30, 1),
+        # Each slot holds one message: a long LLM call must not sit on messages another
+        # worker could be answering.
+        "worker_prefetch_multiplier": 1,
+        "worker_pool": settings.worker_pool,
+        "worker_concurrency": settings.worker_concurrency,
+        # Give running replies time to finish on SIGTERM before a cold shutdown.
+        "worker_soft_shutdown_timeout": 20.0,
+        "worker_enable_soft_shutdown_on_idle": True,
+        # Flower sees tasks only when workers send events; "sent" shows queued ones too.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+        # A publish against a broker that is down must fail fast, so the receiver can
+        # answer 503 and WuzAPI retries later.
+        "task_publish_retry_policy": {
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.5,
+        },
+    }
+
+
+def make_celery(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    app = Celery("zapreply", set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app

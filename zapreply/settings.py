@@ -1,0 +1,145 @@
+"""The one place that reads the environment.
+
+Every knob has a typed helper that fails loudly on a malformed value, so a typo in a deploy
+file stops the process at start instead of surfacing as odd behaviour hours later.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ImproperlyConfigured(ValueError):
+    pass
+
+
+def _str(env: dict[str, str], name: str, default: str | None = None) -> str | None:
+    value = env.get(name)
+    if value is None or value.strip() == "":
+        return default
+    return value.strip()
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    raw = _str(env, name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    raw = _str(env, name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from None
+
+
+def _bool(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = _str(env, name)
+    if raw is None:
+        return default
+    lowered = raw.lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    broker_url: str
+    hmac_key: str | None = field(repr=False)
+    admin_token: str | None = field(repr=False)
+    max_body_bytes: int
+    config_cache_seconds: float
+    # Worker side.
+    worker_pool: str
+    worker_concurrency: int
+    llm_timeout_seconds: float
+    llm_max_attempts: int
+    send_timeout_seconds: float
+    send_max_attempts: int
+    max_tool_rounds: int
+    history_limit: int
+    lease_seconds: int
+    visibility_timeout_seconds: int
+    task_time_limit_seconds: int
+    log_level: str
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def load(overrides: dict[str, str] | None = None) -> Settings:
+    """Read the environment; `overrides` (e.g. the app factory's config) take precedence."""
+    env = {**os.environ, **(overrides or {})}
+    data_dir = Path(_str(env, "ZAPREPLY_DATA_DIR", "var")).resolve()
+    database_url = _str(env, "DATABASE_URL", f"sqlite:///{data_dir / 'zapreply.db'}")
+    broker_url = _str(env, "CELERY_BROKER_URL", f"sqla+sqlite:///{data_dir / 'broker.db'}")
+    settings = Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        broker_url=broker_url,
+        hmac_key=_str(env, "WUZAPI_HMAC_KEY"),
+        admin_token=_str(env, "ADMIN_TOKEN"),
+        max_body_bytes=_int(env, "WEBHOOK_MAX_BODY_BYTES", 32 * 1024 * 1024),
+        config_cache_seconds=_float(env, "CONFIG_CACHE_SECONDS", 5.0),
+        worker_pool=_str(env, "WORKER_POOL", "threads"),
+        worker_concurrency=_int(env, "WORKER_CONCURRENCY", 32),
+        llm_timeout_seconds=_float(env, "LLM_TIMEOUT_SECONDS", 60.0),
+        llm_max_attempts=_int(env, "LLM_MAX_ATTEMPTS", 5),
+        send_timeout_seconds=_float(env, "SEND_TIMEOUT_SECONDS", 15.0),
+        send_max_attempts=_int(env, "SEND_MAX_ATTEMPTS", 5),
+        max_tool_rounds=_int(env, "MAX_TOOL_ROUNDS", 5),
+        history_limit=_int(env, "HISTORY_LIMIT", 30),
+        lease_seconds=_int(env, "LEASE_SECONDS", 300),
+        visibility_timeout_seconds=_int(env, "VISIBILITY_TIMEOUT_SECONDS", 1800),
+        task_time_limit_seconds=_int(env, "TASK_TIME_LIMIT_SECONDS", 600),
+        log_level=_str(env, "LOG_LEVEL", "INFO"),
+    )
+    if settings.task_time_limit_seconds * 2 > settings.visibility_timeout_seconds:
+        # Redis redelivers an unacked message once the visibility timeout passes, even while
+        # the first delivery is still running: keep every task well inside it.
+        raise ImproperlyConfigured(
+            "VISIBILITY_TIMEOUT_SECONDS must be at least twice TASK_TIME_LIMIT_SECONDS"
+        )
+    if settings.lease_seconds < settings.llm_timeout_seconds * 2:
+        raise ImproperlyConfigured("LEASE_SECONDS must be at least twice LLM_TIMEOUT_SECONDS")
+    return settings
+
+
+_cached: Settings | None = None
+
+
+def get_settings() -> Settings:
+    global _cached
+    if _cached is None:
+        _cached = load()
+    return _cached
+
+
+def override(settings: Settings | None) -> None:
+    """Replace the process-wide settings (tests and the app factory's `config`)."""
+    global _cached
+    _cached = settings
+
+
+def apply_litellm_environment() -> None:
+    """Defaults litellm reads from the environment itself; call before importing it.
+
+    Without the local cost map litellm downloads a price list at import and, offline,
+    retries for several seconds before falling back to the copy it ships.
+    """
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")

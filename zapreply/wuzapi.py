@@ -1,0 +1,222 @@
+"""WuzAPI's webhook wire format: decode either encoding, verify the signature, and reduce a
+`Message` event to the few fields the pipeline needs.
+
+Pure functions, no I/O: the receiver calls them on every request, so they stay cheap and never
+import anything heavy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+
+class BadPayload(ValueError):
+    """The body cannot be a WuzAPI webhook; the message says what is wrong (sent as the 400)."""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    type: str
+    event: dict[str, Any]
+    # Instance identifiers in the order the receiver tries them.
+    instance_name: str | None
+    user_id: str | None
+    token: str | None
+    media: dict[str, Any]
+
+    def instance_candidates(self) -> list[str]:
+        return [value for value in (self.instance_name, self.user_id, self.token) if value]
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """What the worker needs from a WhatsApp message; plain JSON for the task payload."""
+
+    wa_message_id: str
+    chat_jid: str
+    sender_jid: str
+    contact_phone: str | None
+    push_name: str | None
+    from_me: bool
+    timestamp: str | None
+    text: str
+    media_type: str | None
+
+    def as_payload(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def verify_signature(key: str, body: bytes, signature: str | None) -> bool:
+    if not signature:
+        return False
+    expected = hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, signature.strip().lower())
+
+
+_MEDIA_KEYS = ("base64", "mimeType", "fileName", "s3")
+
+
+def parse_envelope(content_type: str | None, body: bytes) -> Envelope:
+    """Decode a webhook body in either of WuzAPI's encodings."""
+    mime = (content_type or "").split(";", 1)[0].strip().lower()
+    if mime == "application/json":
+        data = _json_object(body, "body")
+        instance_name, user_id, token = (
+            _opt_str(data, "instanceName"),
+            _opt_str(data, "userID"),
+            _opt_str(data, "token"),
+        )
+    elif mime == "application/x-www-form-urlencoded":
+        try:
+            fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+        except UnicodeDecodeError:
+            raise BadPayload("form body is not valid UTF-8") from None
+        raw = fields.get("jsonData")
+        if not raw:
+            raise BadPayload("form body has no jsonData field")
+        data = _json_object(raw[0].encode("utf-8"), "jsonData")
+
+        def field(name: str) -> str | None:
+            values = fields.get(name)
+            return values[0].strip() or None if values else None
+
+        # Older builds put instanceName/userID inside jsonData too; the form fields win.
+        instance_name = field("instanceName") or _opt_str(data, "instanceName")
+        user_id = field("userID") or _opt_str(data, "userID")
+        token = field("token")
+    else:
+        raise BadPayload(
+            "unsupported Content-Type: expected application/json or "
+            "application/x-www-form-urlencoded"
+        )
+
+    event_type = data.get("type")
+    if not isinstance(event_type, str) or not event_type:
+        raise BadPayload("missing event type ('type')")
+    event = data.get("event")
+    if event is None:
+        event = {}
+    if not isinstance(event, dict):
+        raise BadPayload("'event' must be an object")
+    media = {key: data[key] for key in _MEDIA_KEYS if key in data}
+    return Envelope(event_type, event, instance_name, user_id, token, media)
+
+
+def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        raise BadPayload(f"{what} is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadPayload(f"{what} must be a JSON object")
+    return data
+
+
+def _opt_str(data: dict[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    return value.strip() or None if isinstance(value, str) else None
+
+
+# Message payload keys → our media type. Anything not listed and not text is "other".
+_MEDIA_MESSAGE_KEYS = {
+    "imageMessage": "image",
+    "audioMessage": "audio",
+    "videoMessage": "video",
+    "documentMessage": "document",
+    "documentWithCaptionMessage": "document",
+    "stickerMessage": "sticker",
+    "locationMessage": "location",
+    "liveLocationMessage": "location",
+    "contactMessage": "contact",
+    "contactsArrayMessage": "contact",
+}
+# Not something a customer said: never answered.
+_NON_MESSAGE_KEYS = {
+    "reactionMessage": "reaction",
+    "protocolMessage": "protocol",
+    "editedMessage": "edit",
+    "pollUpdateMessage": "poll update",
+    "keepInChatMessage": "keep in chat",
+    "pinInChatMessage": "pin",
+    "encReactionMessage": "reaction",
+}
+
+
+def read_message(envelope: Envelope) -> InboundMessage | str:
+    """The message of a `Message` event, or the reason it is not one to act on."""
+    if envelope.type != "Message":
+        return f"event type {envelope.type} is not a message"
+    event = envelope.event
+    info = event.get("Info")
+    if not isinstance(info, dict):
+        raise BadPayload("Message event has no Info object")
+    wa_id = info.get("ID")
+    chat = info.get("Chat")
+    if not isinstance(wa_id, str) or not wa_id:
+        raise BadPayload("Message event has no Info.ID")
+    if not isinstance(chat, str) or not chat:
+        raise BadPayload("Message event has no Info.Chat")
+
+    if info.get("IsGroup") is True or chat.endswith("@g.us"):
+        return "group chat"
+    if chat == "status@broadcast" or chat.endswith("@broadcast"):
+        return "status or broadcast"
+    if chat.endswith("@newsletter") or event.get("NewsletterMeta"):
+        return "newsletter"
+    if event.get("IsEdit") is True or info.get("Edit"):
+        return "edit"
+
+    message = event.get("Message")
+    if not isinstance(message, dict):
+        message = {}
+    for key, reason in _NON_MESSAGE_KEYS.items():
+        if key in message:
+            return reason
+
+    text, media_type = _content(message)
+    if not text and media_type is None:
+        return "no content"
+    sender = info.get("Sender") if isinstance(info.get("Sender"), str) else ""
+    from_me = info.get("IsFromMe") is True
+    return InboundMessage(
+        wa_message_id=wa_id,
+        chat_jid=chat,
+        sender_jid=sender or chat,
+        contact_phone=_contact_phone(info, chat, from_me),
+        push_name=None if from_me else _opt_str(info, "PushName"),
+        from_me=from_me,
+        timestamp=_opt_str(info, "Timestamp"),
+        text=text,
+        media_type=media_type,
+    )
+
+
+def _content(message: dict[str, Any]) -> tuple[str, str | None]:
+    if isinstance(message.get("conversation"), str) and message["conversation"]:
+        return message["conversation"], None
+    extended = message.get("extendedTextMessage")
+    if isinstance(extended, dict) and isinstance(extended.get("text"), str):
+        return extended["text"], None
+    for key, media_type in _MEDIA_MESSAGE_KEYS.items():
+        body = message.get(key)
+        if isinstance(body, dict):
+            if key == "documentWithCaptionMessage":
+                body = (body.get("message") or {}).get("documentMessage") or {}
+            caption = body.get("caption") if isinstance(body.get("caption"), str) else ""
+            return caption, media_type
+    return "", None
+
+
+def _contact_phone(info: dict[str, Any], chat: str, from_me: bool) -> str | None:
+    """Digits of the customer's number; under LID addressing it sits in the *Alt field."""
+    candidates = [chat]
+    candidates.append(info.get("RecipientAlt") if from_me else info.get("SenderAlt"))
+    for jid in candidates:
+        if isinstance(jid, str) and jid.endswith("@s.whatsapp.net"):
+            return jid.split("@", 1)[0].split(":", 1)[0]
+    return None
