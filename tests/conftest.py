@@ -1,0 +1,197 @@
+"""Shared fixtures: a real PostgreSQL database built by `alembic upgrade head`, a real Redis
+broker, local stand-ins for the LLM provider and WuzAPI, and a real Celery worker process.
+
+The services are required: a missing PostgreSQL or Redis fails the run with a message saying
+how to start it, rather than skipping tests.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import text
+
+from tests.stubs import LLMStub, MessagesStub
+from zapreply import settings as settings_module
+from zapreply.db import get_engine, reset_engines
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT.parent / "shared" / "fixtures" / "wuzapi"
+if not FIXTURES.is_dir():
+    FIXTURES = ROOT / "tests" / "fixtures" / "wuzapi"
+
+PG_SERVER = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+ADMIN_TOKEN = "test-admin-token"
+TABLES = ("events", "messages", "reply_runs", "conversations", "workflow_configs")
+
+
+def _database_name() -> str:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    return f"zapreply_test_{worker}"
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    name = _database_name()
+    try:
+        with psycopg.connect(PG_SERVER, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        pytest.fail(
+            f"PostgreSQL is required for the tests ({PG_SERVER}): {exc}. "
+            "Start it, or point TEST_POSTGRES_URL at one.",
+            pytrace=False,
+        )
+    base = PG_SERVER.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    url = f"{base}/{name}"
+    yield url
+
+
+@pytest.fixture(scope="session")
+def broker_url() -> str:
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+    except redis.RedisError as exc:
+        pytest.fail(
+            f"Redis is required for the tests ({REDIS_URL}): {exc}. "
+            "Start it, or point TEST_REDIS_URL at one.",
+            pytrace=False,
+        )
+    return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def llm() -> Iterator[LLMStub]:
+    stub = LLMStub().start()
+    yield stub
+    stub.stop()
+
+
+@pytest.fixture(scope="session")
+def wuzapi() -> Iterator[MessagesStub]:
+    stub = MessagesStub().start()
+    yield stub
+    stub.stop()
+
+
+@pytest.fixture(scope="session")
+def base_env(database_url: str, broker_url: str, llm: LLMStub, tmp_path_factory) -> dict[str, str]:
+    """Environment of every zapreply process the tests start (and of this one's settings)."""
+    return {
+        "DATABASE_URL": database_url,
+        "CELERY_BROKER_URL": broker_url,
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "ZAPREPLY_DATA_DIR": str(tmp_path_factory.mktemp("var")),
+        "OPENAI_BASE_URL": f"{llm.url}/v1",
+        "OPENAI_API_KEY": "sk-test-not-a-real-key",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "LLM_TIMEOUT_SECONDS": "10",
+        "LEASE_SECONDS": "30",
+        "CONFIG_CACHE_SECONDS": "0",
+        "WORKER_CONCURRENCY": "8",
+    }
+
+
+@pytest.fixture(scope="session")
+def migrated(base_env: dict[str, str]) -> str:
+    settings_module.override(settings_module.load(base_env))
+    reset_engines()
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["configure_logging"] = False
+    command.upgrade(config, "head")
+    return base_env["DATABASE_URL"]
+
+
+@pytest.fixture
+def settings(migrated: str, base_env: dict[str, str], monkeypatch) -> settings_module.Settings:
+    current = settings_module.load(base_env)
+    settings_module.override(current)
+    # litellm reads provider settings from the environment itself.
+    for key in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "LITELLM_LOCAL_MODEL_COST_MAP"):
+        monkeypatch.setenv(key, base_env[key])
+    return current
+
+
+@pytest.fixture
+def db(settings: settings_module.Settings, llm: LLMStub, wuzapi: MessagesStub) -> Iterator[None]:
+    """A clean database, queue and stand-ins for each test.
+
+    Tests that drive a worker process cannot share a rolled-back transaction with it, so every
+    test starts from emptied tables instead.
+    """
+    with get_engine().begin() as connection:
+        connection.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+    # Only the queue: kombu keeps its exchange bindings in the same Redis database.
+    redis.Redis.from_url(REDIS_URL).delete("zapreply")
+    llm.reset()
+    llm.fail_status = None
+    llm.delay_seconds = 0.0
+    wuzapi.reset()
+    wuzapi.failures.clear()
+    from webhook_app import routing
+
+    routing.clear_cache()
+    yield
+
+
+@pytest.fixture
+def app(db: None, base_env: dict[str, str]):  # type: ignore[no-untyped-def]
+    from webhook_app import create_app
+
+    return create_app(base_env)
+
+
+@pytest.fixture
+def client(app):  # type: ignore[no-untyped-def]
+    return app.test_client()
+
+
+@pytest.fixture
+def admin_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def queued_tasks() -> list[str]:
+    """Names of the tasks waiting in the test broker's queue."""
+    import json
+
+    client = redis.Redis.from_url(REDIS_URL)
+    return [json.loads(raw)["headers"]["task"] for raw in client.lrange("zapreply", 0, -1)]
+
+
+@pytest.fixture(scope="session")
+def worker_process(migrated: str, base_env: dict[str, str], tmp_path_factory) -> Iterator[subprocess.Popen]:
+    """A real `celery -A worker worker` process, shared by the tests that need one."""
+    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    env = {**os.environ, **base_env, "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "worker", "worker", "--loglevel", "INFO",
+             "--hostname", f"test-{os.getpid()}@%h"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 60
+    while b"ready." not in log_path.read_bytes():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"worker did not start:\n{log_path.read_text()[-4000:]}", pytrace=False)
+        time.sleep(0.1)
+    process.log_path = log_path  # type: ignore[attr-defined]
+    yield process
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()

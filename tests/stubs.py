@@ -1,0 +1,180 @@
+"""Local HTTP servers standing in for the outside world, speaking its real wire format:
+an OpenAI-compatible chat-completions endpoint (reached by litellm) and WuzAPI/LivChat's send
+endpoints (reached by httpx).
+
+They run in the test process on ephemeral loopback ports; a worker subprocess reaches them over
+real HTTP. Their behaviour is scripted by what the conversation contains, so a test can steer
+a worker it does not share memory with (failures are set on the stub itself):
+
+- a customer message containing ``#handoff`` makes the model call ``handoff_to_human``;
+- ``#tool`` makes it call ``send_whatsapp`` and then finish without text;
+otherwise the model answers ``"Resposta: " + <the customer messages of this turn>``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class _Server:
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                try:
+                    body = json.loads(raw or b"null")
+                except ValueError:
+                    body = None
+                status, payload = outer.handle(self.path, dict(self.headers), body)
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> _Server:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def record(self, entry: dict[str, Any]) -> None:
+        with self.changed:
+            self.requests.append(entry)
+            self.changed.notify_all()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.requests.clear()
+
+    def wait_for(self, predicate, timeout: float = 20.0) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+        """Block until predicate(requests) is true; return a copy of the requests."""
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while not predicate(self.requests):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"timed out; requests so far: {self.requests!r}")
+                self.changed.wait(remaining)
+            return list(self.requests)
+
+    def handle(self, path: str, headers: dict[str, str], body: Any) -> tuple[int, Any]:
+        raise NotImplementedError
+
+
+class LLMStub(_Server):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_status: int | None = None
+        self.delay_seconds = 0.0
+
+    def handle(self, path: str, headers: dict[str, str], body: Any) -> tuple[int, Any]:
+        self.record({"path": path, "body": body, "headers": headers})
+        if not path.endswith("/chat/completions") or not isinstance(body, dict):
+            return 404, {"error": {"message": "not found"}}
+        if self.delay_seconds:
+            time.sleep(self.delay_seconds)
+        messages = body.get("messages") or []
+        turn = _current_turn(messages)
+        if self.fail_status:
+            return self.fail_status, {"error": {"message": "stub failure", "type": "server_error"}}
+        last = messages[-1] if messages else {}
+        if last.get("role") != "tool" and "#handoff" in turn:
+            return 200, _completion(body, tool_call=("handoff_to_human", {"reason": "pediu humano"}))
+        if "#tool" in turn:
+            if last.get("role") != "tool":
+                return 200, _completion(body, tool_call=("send_whatsapp", {"message": "Via ferramenta"}))
+            return 200, _completion(body, content="")
+        return 200, _completion(body, content=f"Resposta: {turn}")
+
+
+def _current_turn(messages: list[dict[str, Any]]) -> str:
+    """The customer messages after the last assistant message, joined by ' | '."""
+    turn: list[str] = []
+    for message in messages:
+        if message.get("role") == "assistant":
+            turn = []
+        elif message.get("role") == "user":
+            content = message.get("content")
+            turn.append(content if isinstance(content, str) else json.dumps(content))
+    return " | ".join(turn)
+
+
+def _completion(body: dict[str, Any], *, content: str | None = None,
+                tool_call: tuple[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    finish = "stop"
+    if tool_call is not None:
+        name, arguments = tool_call
+        message["content"] = None
+        message["tool_calls"] = [{
+            "id": f"call_{uuid.uuid4().hex[:12]}",
+            "type": "function",
+            "function": {"name": name, "arguments": json.dumps(arguments)},
+        }]
+        finish = "tool_calls"
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model", "stub"),
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": {"prompt_tokens": 42, "completion_tokens": 7, "total_tokens": 49},
+    }
+
+
+class MessagesStub(_Server):
+    """WuzAPI's /chat/send/text and LivChat's /api/v1/messages/send."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Status codes to answer before succeeding, consumed one per send.
+        self.failures: list[int] = []
+
+    def handle(self, path: str, headers: dict[str, str], body: Any) -> tuple[int, Any]:
+        entry = {"path": path, "body": body, "headers": headers}
+        with self.lock:
+            failure = self.failures.pop(0) if self.failures else None
+        if failure is not None:
+            self.record({**entry, "status": failure})
+            return failure, {"code": failure, "error": "stub failure", "success": False}
+        self.record({**entry, "status": 200})
+        if path == "/chat/send/text":
+            message_id = (body or {}).get("Id") or f"3EB0{uuid.uuid4().hex[:18].upper()}"
+            return 200, {"code": 200, "success": True,
+                         "data": {"Details": "Sent", "Id": message_id, "Timestamp": int(time.time())}}
+        if path == "/api/v1/messages/send":
+            return 200, {"success": True, "data": {"id": f"lc-{uuid.uuid4().hex[:12]}"}}
+        return 404, {"code": 404, "error": "not found", "success": False}
+
+    def sent(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [r for r in self.requests if r["status"] == 200]
