@@ -31,14 +31,15 @@ if not FIXTURES.is_dir():
     FIXTURES = ROOT / "tests" / "fixtures" / "wuzapi"
 
 PG_SERVER = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# Per-run database and Redis db, so concurrent runs on one machine never share state.
+RUN_ID = os.getpid()
+REDIS_URL = os.environ.get("TEST_REDIS_URL", f"redis://127.0.0.1:6379/{1 + RUN_ID % 15}")
 ADMIN_TOKEN = "test-admin-token"
 TABLES = ("events", "messages", "reply_runs", "conversations", "workflow_configs")
 
 
 def _database_name() -> str:
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    return f"zapreply_test_{worker}"
+    return f"zapreply_test_{RUN_ID}"
 
 
 @pytest.fixture(scope="session")
@@ -57,6 +58,9 @@ def database_url() -> Iterator[str]:
     base = PG_SERVER.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
     url = f"{base}/{name}"
     yield url
+    reset_engines()
+    with psycopg.connect(PG_SERVER, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

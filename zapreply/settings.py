@@ -70,6 +70,8 @@ class Settings:
     llm_max_attempts: int
     send_timeout_seconds: float
     send_max_attempts: int
+    retry_base_seconds: float
+    retry_max_seconds: float
     max_tool_rounds: int
     history_limit: int
     lease_seconds: int
@@ -102,6 +104,8 @@ def load(overrides: dict[str, str] | None = None) -> Settings:
         llm_max_attempts=_int(env, "LLM_MAX_ATTEMPTS", 5),
         send_timeout_seconds=_float(env, "SEND_TIMEOUT_SECONDS", 15.0),
         send_max_attempts=_int(env, "SEND_MAX_ATTEMPTS", 5),
+        retry_base_seconds=_float(env, "RETRY_BASE_SECONDS", 2.0),
+        retry_max_seconds=_float(env, "RETRY_MAX_SECONDS", 120.0),
         max_tool_rounds=_int(env, "MAX_TOOL_ROUNDS", 5),
         history_limit=_int(env, "HISTORY_LIMIT", 30),
         lease_seconds=_int(env, "LEASE_SECONDS", 300),

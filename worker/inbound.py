@@ -1,0 +1,46 @@
+"""Queue `zapreply`, inbound tasks: record what WuzAPI delivered."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task
+from sqlalchemy.exc import SQLAlchemyError
+
+from worker.app import app
+from worker.replies import answer_now_or_later, reply
+from zapreply import inbound
+from zapreply.db import session_scope
+from zapreply.queue import HANDLE_INBOUND, RECORD_IGNORED
+
+# The database being down must not lose an acknowledged message: keep retrying, backing off to
+# a minute, for as long as the broker keeps the task (task time limits apply per attempt).
+_DB_RETRY = {
+    "autoretry_for": (SQLAlchemyError,),
+    "retry_backoff": 1,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "max_retries": None,
+}
+
+
+@app.task(name=HANDLE_INBOUND, bind=True, **_DB_RETRY)
+def handle_inbound(self: Task, config_id: int, instance: str, message: dict[str, Any]) -> str:
+    with session_scope() as session:
+        recorded = inbound.record_inbound(
+            session, config_id=config_id, instance=instance, message=message
+        )
+    if not recorded.needs_reply:
+        return "recorded" if recorded.is_new else "duplicate"
+    if recorded.debounce_seconds > 0:
+        reply.apply_async(args=[recorded.conversation_id], countdown=recorded.debounce_seconds)
+        return "scheduled"
+    return answer_now_or_later(self, recorded.conversation_id)
+
+
+@app.task(name=RECORD_IGNORED, **_DB_RETRY)
+def record_ignored(instance: str, reason: str, wa_message_id: str | None = None,
+                   chat_jid: str | None = None) -> None:
+    with session_scope() as session:
+        inbound.record_ignored(session, instance=instance, reason=reason,
+                               wa_message_id=wa_message_id, chat_jid=chat_jid)

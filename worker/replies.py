@@ -1,0 +1,48 @@
+"""Queue `zapreply`, reply tasks: answer a conversation under its lease."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from celery import Task
+from sqlalchemy.exc import SQLAlchemyError
+
+from worker.app import app
+from zapreply import responder
+from zapreply.leases import LeaseLost
+from zapreply.queue import REPLY
+from zapreply.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+def _owner(task: Task) -> str:
+    return f"{task.request.hostname}:{os.getpid()}:{threading.get_ident()}:{task.request.id}"
+
+
+def answer_now_or_later(task: Task, conversation_id: int) -> str:
+    """Answer within this task; anything that must wait becomes a later `reply` task."""
+    try:
+        finished = responder.answer_conversation(conversation_id, owner=_owner(task))
+    except (responder.Busy, responder.Waiting, responder.RetryLater) as exc:
+        log.info("conversation %s: %s", conversation_id, exc)
+        reply.apply_async(args=[conversation_id], countdown=exc.retry_in)
+        return "deferred"
+    except LeaseLost as exc:
+        # Another worker took over (our lease expired); it resumes the open run.
+        log.warning("conversation %s: %s", conversation_id, exc)
+        return "lease lost"
+    return f"answered {finished}"
+
+
+@app.task(name=REPLY, bind=True, max_retries=None)
+def reply(self: Task, conversation_id: int) -> str:
+    try:
+        return answer_now_or_later(self, conversation_id)
+    except SQLAlchemyError as exc:
+        settings = get_settings()
+        delay = responder.backoff(settings, min(self.request.retries + 1, 8))
+        log.warning("conversation %s: database error, retrying in %.1fs", conversation_id, delay)
+        raise self.retry(exc=exc, countdown=delay) from exc

@@ -1,0 +1,141 @@
+"""Recording what WhatsApp sent us: the inbound message, once, and its conversation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import exists, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from zapreply import conversations, events
+from zapreply.configs import option_values
+from zapreply.models import Conversation, Message, WorkflowConfig, utcnow
+
+
+def insert_unless_exists(
+    session: Session, model: type, values: dict[str, Any], conflict: list[str]
+) -> int | None:
+    """INSERT … ON CONFLICT DO NOTHING in the session's dialect: the new id, or None."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = (
+        insert(model).values(**values)
+        .on_conflict_do_nothing(index_elements=conflict)
+        .returning(model.id)  # type: ignore[attr-defined]
+    )
+    return session.execute(statement).scalar()
+
+
+@dataclass(frozen=True)
+class Recorded:
+    conversation_id: int
+    is_new: bool
+    # True when an unanswered customer message is waiting (also on a redelivered duplicate,
+    # so a crash between recording and scheduling the reply cannot strand a message).
+    needs_reply: bool
+    debounce_seconds: float
+
+
+def conversation_for(
+    session: Session, *, instance: str, chat_jid: str, contact_phone: str | None,
+    contact_name: str | None, config_id: int | None,
+) -> Conversation:
+    now = utcnow()
+    insert_unless_exists(session, Conversation, {
+        "instance": instance, "chat_jid": chat_jid, "contact_phone": contact_phone,
+        "contact_name": contact_name, "workflow_config_id": config_id, "status": "active",
+        "lease_token": 0, "created_at": now, "updated_at": now,
+    }, ["instance", "chat_jid"])
+    conversation = session.scalars(
+        select(Conversation).where(
+            Conversation.instance == instance, Conversation.chat_jid == chat_jid
+        )
+    ).one()
+    if contact_name and conversation.contact_name != contact_name:
+        conversation.contact_name = contact_name
+    if contact_phone and not conversation.contact_phone:
+        conversation.contact_phone = contact_phone
+    if config_id is not None and conversation.workflow_config_id != config_id:
+        conversation.workflow_config_id = config_id
+    return conversation
+
+
+def record_inbound(
+    session: Session, *, config_id: int, instance: str, message: dict[str, Any]
+) -> Recorded:
+    config = session.get(WorkflowConfig, config_id)
+    from_me = bool(message.get("from_me"))
+    conversation = conversation_for(
+        session, instance=instance, chat_jid=message["chat_jid"],
+        contact_phone=message.get("contact_phone"),
+        contact_name=None if from_me else message.get("push_name"),
+        config_id=config.id if config else None,
+    )
+    debounce = config.debounce_seconds if config else 0.0
+    wa_id = message["wa_message_id"]
+
+    if from_me and session.scalar(select(exists().where(
+        Message.instance == instance, Message.provider_message_id == wa_id,
+    ))):
+        # Our own reply echoed back: not a human taking over.
+        events.record(session, events.MESSAGE_IGNORED, conversation_id=conversation.id,
+                      reason="own reply echoed", wa_message_id=wa_id)
+        return Recorded(conversation.id, False, False, debounce)
+
+    now = utcnow()
+    inserted = insert_unless_exists(session, Message, {
+        "conversation_id": conversation.id,
+        "instance": instance,
+        "role": "business" if from_me else "customer",
+        "content": message.get("text") or "",
+        "wa_message_id": wa_id,
+        "media_type": message.get("media_type"),
+        "extra": {"timestamp": message.get("timestamp"), "sender": message.get("sender_jid")},
+        "created_at": now,
+    }, ["instance", "wa_message_id"])
+
+    if inserted is None:
+        events.record(session, events.MESSAGE_DUPLICATE, conversation_id=conversation.id,
+                      wa_message_id=wa_id)
+        return Recorded(conversation.id, False, _has_unanswered(session, conversation.id), debounce)
+
+    events.record(session, events.MESSAGE_RECEIVED, conversation_id=conversation.id,
+                  wa_message_id=wa_id, role="business" if from_me else "customer",
+                  media_type=message.get("media_type"))
+    if from_me:
+        # A person at the business answered from the phone: the bot steps aside.
+        # human_pause_minutes: None pauses until an operator resumes, 0 does not pause.
+        minutes = option_values(config)["human_pause_minutes"] if config else 30.0
+        if minutes != 0:
+            conversations.pause(
+                session, conversation, reason="human took over",
+                until=now + timedelta(minutes=float(minutes)) if minutes is not None else None,
+                actor="business",
+            )
+        return Recorded(conversation.id, True, False, debounce)
+    conversation.last_inbound_at = now
+    return Recorded(conversation.id, True, True, debounce)
+
+
+def _has_unanswered(session: Session, conversation_id: int) -> bool:
+    return bool(session.scalar(select(exists().where(
+        Message.conversation_id == conversation_id,
+        Message.role == "customer",
+        Message.reply_run_id.is_(None),
+    ))))
+
+
+def record_ignored(
+    session: Session, *, instance: str, reason: str, wa_message_id: str | None,
+    chat_jid: str | None,
+) -> None:
+    conversation_id = None
+    if chat_jid:
+        conversation_id = session.scalar(select(Conversation.id).where(
+            Conversation.instance == instance, Conversation.chat_jid == chat_jid,
+        ))
+    events.record(session, events.MESSAGE_IGNORED, conversation_id=conversation_id,
+                  reason=reason, instance=instance, wa_message_id=wa_message_id, chat=chat_jid)

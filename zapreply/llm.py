@@ -1,0 +1,143 @@
+"""The LLM boundary: one chat-completion call through litellm, with typed errors.
+
+Retries live in the caller (the reply task, with backoff and a budget recorded in the database),
+so litellm and the OpenAI client underneath are told not to retry on their own.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from zapreply.settings import apply_litellm_environment
+
+apply_litellm_environment()
+
+import litellm  # noqa: E402 - the environment above must be set first
+
+litellm.suppress_debug_info = True
+litellm.telemetry = False
+
+
+class LLMError(Exception):
+    def __init__(self, message: str, *, permanent: bool, retry_after: float | None = None):
+        super().__init__(message)
+        self.permanent = permanent
+        self.retry_after = retry_after
+
+
+@dataclass
+class ToolCall:
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass
+class Completion:
+    content: str
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost: float | None = None
+    latency_ms: int = 0
+    model: str = ""
+
+    def as_message(self) -> dict[str, Any]:
+        """The assistant message to append to the conversation sent back to the model."""
+        message: dict[str, Any] = {"role": "assistant", "content": self.content or None}
+        if self.tool_calls:
+            message["tool_calls"] = [
+                {"id": c.id, "type": "function",
+                 "function": {"name": c.name, "arguments": c.arguments}}
+                for c in self.tool_calls
+            ]
+        return message
+
+
+_PERMANENT = (
+    litellm.exceptions.AuthenticationError,
+    litellm.exceptions.PermissionDeniedError,
+    litellm.exceptions.NotFoundError,
+    litellm.exceptions.ContextWindowExceededError,
+    litellm.exceptions.ContentPolicyViolationError,
+    litellm.exceptions.UnsupportedParamsError,
+)
+
+
+def complete(
+    *,
+    model: str,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None,
+    timeout: float,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    api_base: str | None = None,
+) -> Completion:
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "messages": messages,
+        "timeout": timeout,
+        "num_retries": 0,
+        "max_retries": 0,
+    }
+    if tools:
+        kwargs["tools"] = tools
+    if temperature is not None:
+        kwargs["temperature"] = temperature
+    if max_tokens is not None:
+        kwargs["max_tokens"] = max_tokens
+    if api_base:
+        kwargs["api_base"] = api_base
+    started = time.perf_counter()
+    try:
+        response = litellm.completion(**kwargs)
+    except _PERMANENT as exc:
+        raise LLMError(_describe(exc), permanent=True) from exc
+    except litellm.exceptions.BadRequestError as exc:
+        raise LLMError(_describe(exc), permanent=True) from exc
+    except litellm.exceptions.RateLimitError as exc:
+        raise LLMError(_describe(exc), permanent=False, retry_after=_retry_after(exc)) from exc
+    except Exception as exc:  # noqa: BLE001 - timeouts, 5xx, connection errors: all retryable
+        raise LLMError(_describe(exc), permanent=False) from exc
+    latency_ms = int((time.perf_counter() - started) * 1000)
+
+    choice = response.choices[0]
+    message = choice.message
+    calls = [
+        ToolCall(id=c.id, name=c.function.name or "", arguments=c.function.arguments or "{}")
+        for c in (message.tool_calls or [])
+    ]
+    usage = getattr(response, "usage", None)
+    try:
+        cost = litellm.completion_cost(completion_response=response)
+    except Exception:  # noqa: BLE001 - unknown models have no price
+        cost = None
+    return Completion(
+        content=message.content or "",
+        tool_calls=calls,
+        prompt_tokens=getattr(usage, "prompt_tokens", None),
+        completion_tokens=getattr(usage, "completion_tokens", None),
+        cost=cost or None,
+        latency_ms=latency_ms,
+        model=getattr(response, "model", None) or model,
+    )
+
+
+def _describe(exc: Exception) -> str:
+    """A short reason for events and logs: the class and status, never request headers."""
+    status = getattr(exc, "status_code", None)
+    text = str(exc).splitlines()[0][:300] if str(exc) else ""
+    label = type(exc).__name__ + (f" ({status})" if status else "")
+    return f"{label}: {text}" if text else label
+
+
+def _retry_after(exc: Exception) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    try:
+        return float(headers.get("retry-after"))
+    except (TypeError, ValueError):
+        return None

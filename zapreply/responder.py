@@ -1,0 +1,443 @@
+"""Answering a conversation.
+
+A run answers every customer message that has no answer yet (a burst), under the conversation's
+lease. Its life:
+
+1. open: the unanswered messages are bound to a new `reply_runs` row (or to one that a previous
+   attempt left `running`, which is resumed instead);
+2. generate: history ▸ LLM ▸ tools ▸ LLM … with no database transaction open; nothing the model
+   says leaves the process yet;
+3. store: the texts to send become outbox rows (assistant messages, `pending`, each with a
+   deterministic WhatsApp message id), together with the LLM and tool events, in one transaction;
+4. deliver: pending rows are sent in order and marked `sent`.
+
+A retried or redelivered task resumes at the first step not done: a run with outbox rows never
+calls the LLM again, and a row marked sent is never sent again. A row whose send outcome is
+unknown (the worker died mid-request) is re-sent with the same message id, which WhatsApp treats
+as the same message. Messages that arrive while a run is generating are answered by the next run
+of the same holder, in order, rather than folded in: the reply being sent was written for what
+the customer had said when it was asked for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from zapreply import conversations, events, leases, messaging, tools
+from zapreply.configs import option_values
+from zapreply.db import session_scope
+from zapreply.models import Conversation, Message, ReplyRun, WorkflowConfig, utcnow
+from zapreply.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+class Busy(Exception):
+    """Another worker is answering this conversation; try again shortly."""
+
+    def __init__(self, retry_in: float):
+        super().__init__(f"conversation busy, retry in {retry_in:.1f}s")
+        self.retry_in = retry_in
+
+
+class Waiting(Exception):
+    """The burst is still arriving; answer after `retry_in` seconds."""
+
+    def __init__(self, retry_in: float):
+        super().__init__(f"debouncing, retry in {retry_in:.1f}s")
+        self.retry_in = retry_in
+
+
+class RetryLater(Exception):
+    """A failure a retry can fix (LLM or messages API); the run stays open."""
+
+    def __init__(self, reason: str, retry_in: float):
+        super().__init__(f"{reason}; retry in {retry_in:.1f}s")
+        self.retry_in = retry_in
+
+
+def backoff(settings: Settings, attempt: int, at_least: float | None = None) -> float:
+    """Exponential backoff with full jitter around the nominal delay."""
+    nominal = min(settings.retry_max_seconds, settings.retry_base_seconds * 2 ** (attempt - 1))
+    delay = nominal * random.uniform(0.5, 1.5)
+    return max(delay, at_least or 0.0)
+
+
+def answer_conversation(conversation_id: int, *, owner: str) -> int:
+    """Answer whatever is unanswered in the conversation; return how many runs were finished."""
+    settings = get_settings()
+    with session_scope() as session:
+        token = leases.claim_conversation(session, conversation_id, owner, settings.lease_seconds)
+    if token is None:
+        raise Busy(retry_in=random.uniform(0.5, 1.5))
+    finished = 0
+    try:
+        while True:
+            run_id = _open_run(conversation_id, token, settings)
+            if run_id is None:
+                return finished
+            if run_id < 0:  # a skipped burst (paused conversation, no config): look again
+                continue
+            _work_run(conversation_id, run_id, token, settings)
+            finished += 1
+    finally:
+        with session_scope() as session:
+            leases.release_conversation(session, conversation_id, token)
+
+
+def _open_run(conversation_id: int, token: int, settings: Settings) -> int | None:
+    with session_scope() as session:
+        leases.fence(session, conversation_id, token, settings.lease_seconds)
+        conversation = session.get(Conversation, conversation_id)
+        if conversation is None:
+            return None
+        running = session.scalar(
+            select(ReplyRun.id)
+            .where(ReplyRun.conversation_id == conversation_id, ReplyRun.status == "running")
+            .order_by(ReplyRun.id)
+            .limit(1)
+        )
+        if running is not None:
+            return running
+        pending = session.scalars(
+            select(Message)
+            .where(
+                Message.conversation_id == conversation_id,
+                Message.role == "customer",
+                Message.reply_run_id.is_(None),
+            )
+            .order_by(Message.id)
+        ).all()
+        if not pending:
+            return None
+
+        now = utcnow()
+        config = (
+            session.get(WorkflowConfig, conversation.workflow_config_id)
+            if conversation.workflow_config_id is not None
+            else None
+        )
+        skip_reason = None
+        if config is None or not config.is_active:
+            skip_reason = "no active workflow config"
+        elif conversations.is_paused(conversation, now):
+            skip_reason = "conversation paused"
+        else:
+            ready_at = pending[-1].created_at + timedelta(seconds=config.debounce_seconds)
+            if ready_at > now:
+                raise Waiting(retry_in=(ready_at - now).total_seconds())
+
+        run = ReplyRun(
+            conversation_id=conversation_id,
+            workflow_config_id=config.id if config else None,
+            status="skipped" if skip_reason else "running",
+            attempts=0,
+            error=skip_reason,
+            finished_at=now if skip_reason else None,
+        )
+        session.add(run)
+        session.flush()
+        session.execute(
+            update(Message)
+            .where(Message.id.in_([m.id for m in pending]), Message.reply_run_id.is_(None))
+            .values(reply_run_id=run.id)
+        )
+        if skip_reason:
+            events.record(
+                session, events.MESSAGE_IGNORED, conversation_id=conversation_id, run_id=run.id,
+                reason=skip_reason, wa_message_ids=[m.wa_message_id for m in pending],
+            )
+            return -run.id
+        return run.id
+
+
+@dataclass
+class _Context:
+    config_id: int
+    model: str
+    messages: list[dict[str, Any]]
+    options: dict[str, Any]
+
+
+@dataclass
+class _Draft:
+    texts: list[str]
+    effects: tools.Effects
+    completions: list[Any] = field(default_factory=list)
+
+
+def _work_run(conversation_id: int, run_id: int, token: int, settings: Settings) -> None:
+    with session_scope() as session:
+        leases.fence(session, conversation_id, token, settings.lease_seconds)
+        has_outbox = session.scalar(
+            select(Message.id).where(Message.reply_run_id == run_id, Message.role == "assistant")
+            .limit(1)
+        ) is not None
+        context = None if has_outbox else _llm_context(session, conversation_id, run_id, settings)
+
+    if context is not None:
+        try:
+            draft = _generate(context, settings)
+        except Exception as exc:
+            from zapreply.llm import LLMError  # only workers import litellm
+
+            if not isinstance(exc, LLMError):
+                raise
+            _fail_attempt(conversation_id, run_id, token, settings, events.LLM_FAILED, exc,
+                          permanent=exc.permanent, retry_after=exc.retry_after)
+            # Permanent failure: the run is closed; deliver its fallback text, if any.
+        else:
+            _store_draft(conversation_id, run_id, token, settings, context, draft)
+    _deliver(conversation_id, run_id, token, settings)
+
+
+def _llm_context(
+    session: Session, conversation_id: int, run_id: int, settings: Settings
+) -> _Context:
+    run = session.get(ReplyRun, run_id)
+    config = session.get(WorkflowConfig, run.workflow_config_id) if run.workflow_config_id else None
+    if config is None:
+        raise RuntimeError(f"run {run_id} has no workflow config")
+    options = option_values(config)
+    newest = session.scalar(
+        select(Message.id).where(Message.reply_run_id == run_id, Message.role == "customer")
+        .order_by(Message.id.desc()).limit(1)
+    )
+    limit = options.get("history_limit") or settings.history_limit
+    rows = session.scalars(
+        select(Message)
+        .where(
+            Message.conversation_id == conversation_id,
+            Message.id <= (newest or 0),
+            Message.role.in_(("customer", "assistant", "business")),
+            (Message.role != "assistant") | (Message.status == "sent"),
+        )
+        .order_by(Message.id.desc())
+        .limit(limit)
+    ).all()
+    messages: list[dict[str, Any]] = []
+    if config.system_prompt:
+        messages.append({"role": "system", "content": config.system_prompt})
+    for row in reversed(rows):
+        content = row.content or (f"[{row.media_type}]" if row.media_type else "")
+        if row.role == "customer":
+            messages.append({"role": "user", "content": content})
+        elif row.role == "business":
+            # Written by a person at the business on their phone: part of what "we" said.
+            messages.append({"role": "assistant", "content": content, "name": "business"})
+        else:
+            messages.append({"role": "assistant", "content": content})
+    return _Context(config.id, config.model, messages, options)
+
+
+def _generate(context: _Context, settings: Settings) -> _Draft:
+    from zapreply import llm
+
+    messages = list(context.messages)
+    effects = tools.Effects()
+    completions = []
+    final = ""
+    for _round in range(settings.max_tool_rounds + 1):
+        completion = llm.complete(
+            model=context.model,
+            messages=messages,
+            tools=tools.SCHEMAS,
+            timeout=settings.llm_timeout_seconds,
+            temperature=context.options.get("temperature"),
+            max_tokens=context.options.get("max_tokens"),
+        )
+        completions.append(completion)
+        final = completion.content
+        if not completion.tool_calls:
+            break
+        messages.append(completion.as_message())
+        for call in completion.tool_calls:
+            result = tools.execute(call.name, call.arguments, effects)
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
+    # When the model used send_whatsapp, those messages are the reply; its closing text is
+    # commentary for us ("I sent it"), not for the customer.
+    if effects.messages:
+        texts = list(effects.messages)
+    else:
+        texts = [final.strip()] if final.strip() else []
+    return _Draft(texts=texts, effects=effects, completions=completions)
+
+
+def outbound_message_id(instance: str, run_id: int, seq: int) -> str:
+    """Deterministic, WhatsApp-shaped id: a repeated send of the same row is the same message."""
+    digest = hashlib.sha256(f"{instance}|{run_id}|{seq}".encode()).hexdigest()
+    return "3EB0" + digest[:18].upper()
+
+
+def _store_draft(
+    conversation_id: int, run_id: int, token: int, settings: Settings,
+    context: _Context, draft: _Draft,
+) -> None:
+    with session_scope() as session:
+        leases.fence(session, conversation_id, token, settings.lease_seconds)
+        conversation = session.get(Conversation, conversation_id)
+        for round_number, completion in enumerate(draft.completions):
+            events.record(
+                session, events.LLM_COMPLETED, conversation_id=conversation_id, run_id=run_id,
+                model=completion.model, round=round_number,
+                prompt_tokens=completion.prompt_tokens,
+                completion_tokens=completion.completion_tokens,
+                cost=completion.cost, latency_ms=completion.latency_ms,
+                tool_calls=[c.name for c in completion.tool_calls],
+            )
+        for call in draft.effects.calls:
+            events.record(session, events.TOOL_CALLED, conversation_id=conversation_id,
+                          run_id=run_id, name=call["name"], arguments=call["arguments"],
+                          result=call["result"])
+            session.add(Message(
+                conversation_id=conversation_id, instance=conversation.instance, role="tool",
+                content=call["result"], reply_run_id=run_id,
+                extra={"name": call["name"], "arguments": call["arguments"]},
+            ))
+        texts = list(draft.texts)
+        if draft.effects.handoff_reason is not None:
+            conversations.pause(session, conversation, reason="handoff to human", until=None,
+                                actor="assistant")
+            events.record(session, events.HANDOFF_REQUESTED, conversation_id=conversation_id,
+                          run_id=run_id, reason=draft.effects.handoff_reason)
+            if context.options.get("handoff_text"):
+                texts.append(context.options["handoff_text"])
+        if not texts and draft.effects.handoff_reason is None:
+            run = session.get(ReplyRun, run_id)
+            _close_failed(session, run, conversation_id, "the model produced no reply",
+                          context.options)
+            return
+        _add_outbox(session, conversation, run_id, texts)
+
+
+def _add_outbox(session: Session, conversation: Conversation, run_id: int, texts: list[str],
+                *, fallback: bool = False) -> None:
+    for seq, text in enumerate(texts):
+        session.add(Message(
+            conversation_id=conversation.id, instance=conversation.instance, role="assistant",
+            content=text, reply_run_id=run_id, status="pending", seq=seq,
+            wa_message_id=outbound_message_id(conversation.instance, run_id, seq),
+            extra={"fallback": True} if fallback else {},
+        ))
+
+
+def _close_failed(session: Session, run: ReplyRun, conversation_id: int, reason: str,
+                  options: dict[str, Any]) -> None:
+    run.status = "failed"
+    run.error = reason
+    run.finished_at = utcnow()
+    events.record(session, events.RUN_FAILED, conversation_id=conversation_id, run_id=run.id,
+                  reason=reason, attempts=run.attempts)
+    fallback = options.get("fallback_text")
+    has_outbox = session.scalar(
+        select(Message.id).where(Message.reply_run_id == run.id, Message.role == "assistant")
+        .limit(1)
+    ) is not None
+    if fallback and not has_outbox:
+        conversation = session.get(Conversation, conversation_id)
+        _add_outbox(session, conversation, run.id, [fallback], fallback=True)
+
+
+def _fail_attempt(
+    conversation_id: int, run_id: int, token: int, settings: Settings, event_type: str,
+    exc: Exception, *, permanent: bool, retry_after: float | None = None,
+    max_attempts: int | None = None,
+) -> None:
+    """Record a failed attempt; close the run if retrying cannot help, else raise RetryLater."""
+    with session_scope() as session:
+        leases.fence(session, conversation_id, token, settings.lease_seconds)
+        run = session.get(ReplyRun, run_id)
+        run.attempts += 1
+        budget = max_attempts or settings.llm_max_attempts
+        gives_up = permanent or run.attempts >= budget
+        events.record(session, event_type, conversation_id=conversation_id, run_id=run_id,
+                      error=str(exc), permanent=permanent, attempt=run.attempts,
+                      will_retry=not gives_up)
+        if gives_up:
+            config = session.get(WorkflowConfig, run.workflow_config_id) \
+                if run.workflow_config_id else None
+            options = option_values(config) if config else {}
+            _close_failed(session, run, conversation_id, str(exc), options)
+            return
+        delay = backoff(settings, run.attempts, retry_after)
+    raise RetryLater(str(exc), delay)
+
+
+def _deliver(conversation_id: int, run_id: int, token: int, settings: Settings) -> None:
+    while True:
+        with session_scope() as session:
+            leases.fence(session, conversation_id, token, settings.lease_seconds)
+            run = session.get(ReplyRun, run_id)
+            row = session.scalars(
+                select(Message)
+                .where(Message.reply_run_id == run_id, Message.role == "assistant",
+                       Message.status == "pending")
+                .order_by(Message.seq)
+                .limit(1)
+            ).first()
+            if row is None:
+                if run.status == "running":
+                    run.status = "sent"
+                    run.finished_at = utcnow()
+                return
+            conversation = session.get(Conversation, conversation_id)
+            config = session.get(WorkflowConfig, run.workflow_config_id) \
+                if run.workflow_config_id else None
+            send = dict(config.send) if config else {}
+            to = messaging.recipient(conversation.chat_jid, conversation.contact_phone,
+                                     send.get("driver", ""))
+            row_id, text, message_id = row.id, row.content, row.wa_message_id
+
+        try:
+            provider_id = messaging.send_text(send, to=to, text=text, message_id=message_id,
+                                              timeout=settings.send_timeout_seconds)
+        except messaging.SendError as exc:
+            _record_send_failure(conversation_id, run_id, row_id, token, settings, exc)
+            continue
+
+        # Record the send even if the lease was lost meanwhile: it happened.
+        with session_scope() as session:
+            row = session.get(Message, row_id)
+            row.status = "sent"
+            row.provider_message_id = provider_id
+            row.sent_at = utcnow()
+            events.record(session, events.MESSAGE_SENT, conversation_id=conversation_id,
+                          run_id=run_id, message_id=row_id, provider_message_id=provider_id,
+                          seq=row.seq)
+
+
+def _record_send_failure(conversation_id: int, run_id: int, row_id: int, token: int,
+                         settings: Settings, exc: messaging.SendError) -> None:
+    with session_scope() as session:
+        leases.fence(session, conversation_id, token, settings.lease_seconds)
+        run = session.get(ReplyRun, run_id)
+        run.attempts += 1
+        gives_up = exc.permanent or run.attempts >= settings.send_max_attempts
+        events.record(session, events.MESSAGE_FAILED, conversation_id=conversation_id,
+                      run_id=run_id, message_id=row_id, error=str(exc), status=exc.status,
+                      permanent=exc.permanent, attempt=run.attempts, will_retry=not gives_up)
+        if gives_up:
+            # Nothing else of this run can be delivered either (the fallback would go the same
+            # way), so every pending row fails with it.
+            session.execute(
+                update(Message)
+                .where(Message.reply_run_id == run_id, Message.status == "pending")
+                .values(status="failed")
+            )
+            if run.status == "running":
+                run.status = "failed"
+                run.error = str(exc)
+                run.finished_at = utcnow()
+                events.record(session, events.RUN_FAILED, conversation_id=conversation_id,
+                              run_id=run_id, reason=str(exc), attempts=run.attempts)
+            return
+        delay = backoff(settings, run.attempts)
+    raise RetryLater(str(exc), delay)

@@ -1,0 +1,84 @@
+"""Tools offered to the model. None of them takes a phone number or a chat: every effect is
+bound to the conversation being answered, so the model cannot message anyone else."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+SEND_WHATSAPP = "send_whatsapp"
+HANDOFF_TO_HUMAN = "handoff_to_human"
+
+MAX_MESSAGE_CHARS = 4096
+
+SCHEMAS: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "function": {
+            "name": SEND_WHATSAPP,
+            "description": (
+                "Send a WhatsApp message to the customer of this conversation. "
+                "Use it for each message you want the customer to receive."
+            ),
+            "parameters": {
+                "type": "object",
+                "properties": {"message": {"type": "string", "description": "The text to send."}},
+                "required": ["message"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": HANDOFF_TO_HUMAN,
+            "description": (
+                "Hand this conversation to a human attendant: the bot stops answering it "
+                "until a person resumes it. Use when the customer asks for a human or you "
+                "cannot help."
+            ),
+            "parameters": {
+                "type": "object",
+                "properties": {"reason": {"type": "string", "description": "Why, briefly."}},
+                "required": ["reason"],
+            },
+        },
+    },
+]
+
+
+@dataclass
+class Effects:
+    """What the tools asked for during one run; applied together when the run is stored."""
+
+    messages: list[str] = field(default_factory=list)
+    handoff_reason: str | None = None
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+
+def execute(name: str, raw_arguments: str, effects: Effects) -> str:
+    """Run a tool call; the string returned goes back to the model. Never raises."""
+    try:
+        arguments = json.loads(raw_arguments or "{}")
+        if not isinstance(arguments, dict):
+            raise ValueError("arguments must be a JSON object")
+    except ValueError as exc:
+        result = f"error: invalid arguments ({exc})"
+        effects.calls.append({"name": name, "arguments": raw_arguments, "result": result})
+        return result
+
+    if name == SEND_WHATSAPP:
+        message = arguments.get("message")
+        if not isinstance(message, str) or not message.strip():
+            result = "error: 'message' must be a non-empty string"
+        else:
+            effects.messages.append(message.strip()[:MAX_MESSAGE_CHARS])
+            result = "ok: message will be delivered to the customer"
+    elif name == HANDOFF_TO_HUMAN:
+        reason = arguments.get("reason")
+        effects.handoff_reason = str(reason or "requested by the assistant")[:500]
+        result = "ok: a human attendant will take over; the bot stops answering"
+    else:
+        result = f"error: unknown tool {name!r}"
+    effects.calls.append({"name": name, "arguments": arguments, "result": result})
+    return result
