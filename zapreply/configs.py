@@ -55,6 +55,8 @@ def validate(data: Any, *, partial: bool = False) -> dict[str, Any]:
             value = data[name]
             if not isinstance(value, str) or not value.strip():
                 raise InvalidConfig(f"'{name}' must be a non-empty string")
+            if len(value.strip()) > 200:
+                raise InvalidConfig(f"'{name}' must be at most 200 characters")
             values[name] = value.strip()
         elif not partial:
             raise InvalidConfig(f"'{name}' is required")

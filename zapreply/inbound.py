@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import exists, select
@@ -109,15 +109,23 @@ def record_inbound(
         # A person at the business answered from the phone: the bot steps aside.
         # human_pause_minutes: None pauses until an operator resumes, 0 does not pause.
         minutes = option_values(config)["human_pause_minutes"] if config else 30.0
-        if minutes != 0:
-            conversations.pause(
-                session, conversation, reason="human took over",
-                until=now + timedelta(minutes=float(minutes)) if minutes is not None else None,
-                actor="business",
-            )
+        until = now + timedelta(minutes=float(minutes)) if minutes is not None else None
+        if minutes != 0 and not _pause_outlasts(conversation, until, now):
+            conversations.pause(session, conversation, reason="human took over", until=until,
+                                actor="business")
         return Recorded(conversation.id, True, False, debounce)
     conversation.last_inbound_at = now
     return Recorded(conversation.id, True, True, debounce)
+
+
+def _pause_outlasts(conversation: Conversation, until: datetime | None, now: datetime) -> bool:
+    """True when the conversation is already paused at least that long (an operator's or a
+    handoff's open-ended pause must not be shortened by the business typing)."""
+    if not conversations.is_paused(conversation, now):
+        return False
+    if conversation.paused_until is None:
+        return True
+    return until is not None and conversation.paused_until >= until
 
 
 def _has_unanswered(session: Session, conversation_id: int) -> bool:

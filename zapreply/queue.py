@@ -20,15 +20,13 @@ QUEUE = "zapreply"
 
 
 def celery_config(settings: Settings) -> dict[str, object]:
-    transport_options: dict[str, object] = {
+    if settings.broker_url.startswith("sqla+"):
+        # The embedded broker hands its transport options to create_engine as they are.
+        transport_options: dict[str, object] = {"connect_args": {"timeout": 30}}
+    else:
         # Redis: an unacked message is handed out again after this long, even while its
         # first delivery still runs; task time limits stay well below it (settings check).
-        "visibility_timeout": settings.visibility_timeout_seconds,
-    }
-    if settings.broker_url.startswith("sqla+"):
-        # The embedded broker polls its table; the default second of polling is most of the
-        # latency of a first run.
-        transport_options["polling_interval"] = 0.1
+        transport_options = {"visibility_timeout": settings.visibility_timeout_seconds}
     return {
         "broker_url": settings.broker_url,
         "broker_transport_options": transport_options,

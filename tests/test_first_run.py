@@ -1,0 +1,87 @@
+"""The README's first run: `zapreply up` on the embedded defaults (SQLite database, SQLite
+broker; no PostgreSQL, no Redis), a config made with the CLI, a WhatsApp message answered."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+
+from tests.conftest import FIXTURES, ROOT
+
+ZAPREPLY = [sys.executable, "-m", "zapreply.cli"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _env(tmp_path, llm) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "ADMIN_TOKEN", "WUZAPI_HMAC_KEY"}}
+    env.update({
+        "ZAPREPLY_DATA_DIR": str(tmp_path / "var"),
+        "OPENAI_BASE_URL": f"{llm.url}/v1",
+        "OPENAI_API_KEY": "sk-test-not-a-real-key",
+        "PYTHONPATH": str(ROOT),
+    })
+    return env
+
+
+def test_zapreply_up_answers_a_message_on_the_embedded_defaults(tmp_path, llm, wuzapi):
+    llm.reset()
+    wuzapi.reset()
+    env = _env(tmp_path, llm)
+    port = _free_port()
+    log = open(tmp_path / "up.log", "wb")
+    up = subprocess.Popen([*ZAPREPLY, "up", "--port", str(port)], cwd=tmp_path, env=env,
+                          stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert up.poll() is None, (tmp_path / "up.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, (tmp_path / "up.log").read_text()[-3000:]
+            time.sleep(0.2)
+
+        created = subprocess.run(
+            [*ZAPREPLY, "config", "create", "--name", "Loja", "--instance", "loja-teste",
+             "--model", "openai/stub-model", "--system-prompt", "Seja breve.",
+             "--debounce", "0", "--driver", "wuzapi", "--base-url", wuzapi.url,
+             "--token", "secret-user-token"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, check=True,
+        )
+        assert json.loads(created.stdout)["send"]["token"] == "********"
+        assert "secret-user-token" not in created.stdout
+
+        response = httpx.post(
+            f"{url}/webhooks/wuzapi",
+            content=(FIXTURES / "message_text.form.txt").read_bytes(),
+            headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=10,
+        )
+        assert response.json()["status"] == "queued"
+        sent = wuzapi.wait_for(lambda r: len(r) >= 1, timeout=30)
+        assert sent[0]["body"]["Body"] == "Resposta: Olá! Vocês abrem amanhã?"
+        assert (tmp_path / "var" / "zapreply.db").exists()
+        assert (tmp_path / "var" / "broker.db").exists()
+    finally:
+        up.send_signal(signal.SIGINT)
+        try:
+            up.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            up.kill()
+        log.close()
+    assert up.returncode == 0, (tmp_path / "up.log").read_text()[-3000:]

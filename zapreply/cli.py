@@ -1,0 +1,250 @@
+"""`zapreply` command line: first run, schema, configs and conversations."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _print(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def migrate(_: argparse.Namespace | None = None) -> int:
+    from alembic import command
+    from alembic.config import Config
+
+    from zapreply.settings import get_settings
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["configure_logging"] = False
+    command.upgrade(config, "head")
+    print(f"database at head: {_safe_url(settings.database_url)}", file=sys.stderr)
+    return 0
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def up(args: argparse.Namespace) -> int:
+    """Migrate, then run the receiver and a worker until interrupted."""
+    from zapreply.settings import get_settings
+
+    settings = get_settings()
+    migrate()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Children read the same settings; pin the resolved data dir so relative paths agree.
+    env.setdefault("ZAPREPLY_DATA_DIR", str(settings.data_dir))
+    commands = {
+        "receiver": [sys.executable, "-m", "gunicorn", "--bind", f"{args.host}:{args.port}",
+                     "--workers", str(args.web_workers), "--access-logfile", "-",
+                     "webhook_app:create_app()"],
+        "worker": [sys.executable, "-m", "celery", "-A", "worker", "worker",
+                   "--loglevel", "INFO"],
+    }
+    processes = {name: subprocess.Popen(cmd, cwd=ROOT, env=env) for name, cmd in commands.items()}
+    print(f"zapreply is up: webhook URL http://{args.host}:{args.port}/webhooks/wuzapi "
+          f"(database {_safe_url(settings.database_url)}). Ctrl-C stops it.", file=sys.stderr)
+
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    exit_code = 0
+    try:
+        while not stopping:
+            for name, process in processes.items():
+                if process.poll() is not None:
+                    print(f"{name} exited with {process.returncode}; stopping", file=sys.stderr)
+                    exit_code = process.returncode or 1
+                    stopping = True
+            time.sleep(0.2)
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    return exit_code
+
+
+def _config_body(args: argparse.Namespace) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if args.json:
+        text = sys.stdin.read() if args.json == "-" else Path(args.json).read_text()
+        body = json.loads(text)
+    fields = {"name": args.name, "instance": args.instance, "model": args.model,
+              "system_prompt": args.system_prompt, "debounce_seconds": args.debounce}
+    body.update({key: value for key, value in fields.items() if value is not None})
+    if args.driver or args.base_url or args.token:
+        body["send"] = {**body.get("send", {}),
+                        **{k: v for k, v in (("driver", args.driver),
+                                             ("base_url", args.base_url),
+                                             ("token", args.token)) if v is not None}}
+    if getattr(args, "inactive", False):
+        body["is_active"] = False
+    return body
+
+
+def config_create(args: argparse.Namespace) -> int:
+    from zapreply import configs
+    from zapreply.db import session_scope
+    from zapreply.models import WorkflowConfig
+
+    try:
+        values = configs.validate(_config_body(args))
+    except (configs.InvalidConfig, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    with session_scope() as session:
+        config = WorkflowConfig(options={}, **{k: v for k, v in values.items() if k != "options"})
+        configs.apply(config, {"options": values.get("options", {})})
+        session.add(config)
+        session.flush()
+        _print(configs.public_view(config))
+    return 0
+
+
+def config_list(_: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from zapreply import configs
+    from zapreply.db import session_scope
+    from zapreply.models import WorkflowConfig
+
+    with session_scope() as session:
+        rows = session.scalars(select(WorkflowConfig).order_by(WorkflowConfig.id)).all()
+        _print([configs.public_view(row) for row in rows])
+    return 0
+
+
+def config_update(args: argparse.Namespace) -> int:
+    from zapreply import configs
+    from zapreply.db import session_scope
+    from zapreply.models import WorkflowConfig
+
+    try:
+        values = configs.validate(_config_body(args), partial=True)
+    except (configs.InvalidConfig, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    with session_scope() as session:
+        config = session.get(WorkflowConfig, args.id)
+        if config is None:
+            print(f"error: no workflow config {args.id}", file=sys.stderr)
+            return 1
+        configs.apply(config, values)
+        session.flush()
+        _print(configs.public_view(config))
+    return 0
+
+
+def conversation_pause(args: argparse.Namespace) -> int:
+    return _pause_or_resume(args, pause=True)
+
+
+def conversation_resume(args: argparse.Namespace) -> int:
+    return _pause_or_resume(args, pause=False)
+
+
+def _pause_or_resume(args: argparse.Namespace, *, pause: bool) -> int:
+    from datetime import timedelta
+
+    from zapreply import conversations
+    from zapreply.db import session_scope
+    from zapreply.models import Conversation, utcnow
+
+    with session_scope() as session:
+        conversation = session.get(Conversation, args.id)
+        if conversation is None:
+            print(f"error: no conversation {args.id}", file=sys.stderr)
+            return 1
+        if pause:
+            until = utcnow() + timedelta(minutes=args.minutes) if args.minutes else None
+            conversations.pause(session, conversation, reason=args.reason, until=until,
+                                actor="operator")
+        else:
+            conversations.resume(session, conversation, actor="operator")
+        session.flush()
+        _print(conversations.public_view(conversation, utcnow()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zapreply", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("up", help="migrate, then run the receiver and a worker")
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--port", type=int, default=8000)
+    run.add_argument("--web-workers", type=int, default=2)
+    run.set_defaults(func=up)
+
+    commands.add_parser("migrate", help="alembic upgrade head").set_defaults(func=migrate)
+
+    config = commands.add_parser("config", help="workflow configs").add_subparsers(
+        dest="config_command", required=True)
+
+    def config_fields(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--json", help="a JSON file with the config (- for stdin)")
+        p.add_argument("--name")
+        p.add_argument("--instance", help="WuzAPI instance name, user id or token")
+        p.add_argument("--model", help="litellm model, e.g. openai/gpt-4o-mini")
+        p.add_argument("--system-prompt")
+        p.add_argument("--debounce", type=float, help="seconds to wait for a burst")
+        p.add_argument("--driver", choices=["wuzapi", "livchat"])
+        p.add_argument("--base-url")
+        p.add_argument("--token", help="messages API token (stored, never shown)")
+        p.add_argument("--inactive", action="store_true")
+
+    create = config.add_parser("create", help="create a workflow config")
+    config_fields(create)
+    create.set_defaults(func=config_create)
+    update = config.add_parser("update", help="change fields of a workflow config")
+    update.add_argument("id", type=int)
+    config_fields(update)
+    update.set_defaults(func=config_update)
+    config.add_parser("list", help="list workflow configs").set_defaults(func=config_list)
+
+    conversation = commands.add_parser(
+        "conversation", help="pause or resume the bot for a conversation"
+    ).add_subparsers(dest="conversation_command", required=True)
+    pause = conversation.add_parser("pause")
+    pause.add_argument("id", type=int)
+    pause.add_argument("--minutes", type=float, help="resume by itself after this long")
+    pause.add_argument("--reason", default="paused by operator")
+    pause.set_defaults(func=conversation_pause)
+    resume = conversation.add_parser("resume")
+    resume.add_argument("id", type=int)
+    resume.set_defaults(func=conversation_resume)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
