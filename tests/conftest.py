@@ -167,6 +167,17 @@ def admin_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
+def wait_until_idle(timeout: float = 30.0) -> None:
+    """Block until the broker holds no task, queued or in progress (a worker holds every task it
+    runs, and every countdown, as unacked until it finishes)."""
+    client = redis.Redis.from_url(REDIS_URL)
+    deadline = time.monotonic() + timeout
+    while client.llen("zapreply") or client.hlen("unacked"):
+        if time.monotonic() > deadline:
+            raise AssertionError("the worker did not finish its tasks in time")
+        time.sleep(0.05)
+
+
 def queued_tasks() -> list[str]:
     """Names of the tasks waiting in the test broker's queue."""
     import json

@@ -6,7 +6,8 @@ They run in the test process on ephemeral loopback ports; a worker subprocess re
 real HTTP. Their behaviour is scripted by what the conversation contains, so a test can steer
 a worker it does not share memory with (failures are set on the stub itself):
 
-- a customer message containing ``#handoff`` makes the model call ``handoff_to_human``;
+- a customer message containing ``#handoff`` makes the model call ``handoff_to_human``, then
+  say it is passing the customer on;
 - ``#tool`` makes it call ``send_whatsapp`` and then finish without text;
 otherwise the model answers ``"Resposta: " + <the customer messages of this turn>``.
 """
@@ -107,20 +108,23 @@ class LLMStub(_Server):
         if self.fail_status:
             return self.fail_status, {"error": {"message": "stub failure", "type": "server_error"}}
         last = messages[-1] if messages else {}
-        if last.get("role") != "tool" and "#handoff" in turn:
+        if last.get("role") == "tool":
+            if "#handoff" in turn:
+                return 200, _completion(body, content="Vou te passar para um atendente.")
+            return 200, _completion(body, content="")
+        if "#handoff" in turn:
             return 200, _completion(body, tool_call=("handoff_to_human", {"reason": "pediu humano"}))
         if "#tool" in turn:
-            if last.get("role") != "tool":
-                return 200, _completion(body, tool_call=("send_whatsapp", {"message": "Via ferramenta"}))
-            return 200, _completion(body, content="")
+            return 200, _completion(body, tool_call=("send_whatsapp", {"message": "Via ferramenta"}))
         return 200, _completion(body, content=f"Resposta: {turn}")
 
 
 def _current_turn(messages: list[dict[str, Any]]) -> str:
-    """The customer messages after the last assistant message, joined by ' | '."""
+    """The customer messages after the last assistant answer (tool calls do not end a turn),
+    joined by ' | '."""
     turn: list[str] = []
     for message in messages:
-        if message.get("role") == "assistant":
+        if message.get("role") == "assistant" and not message.get("tool_calls"):
             turn = []
         elif message.get("role") == "user":
             content = message.get("content")

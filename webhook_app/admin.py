@@ -305,6 +305,24 @@ def _message_view(message: Message) -> dict[str, Any]:
 # Events.
 
 
+@bp.post("/runs/<run_id>/replay")
+def replay_run(run_id: str) -> tuple[Response, int]:
+    """Re-run a failed reply run (after the LLM or messages API is back)."""
+    from zapreply import replay
+    from zapreply.queue import REPLY
+
+    parsed = _parse_id(run_id, "run id")
+    with session_scope() as session:
+        try:
+            run = replay.reopen_run(session, parsed, actor=ACTOR)
+        except replay.CannotReplay as exc:
+            status = 404 if str(exc).startswith("no run") else 409
+            raise ApiError(status, str(exc)) from None
+        conversation_id = run.conversation_id
+    current_app.extensions["celery"].send_task(REPLY, args=[conversation_id])
+    return jsonify(run_id=parsed, conversation_id=conversation_id, status="queued"), 202
+
+
 @bp.get("/events")
 def list_events() -> Response:
     statement = select(Event)

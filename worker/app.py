@@ -20,6 +20,14 @@ def _fresh_connections_after_fork(**_: object) -> None:
     reset_engines()
 
 
+@signals.worker_ready.connect
+def _start_sweeper(**_: object) -> None:
+    from zapreply import sweeper
+    from zapreply.queue import REPLY
+
+    sweeper.start(lambda conversation_id: app.send_task(REPLY, args=[conversation_id]))
+
+
 @signals.worker_init.connect
 def _import_litellm_once(**_: object) -> None:
     # ~3 s and ~165 MB: pay it once in the parent, before any pool process or thread starts.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Task
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from worker.app import app
 from worker.replies import answer_now_or_later, reply
@@ -13,10 +13,10 @@ from zapreply import inbound
 from zapreply.db import session_scope
 from zapreply.queue import HANDLE_INBOUND, RECORD_IGNORED
 
-# The database being down must not lose an acknowledged message: keep retrying, backing off to
-# a minute, for as long as the broker keeps the task (task time limits apply per attempt).
+# The database being unreachable must not lose an acknowledged message: keep retrying, backing
+# off to a minute. Other database errors are bugs, not outages: retrying would only repeat them.
 _DB_RETRY = {
-    "autoretry_for": (SQLAlchemyError,),
+    "autoretry_for": (OperationalError, InterfaceError),
     "retry_backoff": 1,
     "retry_backoff_max": 60,
     "retry_jitter": True,

@@ -7,7 +7,7 @@ import os
 import threading
 
 from celery import Task
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from worker.app import app
 from zapreply import responder
@@ -41,7 +41,7 @@ def answer_now_or_later(task: Task, conversation_id: int) -> str:
 def reply(self: Task, conversation_id: int) -> str:
     try:
         return answer_now_or_later(self, conversation_id)
-    except SQLAlchemyError as exc:
+    except (OperationalError, InterfaceError) as exc:
         settings = get_settings()
         delay = responder.backoff(settings, min(self.request.retries + 1, 8))
         log.warning("conversation %s: database error, retrying in %.1fs", conversation_id, delay)

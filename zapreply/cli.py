@@ -191,6 +191,23 @@ def _pause_or_resume(args: argparse.Namespace, *, pause: bool) -> int:
     return 0
 
 
+def replay(args: argparse.Namespace) -> int:
+    from zapreply import replay as replay_module
+    from zapreply.db import session_scope
+    from zapreply.queue import REPLY, make_celery
+
+    try:
+        with session_scope() as session:
+            run = replay_module.reopen_run(session, args.run_id, actor="operator")
+            conversation_id = run.conversation_id
+    except replay_module.CannotReplay as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    make_celery().send_task(REPLY, args=[conversation_id])
+    _print({"run_id": args.run_id, "conversation_id": conversation_id, "status": "queued"})
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zapreply", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -238,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     resume = conversation.add_parser("resume")
     resume.add_argument("id", type=int)
     resume.set_defaults(func=conversation_resume)
+
+    again = commands.add_parser("replay", help="re-run a failed reply run")
+    again.add_argument("run_id", type=int)
+    again.set_defaults(func=replay)
     return parser
 
 

@@ -21,6 +21,7 @@ CONVERSATION_PAUSED = "conversation.paused"
 CONVERSATION_RESUMED = "conversation.resumed"
 HANDOFF_REQUESTED = "handoff.requested"
 RUN_FAILED = "run.failed"
+RUN_REPLAYED = "run.replayed"
 
 
 def record(

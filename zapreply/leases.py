@@ -8,12 +8,19 @@ replaced finds out before it writes or sends anything.
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from datetime import timedelta
 
-from sqlalchemy import or_, update
+from sqlalchemy import or_, tuple_, update
 from sqlalchemy.orm import Session
 
+from zapreply.db import session_scope
 from zapreply.models import Conversation, utcnow
+from zapreply.settings import get_settings
+
+log = logging.getLogger(__name__)
 
 
 class LeaseLost(Exception):
@@ -58,3 +65,55 @@ def release_conversation(session: Session, conversation_id: int, token: int) -> 
         .where(Conversation.id == conversation_id, Conversation.lease_token == token)
         .values(lease_expires_at=None, lease_owner=None)
     )
+
+
+class LeaseKeeper:
+    """Renews, from a background thread, the leases this process holds.
+
+    The lease can then be short (a dead worker's conversations are free again within
+    LEASE_SECONDS) however long an LLM call takes. Correctness does not depend on it: if
+    renewals stall and another worker takes over, fencing stops this one from writing.
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def hold(self, conversation_id: int, token: int) -> None:
+        with self._lock:
+            self._held[conversation_id] = token
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="lease-keeper",
+                                                daemon=True)
+                self._thread.start()
+
+    def drop(self, conversation_id: int, token: int) -> None:
+        with self._lock:
+            if self._held.get(conversation_id) == token:
+                del self._held[conversation_id]
+
+    def renew_all(self) -> int:
+        with self._lock:
+            pairs = list(self._held.items())
+        if not pairs:
+            return 0
+        seconds = get_settings().lease_seconds
+        with session_scope() as session:
+            result = session.execute(
+                update(Conversation)
+                .where(tuple_(Conversation.id, Conversation.lease_token).in_(pairs))
+                .values(lease_expires_at=utcnow() + timedelta(seconds=seconds))
+            )
+        return result.rowcount
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(get_settings().lease_seconds / 3)
+            try:
+                self.renew_all()
+            except Exception:  # noqa: BLE001 - keep renewing; fencing covers a missed beat
+                log.warning("lease renewal failed", exc_info=True)
+
+
+keeper = LeaseKeeper()

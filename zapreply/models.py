@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -117,6 +118,9 @@ class ReplyRun(Base):
     # running → sent | failed | skipped
     status: Mapped[str] = mapped_column(String(20), default="running")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Backoff after a failed attempt survives the task that scheduled it: no one resumes the
+    # run before this (see zapreply.sweeper).
+    next_attempt_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[created_at]
     finished_at: Mapped[datetime | None]
@@ -129,6 +133,11 @@ class Message(Base):
         UniqueConstraint("instance", "wa_message_id", name="uq_messages_wa_id"),
         Index("ix_messages_conversation_id", "conversation_id", "id"),
         Index("ix_messages_reply_run_id", "reply_run_id"),
+        Index(
+            "ix_messages_unanswered", "conversation_id",
+            postgresql_where=text("role = 'customer' AND reply_run_id IS NULL"),
+            sqlite_where=text("role = 'customer' AND reply_run_id IS NULL"),
+        ),
     )
 
     id: Mapped[intpk]

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from zapreply import conversations, events, leases, messaging, tools
@@ -78,6 +78,7 @@ def answer_conversation(conversation_id: int, *, owner: str) -> int:
         token = leases.claim_conversation(session, conversation_id, owner, settings.lease_seconds)
     if token is None:
         raise Busy(retry_in=random.uniform(0.5, 1.5))
+    leases.keeper.hold(conversation_id, token)
     finished = 0
     try:
         while True:
@@ -89,6 +90,7 @@ def answer_conversation(conversation_id: int, *, owner: str) -> int:
             _work_run(conversation_id, run_id, token, settings)
             finished += 1
     finally:
+        leases.keeper.drop(conversation_id, token)
         with session_scope() as session:
             leases.release_conversation(session, conversation_id, token)
 
@@ -99,14 +101,17 @@ def _open_run(conversation_id: int, token: int, settings: Settings) -> int | Non
         conversation = session.get(Conversation, conversation_id)
         if conversation is None:
             return None
-        running = session.scalar(
-            select(ReplyRun.id)
+        running = session.scalars(
+            select(ReplyRun)
             .where(ReplyRun.conversation_id == conversation_id, ReplyRun.status == "running")
             .order_by(ReplyRun.id)
             .limit(1)
-        )
+        ).first()
         if running is not None:
-            return running
+            now = utcnow()
+            if running.next_attempt_at is not None and running.next_attempt_at > now:
+                raise Waiting(retry_in=(running.next_attempt_at - now).total_seconds())
+            return running.id
         pending = session.scalars(
             select(Message)
             .where(
@@ -177,9 +182,12 @@ class _Draft:
 def _work_run(conversation_id: int, run_id: int, token: int, settings: Settings) -> None:
     with session_scope() as session:
         leases.fence(session, conversation_id, token, settings.lease_seconds)
+        # A fallback text sent by an earlier failed attempt is not an answer (see replay).
         has_outbox = session.scalar(
-            select(Message.id).where(Message.reply_run_id == run_id, Message.role == "assistant")
-            .limit(1)
+            select(Message.id).where(
+                Message.reply_run_id == run_id, Message.role == "assistant",
+                Message.extra["fallback"].as_boolean().is_not(True),
+            ).limit(1)
         ) is not None
         context = None if has_outbox else _llm_context(session, conversation_id, run_id, settings)
 
@@ -320,7 +328,13 @@ def _store_draft(
 
 def _add_outbox(session: Session, conversation: Conversation, run_id: int, texts: list[str],
                 *, fallback: bool = False) -> None:
-    for seq, text in enumerate(texts):
+    # After a replay the run may already hold a sent fallback row: number on from it, since
+    # the message id is derived from the position.
+    start = session.scalar(
+        select(func.coalesce(func.max(Message.seq) + 1, 0))
+        .where(Message.reply_run_id == run_id, Message.role == "assistant")
+    )
+    for seq, text in enumerate(texts, start=start):
         session.add(Message(
             conversation_id=conversation.id, instance=conversation.instance, role="assistant",
             content=text, reply_run_id=run_id, status="pending", seq=seq,
@@ -368,6 +382,7 @@ def _fail_attempt(
             _close_failed(session, run, conversation_id, str(exc), options)
             return
         delay = backoff(settings, run.attempts, retry_after)
+        run.next_attempt_at = utcnow() + timedelta(seconds=delay)
     raise RetryLater(str(exc), delay)
 
 
@@ -440,4 +455,5 @@ def _record_send_failure(conversation_id: int, run_id: int, row_id: int, token: 
                               run_id=run_id, reason=str(exc), attempts=run.attempts)
             return
         delay = backoff(settings, run.attempts)
+        run.next_attempt_at = utcnow() + timedelta(seconds=delay)
     raise RetryLater(str(exc), delay)

@@ -74,7 +74,9 @@ class Settings:
     retry_max_seconds: float
     max_tool_rounds: int
     history_limit: int
-    lease_seconds: int
+    lease_seconds: float
+    sweep_interval_seconds: float
+    sweep_grace_seconds: float
     visibility_timeout_seconds: int
     task_time_limit_seconds: int
     log_level: str
@@ -100,7 +102,7 @@ def load(overrides: dict[str, str] | None = None) -> Settings:
         config_cache_seconds=_float(env, "CONFIG_CACHE_SECONDS", 5.0),
         worker_pool=_str(env, "WORKER_POOL", "threads"),
         worker_concurrency=_int(env, "WORKER_CONCURRENCY", 32),
-        llm_timeout_seconds=_float(env, "LLM_TIMEOUT_SECONDS", 60.0),
+        llm_timeout_seconds=_float(env, "LLM_TIMEOUT_SECONDS", 30.0),
         llm_max_attempts=_int(env, "LLM_MAX_ATTEMPTS", 5),
         send_timeout_seconds=_float(env, "SEND_TIMEOUT_SECONDS", 15.0),
         send_max_attempts=_int(env, "SEND_MAX_ATTEMPTS", 5),
@@ -108,9 +110,11 @@ def load(overrides: dict[str, str] | None = None) -> Settings:
         retry_max_seconds=_float(env, "RETRY_MAX_SECONDS", 120.0),
         max_tool_rounds=_int(env, "MAX_TOOL_ROUNDS", 5),
         history_limit=_int(env, "HISTORY_LIMIT", 30),
-        lease_seconds=_int(env, "LEASE_SECONDS", 300),
-        visibility_timeout_seconds=_int(env, "VISIBILITY_TIMEOUT_SECONDS", 1800),
-        task_time_limit_seconds=_int(env, "TASK_TIME_LIMIT_SECONDS", 600),
+        lease_seconds=_float(env, "LEASE_SECONDS", 30.0),
+        sweep_interval_seconds=_float(env, "SWEEP_INTERVAL_SECONDS", 15.0),
+        sweep_grace_seconds=_float(env, "SWEEP_GRACE_SECONDS", 30.0),
+        visibility_timeout_seconds=_int(env, "VISIBILITY_TIMEOUT_SECONDS", 900),
+        task_time_limit_seconds=_int(env, "TASK_TIME_LIMIT_SECONDS", 300),
         log_level=_str(env, "LOG_LEVEL", "INFO"),
     )
     if settings.task_time_limit_seconds * 2 > settings.visibility_timeout_seconds:
@@ -119,8 +123,13 @@ def load(overrides: dict[str, str] | None = None) -> Settings:
         raise ImproperlyConfigured(
             "VISIBILITY_TIMEOUT_SECONDS must be at least twice TASK_TIME_LIMIT_SECONDS"
         )
-    if settings.lease_seconds < settings.llm_timeout_seconds * 2:
-        raise ImproperlyConfigured("LEASE_SECONDS must be at least twice LLM_TIMEOUT_SECONDS")
+    if settings.lease_seconds < 3:
+        raise ImproperlyConfigured("LEASE_SECONDS must be at least 3 (it is renewed every third)")
+    longest_run = settings.llm_timeout_seconds * (settings.max_tool_rounds + 1)
+    if longest_run >= settings.task_time_limit_seconds:
+        raise ImproperlyConfigured(
+            "TASK_TIME_LIMIT_SECONDS must exceed LLM_TIMEOUT_SECONDS × (MAX_TOOL_ROUNDS + 1)"
+        )
     return settings
 
 

@@ -1,0 +1,257 @@
+"""The responder, called directly (no Celery): runs, retries, fencing, resume, replay, sweeping.
+The LLM and WuzAPI are the local stand-ins, reached over HTTP by litellm and httpx."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from zapreply import inbound, leases, replay, responder, sweeper
+from zapreply import settings as settings_module
+from zapreply.db import session_scope
+from zapreply.models import Conversation, Event, Message, ReplyRun, WorkflowConfig, utcnow
+
+
+@pytest.fixture
+def fast_retries(db, base_env):  # type: ignore[no-untyped-def]
+    settings_module.override(settings_module.load({
+        **base_env, "RETRY_BASE_SECONDS": "0.01", "RETRY_MAX_SECONDS": "0.05",
+        "LLM_MAX_ATTEMPTS": "3", "SEND_MAX_ATTEMPTS": "3",
+    }))
+    yield
+    settings_module.override(settings_module.load(base_env))
+
+
+def make_config(wuzapi, **options) -> int:  # type: ignore[no-untyped-def]
+    with session_scope() as session:
+        config = WorkflowConfig(
+            name="Loja", instance="loja", model="openai/stub", system_prompt="Seja breve.",
+            send={"driver": "wuzapi", "base_url": wuzapi.url, "token": "tok"},
+            debounce_seconds=0.0, options=options,
+        )
+        session.add(config)
+        session.flush()
+        return config.id
+
+
+def receive(config_id: int, text: str, wa_id: str, chat: str = "5511900000001@s.whatsapp.net") -> int:
+    with session_scope() as session:
+        recorded = inbound.record_inbound(session, config_id=config_id, instance="loja", message={
+            "wa_message_id": wa_id, "chat_jid": chat, "sender_jid": chat,
+            "contact_phone": chat.split("@")[0], "push_name": "Cliente", "from_me": False,
+            "timestamp": None, "text": text, "media_type": None,
+        })
+    return recorded.conversation_id
+
+
+def answer(conversation_id: int) -> int:
+    return responder.answer_conversation(conversation_id, owner="test")
+
+
+def run_of(conversation_id: int) -> ReplyRun:
+    with session_scope() as session:
+        return session.scalars(select(ReplyRun).where(
+            ReplyRun.conversation_id == conversation_id).order_by(ReplyRun.id.desc())).first()
+
+
+def event_types(conversation_id: int) -> list[str]:
+    with session_scope() as session:
+        return list(session.scalars(select(Event.type).where(
+            Event.conversation_id == conversation_id).order_by(Event.id)))
+
+
+def test_it_answers_a_burst_in_one_run(fast_retries, llm, wuzapi):
+    config_id = make_config(wuzapi)
+    receive(config_id, "oi", "A1")
+    conversation_id = receive(config_id, "tudo bem?", "A2")
+
+    assert answer(conversation_id) == 1
+
+    assert [r["body"]["Body"] for r in wuzapi.sent()] == ["Resposta: oi | tudo bem?"]
+    assert run_of(conversation_id).status == "sent"
+    assert answer(conversation_id) == 0  # nothing left: no second reply
+
+
+def test_a_transient_llm_failure_backs_off_then_succeeds(fast_retries, llm, wuzapi):
+    conversation_id = receive(make_config(wuzapi), "oi", "B1")
+    llm.fail_status = 503
+
+    with pytest.raises(responder.RetryLater):
+        answer(conversation_id)
+
+    run = run_of(conversation_id)
+    assert run.status == "running" and run.attempts == 1
+    assert run.next_attempt_at is not None
+    llm.fail_status = None
+    # The backoff is durable: a task arriving early waits instead of hammering the LLM.
+    with session_scope() as session:
+        session.get(ReplyRun, run.id).next_attempt_at = utcnow() + timedelta(seconds=60)
+    with pytest.raises(responder.Waiting):
+        answer(conversation_id)
+    with session_scope() as session:
+        session.get(ReplyRun, run.id).next_attempt_at = utcnow()
+    assert answer(conversation_id) == 1
+    assert len(wuzapi.sent()) == 1
+    assert event_types(conversation_id).count("llm.failed") == 1
+
+
+def test_when_llm_retries_run_out_the_customer_gets_the_fallback_not_the_error(
+    fast_retries, llm, wuzapi
+):
+    conversation_id = receive(make_config(wuzapi, fallback_text="Já te respondemos!"), "oi", "C1")
+    llm.fail_status = 500
+    for _ in range(2):
+        with pytest.raises(responder.RetryLater):
+            answer(conversation_id)
+        with session_scope() as session:
+            session.get(ReplyRun, run_of(conversation_id).id).next_attempt_at = None
+
+    answer(conversation_id)
+
+    run = run_of(conversation_id)
+    assert run.status == "failed" and run.attempts == 3
+    assert "500" in run.error
+    assert [r["body"]["Body"] for r in wuzapi.sent()] == ["Já te respondemos!"]
+    types = event_types(conversation_id)
+    assert types.count("llm.failed") == 3 and "run.failed" in types
+
+
+def test_a_permanent_llm_error_fails_at_once(fast_retries, llm, wuzapi):
+    conversation_id = receive(make_config(wuzapi), "oi", "C2")
+    llm.fail_status = 400
+
+    answer(conversation_id)
+
+    assert run_of(conversation_id).status == "failed"
+    assert len(llm.requests) == 1
+    assert wuzapi.sent() == []  # no fallback configured: silence, but recorded
+    assert "run.failed" in event_types(conversation_id)
+
+
+def test_a_failed_run_can_be_replayed_once_the_llm_is_back(fast_retries, llm, wuzapi):
+    conversation_id = receive(make_config(wuzapi, fallback_text="Um instante."), "oi", "D1")
+    llm.fail_status = 400
+    answer(conversation_id)
+    failed = run_of(conversation_id)
+    llm.fail_status = None
+
+    with session_scope() as session:
+        replay.reopen_run(session, failed.id, actor="test")
+    assert answer(conversation_id) == 1
+
+    assert [r["body"]["Body"] for r in wuzapi.sent()] == ["Um instante.", "Resposta: oi"]
+    ids = [r["body"]["Id"] for r in wuzapi.sent()]
+    assert len(set(ids)) == 2
+    assert run_of(conversation_id).status == "sent"
+    with session_scope() as session, pytest.raises(replay.CannotReplay):
+        replay.reopen_run(session, failed.id, actor="test")
+
+
+def test_send_5xx_is_retried_with_the_same_message_id(fast_retries, llm, wuzapi):
+    conversation_id = receive(make_config(wuzapi), "oi", "E1")
+    wuzapi.failures.extend([500, 502])
+    for _ in range(2):
+        with pytest.raises(responder.RetryLater):
+            answer(conversation_id)
+        with session_scope() as session:
+            session.get(ReplyRun, run_of(conversation_id).id).next_attempt_at = None
+    answer(conversation_id)
+
+    attempts = wuzapi.requests
+    assert [a["status"] for a in attempts] == [500, 502, 200]
+    assert len({a["body"]["Id"] for a in attempts}) == 1
+    assert len(llm.requests) == 1  # the reply was stored once, re-sent, never regenerated
+
+
+def test_send_4xx_is_permanent_and_not_retried(fast_retries, llm, wuzapi):
+    conversation_id = receive(make_config(wuzapi), "oi", "E2")
+    wuzapi.failures.append(400)
+
+    answer(conversation_id)
+
+    assert len(wuzapi.requests) == 1
+    assert run_of(conversation_id).status == "failed"
+    with session_scope() as session:
+        failed = session.scalars(select(Event).where(Event.type == "message.failed")).one()
+        assert failed.payload["permanent"] is True
+
+
+def test_a_conversation_held_by_another_worker_is_busy(fast_retries, llm, wuzapi):
+    conversation_id = receive(make_config(wuzapi), "oi", "F1")
+    with session_scope() as session:
+        assert leases.claim_conversation(session, conversation_id, "other", 30) is not None
+
+    with pytest.raises(responder.Busy):
+        answer(conversation_id)
+    assert llm.requests == []
+
+
+def test_a_holder_whose_lease_was_taken_over_cannot_write(fast_retries, llm, wuzapi):
+    conversation_id = receive(make_config(wuzapi), "oi", "F2")
+    with session_scope() as session:
+        token = leases.claim_conversation(session, conversation_id, "slow", 30)
+        session.get(Conversation, conversation_id).lease_expires_at = utcnow()
+    with session_scope() as session:
+        assert leases.claim_conversation(session, conversation_id, "new", 30) == token + 1
+    with session_scope() as session, pytest.raises(leases.LeaseLost):
+        leases.fence(session, conversation_id, token, 30)
+
+
+def test_a_run_left_with_a_pending_reply_is_resumed_without_asking_the_llm_again(
+    fast_retries, llm, wuzapi
+):
+    conversation_id = receive(make_config(wuzapi), "oi", "G1")
+    # As a worker killed between storing the reply and sending it leaves things.
+    with session_scope() as session:
+        config_id = session.get(Conversation, conversation_id).workflow_config_id
+        run = ReplyRun(conversation_id=conversation_id, workflow_config_id=config_id,
+                       status="running", attempts=0)
+        session.add(run)
+        session.flush()
+        for message in session.scalars(select(Message).where(Message.role == "customer")):
+            message.reply_run_id = run.id
+        session.add(Message(
+            conversation_id=conversation_id, instance="loja", role="assistant",
+            content="Resposta guardada", reply_run_id=run.id, status="pending", seq=0,
+            wa_message_id=responder.outbound_message_id("loja", run.id, 0), extra={},
+        ))
+
+    assert answer(conversation_id) == 1
+
+    assert llm.requests == []
+    assert [r["body"]["Body"] for r in wuzapi.sent()] == ["Resposta guardada"]
+    assert wuzapi.sent()[0]["body"]["Id"] == responder.outbound_message_id("loja", run.id, 0)
+
+
+def test_the_sweeper_finds_work_nobody_holds(fast_retries, llm, wuzapi):
+    config_id = make_config(wuzapi)
+    fresh = receive(config_id, "agora", "H1", chat="5511900000002@s.whatsapp.net")
+    old = receive(config_id, "antes", "H2", chat="5511900000003@s.whatsapp.net")
+    held = receive(config_id, "preso", "H3", chat="5511900000004@s.whatsapp.net")
+    with session_scope() as session:
+        for message in session.scalars(select(Message).where(Message.wa_message_id.in_(["H2", "H3"]))):
+            message.created_at = utcnow() - timedelta(minutes=5)
+        leases.claim_conversation(session, held, "alive", 60)
+
+    with session_scope() as session:
+        found = sweeper.stranded_conversations(session, utcnow(), grace_seconds=30)
+
+    assert found == [old]
+    assert fresh not in found
+
+
+def test_the_lease_keeper_renews_what_this_process_holds(fast_retries, llm, wuzapi):
+    conversation_id = receive(make_config(wuzapi), "oi", "K1")
+    with session_scope() as session:
+        token = leases.claim_conversation(session, conversation_id, "me", 30)
+        session.get(Conversation, conversation_id).lease_expires_at = utcnow() + timedelta(seconds=1)
+    keeper = leases.LeaseKeeper()
+    keeper._held[conversation_id] = token  # no thread: renew once, by hand
+
+    assert keeper.renew_all() == 1
+
+    with session_scope() as session:
+        expires = session.get(Conversation, conversation_id).lease_expires_at
+    assert expires > utcnow() + timedelta(seconds=20)
