@@ -10,11 +10,14 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     (e.g. {"DATABASE_URL": ...})."""
     from webhook_app import admin, health, webhooks
     from webhook_app.errors import register_error_handlers
+    from zapreply import db
     from zapreply import settings as settings_module
     from zapreply.queue import make_celery
 
     settings = settings_module.load({k: str(v) for k, v in (config or {}).items()})
     settings_module.override(settings)
+    # Each gunicorn worker handles one request at a time: it never needs many connections.
+    db.set_pool_size(2)
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

@@ -27,11 +27,19 @@ def migrate(_: argparse.Namespace | None = None) -> int:
 
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    config = Config(str(ROOT / "alembic.ini"))
+    config = Config(str(_alembic_ini()))
     config.attributes["configure_logging"] = False
     command.upgrade(config, "head")
     print(f"database at head: {_safe_url(settings.database_url)}", file=sys.stderr)
     return 0
+
+
+def _alembic_ini() -> Path:
+    """alembic.ini of the working directory (a deployment) or of the source tree."""
+    for candidate in (Path.cwd() / "alembic.ini", ROOT / "alembic.ini"):
+        if candidate.is_file():
+            return candidate
+    raise SystemExit("alembic.ini not found: run from the directory that holds it")
 
 
 def _safe_url(url: str) -> str:
@@ -52,9 +60,10 @@ def up(args: argparse.Namespace) -> int:
     commands = {
         "receiver": [sys.executable, "-m", "gunicorn", "--bind", f"{args.host}:{args.port}",
                      "--workers", str(args.web_workers), "--access-logfile", "-",
+                     "--log-level", settings.log_level.lower(),
                      "webhook_app:create_app()"],
         "worker": [sys.executable, "-m", "celery", "-A", "worker", "worker",
-                   "--loglevel", "INFO"],
+                   "--loglevel", settings.log_level],
     }
     processes = {name: subprocess.Popen(cmd, cwd=ROOT, env=env) for name, cmd in commands.items()}
     print(f"zapreply is up: webhook URL http://{args.host}:{args.port}/webhooks/wuzapi "

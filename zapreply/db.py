@@ -30,7 +30,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     return create_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=max(pool_size // 2, 2),
         pool_pre_ping=True,
         pool_recycle=1800,
         hide_parameters=True,
@@ -41,11 +41,21 @@ _engines: dict[str, Engine] = {}
 _sessionmakers: dict[str, sessionmaker[Session]] = {}
 
 
+_pool_size: int | None = None
+
+
+def set_pool_size(size: int) -> None:
+    """Connections this process keeps; a receiver process needs a few, a worker one per slot."""
+    global _pool_size
+    _pool_size = size
+
+
 def get_engine() -> Engine:
     settings = get_settings()
     engine = _engines.get(settings.database_url)
     if engine is None:
-        engine = make_engine(settings.database_url, pool_size=min(settings.worker_concurrency, 64))
+        size = _pool_size or min(settings.worker_concurrency, 64)
+        engine = make_engine(settings.database_url, pool_size=size)
         _engines[settings.database_url] = engine
     return engine
 

@@ -50,7 +50,8 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "worker_prefetch_multiplier": 1,
         "worker_pool": settings.worker_pool,
         "worker_concurrency": settings.worker_concurrency,
-        # Give running replies time to finish on SIGTERM before a cold shutdown.
+        # SIGTERM is a warm shutdown: running tasks finish, unstarted ones go back to the
+        # broker. On a cold shutdown (SIGQUIT) these still give running replies 20 s first.
         "worker_soft_shutdown_timeout": 20.0,
         "worker_enable_soft_shutdown_on_idle": True,
         # Flower sees tasks only when workers send events; "sent" shows queued ones too.

@@ -1,0 +1,64 @@
+# One image for every zapreply process; docker-compose.yml picks the command:
+#   webhook receiver  gunicorn 'webhook_app:create_app()'   (the default CMD)
+#   worker            celery -A worker worker
+#   Flower            celery -A worker flower
+#   schema            alembic upgrade head
+FROM python:3.11-slim
+
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# litellm would otherwise download its price map at import (and retry for seconds offline).
+ENV LITELLM_LOCAL_MODEL_COST_MAP=True
+
+# Every entry point (gunicorn, celery, alembic and the `zapreply` console script) imports the
+# code from /app, so zapreply.cli finds /app/alembic.ini beside it. The settings default data
+# dir is ./var: pin it to the one folder the app user may write.
+ENV PYTHONPATH=/app \
+    ZAPREPLY_DATA_DIR=/app/var
+
+# gunicorn reads WEB_CONCURRENCY as its worker count; GUNICORN_CMD_ARGS="--workers N" or a
+# --workers flag override it.
+ENV WEB_CONCURRENCY=2
+
+# Unprivileged user with a writable home: recent gunicorn puts its control socket in
+# ~/.gunicorn and logs an error at start when it cannot.
+RUN groupadd --system --gid 10001 zapreply \
+    && useradd --system --uid 10001 --gid zapreply --create-home --home-dir /home/zapreply \
+       --shell /usr/sbin/nologin zapreply
+
+WORKDIR /app
+
+# Dependencies first, from pyproject.toml alone, so a code change does not reinstall them.
+# (README.md is optional: pyproject.toml names it as the long description.)
+COPY pyproject.toml README.md* ./
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb')); print('\n'.join(p['project']['dependencies']))" \
+        > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+
+COPY alembic.ini ./
+COPY migrations/ migrations/
+COPY zapreply/ zapreply/
+COPY webhook_app/ webhook_app/
+COPY worker/ worker/
+
+# The project itself (console script `zapreply`, metadata); its dependencies are already met.
+# Byte-compile /app as root, since the app user cannot write __pycache__ there.
+RUN pip install . \
+    && rm -rf build ./*.egg-info \
+    && python -m compileall -q zapreply webhook_app worker migrations \
+    && mkdir -p /app/var \
+    && chown zapreply:zapreply /app/var
+
+ENV HOME=/home/zapreply
+USER 10001:10001
+
+EXPOSE 8000
+
+# Bound to all interfaces; the worker count comes from WEB_CONCURRENCY (above) and any other
+# gunicorn flag from GUNICORN_CMD_ARGS (e.g. "--access-logfile - --timeout 30").
+# The heartbeat file lives in /dev/shm: a disk-backed overlay can stall it under load.
+CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--worker-tmp-dir", "/dev/shm", "webhook_app:create_app()"]
