@@ -186,9 +186,10 @@ def queued_tasks() -> list[str]:
     return [json.loads(raw)["headers"]["task"] for raw in client.lrange("zapreply", 0, -1)]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def worker_process(migrated: str, base_env: dict[str, str], tmp_path_factory) -> Iterator[subprocess.Popen]:
-    """A real `celery -A worker worker` process, shared by the tests that need one."""
+    """A real `celery -A worker worker` process for the tests of one module. Module-scoped: other
+    modules inspect the queue and must not have a worker draining it."""
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
     env = {**os.environ, **base_env, "PYTHONUNBUFFERED": "1"}
     with open(log_path, "wb") as log:

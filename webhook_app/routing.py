@@ -22,24 +22,44 @@ class ConfigRef:
     instance: str
 
 
+# workflow_configs.instance is a String(200).
+_MAX_INSTANCE_LENGTH = 200
+
 _lock = threading.Lock()
 _configs: dict[tuple[str, ...], tuple[float, ConfigRef | None]] = {}
 
 
 def active_config(candidates: list[str]) -> ConfigRef | None:
-    key = tuple(candidates)
+    # A name no config can have must not reach the database: NUL makes PostgreSQL refuse the
+    # query (a 503, and WuzAPI retrying a client's mistake) and a lone surrogate cannot even be
+    # encoded.
+    key = tuple(name for name in candidates if _storable_name(name))
+    if not key:
+        return None
     now = time.monotonic()
     cached = _configs.get(key)
     if cached is not None and cached[0] > now:
         return cached[1]
     with session_factory()() as session:
-        row = configs.find_active(session, candidates)
+        row = configs.find_active(session, list(key))
         ref = ConfigRef(row.id, row.instance) if row is not None else None
     with _lock:
         if len(_configs) > 10_000:
             _configs.clear()
         _configs[key] = (now + get_settings().config_cache_seconds, ref)
     return ref
+
+
+def _storable_name(name: str) -> bool:
+    if len(name) > _MAX_INSTANCE_LENGTH or "\x00" in name:
+        return False
+    if name.isascii():
+        return True
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def clear_cache() -> None:

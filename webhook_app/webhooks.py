@@ -12,6 +12,7 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 from kombu.exceptions import KombuError, OperationalError
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from webhook_app import routing
 from zapreply import wuzapi
@@ -30,11 +31,24 @@ def _error(message: str, code: int):  # type: ignore[no-untyped-def]
     return jsonify(error=message), code
 
 
+def _more_body_follows() -> bool:
+    """A chunked body (no Content-Length) is cut at the limit by werkzeug without a word; read
+    on past it to tell a body of exactly the limit from a longer one, which would otherwise be
+    parsed truncated and answered 400 or 401 instead of 413."""
+    try:
+        return bool(request.environ["wsgi.input"].read(1))
+    except OSError:  # the client went away mid-body
+        return True
+
+
 @bp.post("/webhooks/wuzapi")
 @bp.post("/webhooks/wuzapi/<instance>")
 def receive(instance: str | None = None):  # type: ignore[no-untyped-def]
     settings = current_app.config["ZAPREPLY_SETTINGS"]
     body = request.get_data(cache=False)
+    if request.content_length is None and len(body) >= settings.max_body_bytes \
+            and _more_body_follows():
+        raise RequestEntityTooLarge()
     if settings.hmac_key and not wuzapi.verify_signature(
         settings.hmac_key, body, request.headers.get("x-hmac-signature")
     ):
@@ -60,10 +74,12 @@ def receive(instance: str | None = None):  # type: ignore[no-untyped-def]
         if config is None:
             return _answer("ignored", reason="no active workflow config for this instance")
         if isinstance(message, str):
+            # read_message checked that Info.ID and Info.Chat are present strings.
+            info = envelope.event["Info"]
             celery.send_task(RECORD_IGNORED, kwargs={
                 "instance": config.instance, "reason": message,
-                "wa_message_id": envelope.event.get("Info", {}).get("ID"),
-                "chat_jid": envelope.event.get("Info", {}).get("Chat"),
+                "wa_message_id": wuzapi.storable(info["ID"]),
+                "chat_jid": wuzapi.storable(info["Chat"]),
             })
             return _answer("ignored", reason=message)
         if routing.recently_enqueued(config.instance, message.wa_message_id):

@@ -32,6 +32,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         pool_size=pool_size,
         max_overflow=max(pool_size // 2, 2),
         pool_pre_ping=True,
+        connect_args={"connect_timeout": 2} if url.startswith("postgresql") else {},
         pool_recycle=1800,
         hide_parameters=True,
     )

@@ -26,7 +26,13 @@ def celery_config(settings: Settings) -> dict[str, object]:
     else:
         # Redis: an unacked message is handed out again after this long, even while its
         # first delivery still runs; task time limits stay well below it (settings check).
-        transport_options = {"visibility_timeout": settings.visibility_timeout_seconds}
+        transport_options = {
+            "visibility_timeout": settings.visibility_timeout_seconds,
+            # A server that accepts connections but never answers must not hang a webhook
+            # (socket_timeout stays above the worker's 1 s BRPOP poll).
+            "socket_connect_timeout": 2,
+            "socket_timeout": 2,
+        }
     return {
         "broker_url": settings.broker_url,
         "broker_transport_options": transport_options,
@@ -61,7 +67,7 @@ def celery_config(settings: Settings) -> dict[str, object]:
         # A publish against a broker that is down must fail fast, so the receiver can
         # answer 503 and WuzAPI retries later.
         "task_publish_retry_policy": {
-            "max_retries": 2,
+            "max_retries": 1,
             "interval_start": 0,
             "interval_step": 0.2,
             "interval_max": 0.5,

@@ -54,8 +54,10 @@ class InboundMessage:
 def verify_signature(key: str, body: bytes, signature: str | None) -> bool:
     if not signature:
         return False
-    expected = hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, signature.strip().lower())
+    expected = hmac.new(key.encode(), body, hashlib.sha256).hexdigest().encode()
+    # Bytes, not str: compare_digest refuses non-ASCII str, and a header is whatever a client sent.
+    given = signature.strip().lower().encode("utf-8", "replace")
+    return hmac.compare_digest(expected, given)
 
 
 _MEDIA_KEYS = ("base64", "mimeType", "fileName", "s3")
@@ -110,7 +112,8 @@ def parse_envelope(content_type: str | None, body: bytes) -> Envelope:
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
         data = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
+    except (ValueError, RecursionError):
+        # RecursionError: a few thousand nested brackets exhaust the decoder's stack.
         raise BadPayload(f"{what} is not valid JSON") from None
     if not isinstance(data, dict):
         raise BadPayload(f"{what} must be a JSON object")
@@ -135,6 +138,9 @@ _MEDIA_MESSAGE_KEYS = {
     "contactMessage": "contact",
     "contactsArrayMessage": "contact",
 }
+# Info.Edit values (whatsmeow EditAttribute) that mean the message was deleted, by its sender
+# or a group admin; the others ("1" edit, "2" pin, "3" admin edit) are changes to an old message.
+_DELETIONS = {"7", "8"}
 # Not something a customer said: never answered.
 _NON_MESSAGE_KEYS = {
     "reactionMessage": "reaction",
@@ -147,6 +153,14 @@ _NON_MESSAGE_KEYS = {
 }
 
 
+# Column sizes of messages.wa_message_id, conversations.chat_jid / contact_name.
+MAX_MESSAGE_ID_LENGTH = 128
+MAX_JID_LENGTH = 200
+MAX_NAME_LENGTH = 200
+# E.164 numbers have at most 15 digits.
+_MAX_PHONE_DIGITS = 15
+
+
 def read_message(envelope: Envelope) -> InboundMessage | str:
     """The message of a `Message` event, or the reason it is not one to act on."""
     if envelope.type != "Message":
@@ -157,10 +171,18 @@ def read_message(envelope: Envelope) -> InboundMessage | str:
         raise BadPayload("Message event has no Info object")
     wa_id = info.get("ID")
     chat = info.get("Chat")
-    if not isinstance(wa_id, str) or not wa_id:
+    wa_id = storable(wa_id) if isinstance(wa_id, str) else ""
+    chat = storable(chat) if isinstance(chat, str) else ""
+    if not wa_id:
         raise BadPayload("Message event has no Info.ID")
-    if not isinstance(chat, str) or not chat:
+    if not chat:
         raise BadPayload("Message event has no Info.Chat")
+    # The worker stores both in bounded columns; a row that can never be written would be
+    # retried forever, so refuse it here, where the sender hears about it.
+    if len(wa_id) > MAX_MESSAGE_ID_LENGTH:
+        raise BadPayload(f"Info.ID is longer than {MAX_MESSAGE_ID_LENGTH} characters")
+    if len(chat) > MAX_JID_LENGTH:
+        raise BadPayload(f"Info.Chat is longer than {MAX_JID_LENGTH} characters")
 
     if info.get("IsGroup") is True or chat.endswith("@g.us"):
         return "group chat"
@@ -168,7 +190,10 @@ def read_message(envelope: Envelope) -> InboundMessage | str:
         return "status or broadcast"
     if chat.endswith("@newsletter") or event.get("NewsletterMeta"):
         return "newsletter"
-    if event.get("IsEdit") is True or info.get("Edit"):
+    edit = info.get("Edit")
+    if isinstance(edit, str) and edit in _DELETIONS:
+        return "deletion"
+    if event.get("IsEdit") is True or edit:
         return "edit"
 
     message = event.get("Message")
@@ -179,6 +204,7 @@ def read_message(envelope: Envelope) -> InboundMessage | str:
             return reason
 
     text, media_type = _content(message)
+    text = storable(text)
     if not text and media_type is None:
         return "no content"
     sender = info.get("Sender") if isinstance(info.get("Sender"), str) else ""
@@ -186,14 +212,28 @@ def read_message(envelope: Envelope) -> InboundMessage | str:
     return InboundMessage(
         wa_message_id=wa_id,
         chat_jid=chat,
-        sender_jid=sender or chat,
+        sender_jid=storable(sender) or chat,
         contact_phone=_contact_phone(info, chat, from_me),
-        push_name=None if from_me else _opt_str(info, "PushName"),
+        push_name=None if from_me else _opt_storable(_opt_str(info, "PushName"), MAX_NAME_LENGTH),
         from_me=from_me,
-        timestamp=_opt_str(info, "Timestamp"),
+        timestamp=_opt_storable(_opt_str(info, "Timestamp")),
         text=text,
         media_type=media_type,
     )
+
+
+def storable(value: str) -> str:
+    """The string without what PostgreSQL text and JSONB cannot hold (NUL, lone surrogates
+    from JSON escapes), so the worker cannot choke on a message the receiver accepted."""
+    if not value.isascii():
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    return value.replace("\x00", "") if "\x00" in value else value
+
+
+def _opt_storable(value: str | None, max_length: int | None = None) -> str | None:
+    if value is None:
+        return None
+    return storable(value)[:max_length] or None
 
 
 def _content(message: dict[str, Any]) -> tuple[str, str | None]:
@@ -206,9 +246,12 @@ def _content(message: dict[str, Any]) -> tuple[str, str | None]:
         body = message.get(key)
         if isinstance(body, dict):
             if key == "documentWithCaptionMessage":
-                body = (body.get("message") or {}).get("documentMessage") or {}
-            caption = body.get("caption") if isinstance(body.get("caption"), str) else ""
-            return caption, media_type
+                inner = body.get("message")
+                body = inner.get("documentMessage") if isinstance(inner, dict) else None
+                if not isinstance(body, dict):
+                    body = {}
+            caption = body.get("caption")
+            return (caption if isinstance(caption, str) else ""), media_type
     return "", None
 
 
@@ -218,5 +261,8 @@ def _contact_phone(info: dict[str, Any], chat: str, from_me: bool) -> str | None
     candidates.append(info.get("RecipientAlt") if from_me else info.get("SenderAlt"))
     for jid in candidates:
         if isinstance(jid, str) and jid.endswith("@s.whatsapp.net"):
-            return jid.split("@", 1)[0].split(":", 1)[0]
+            # user[.agent][:device]@server
+            user = jid.split("@", 1)[0].split(":", 1)[0].split(".", 1)[0]
+            if user.isascii() and user.isdigit() and len(user) <= _MAX_PHONE_DIGITS:
+                return user
     return None
