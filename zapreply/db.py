@@ -55,7 +55,8 @@ def get_engine() -> Engine:
     settings = get_settings()
     engine = _engines.get(settings.database_url)
     if engine is None:
-        size = _pool_size or min(settings.worker_concurrency, 64)
+        # Threads hold a connection only for short transactions, never across an LLM call.
+        size = _pool_size or min(settings.worker_concurrency, 20)
         engine = make_engine(settings.database_url, pool_size=size)
         _engines[settings.database_url] = engine
     return engine

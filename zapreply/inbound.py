@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -15,14 +15,17 @@ from zapreply.configs import option_values
 from zapreply.models import Conversation, Message, WorkflowConfig, utcnow
 
 
+def _insert_for(session: Session):  # type: ignore[no-untyped-def]
+    dialect = session.get_bind().dialect.name
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
 def insert_unless_exists(
     session: Session, model: type, values: dict[str, Any], conflict: list[str]
 ) -> int | None:
     """INSERT … ON CONFLICT DO NOTHING in the session's dialect: the new id, or None."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = (
-        insert(model).values(**values)
+        _insert_for(session)(model).values(**values)
         .on_conflict_do_nothing(index_elements=conflict)
         .returning(model.id)  # type: ignore[attr-defined]
     )
@@ -41,26 +44,32 @@ class Recorded:
 
 def conversation_for(
     session: Session, *, instance: str, chat_jid: str, contact_phone: str | None,
-    contact_name: str | None, config_id: int | None,
+    contact_name: str | None, config_id: int | None, inbound_at: datetime | None = None,
 ) -> Conversation:
+    """Get or create the conversation in one statement (an upsert), refreshing what the
+    latest message tells about the contact."""
     now = utcnow()
-    insert_unless_exists(session, Conversation, {
-        "instance": instance, "chat_jid": chat_jid, "contact_phone": contact_phone,
-        "contact_name": contact_name, "workflow_config_id": config_id, "status": "active",
-        "lease_token": 0, "created_at": now, "updated_at": now,
-    }, ["instance", "chat_jid"])
-    conversation = session.scalars(
-        select(Conversation).where(
-            Conversation.instance == instance, Conversation.chat_jid == chat_jid
-        )
+    table = Conversation.__table__
+    insert = _insert_for(session)(Conversation).values(
+        instance=instance, chat_jid=chat_jid, contact_phone=contact_phone,
+        contact_name=contact_name, workflow_config_id=config_id, status="active",
+        lease_token=0, last_inbound_at=inbound_at, created_at=now, updated_at=now,
+    )
+    statement = insert.on_conflict_do_update(
+        index_elements=["instance", "chat_jid"],
+        set_={
+            "contact_name": func.coalesce(insert.excluded.contact_name, table.c.contact_name),
+            "contact_phone": func.coalesce(table.c.contact_phone, insert.excluded.contact_phone),
+            "workflow_config_id": func.coalesce(
+                insert.excluded.workflow_config_id, table.c.workflow_config_id),
+            "last_inbound_at": func.coalesce(
+                insert.excluded.last_inbound_at, table.c.last_inbound_at),
+            "updated_at": now,
+        },
+    ).returning(Conversation)
+    return session.scalars(
+        statement, execution_options={"populate_existing": True}
     ).one()
-    if contact_name and conversation.contact_name != contact_name:
-        conversation.contact_name = contact_name
-    if contact_phone and not conversation.contact_phone:
-        conversation.contact_phone = contact_phone
-    if config_id is not None and conversation.workflow_config_id != config_id:
-        conversation.workflow_config_id = config_id
-    return conversation
 
 
 def record_inbound(
@@ -73,6 +82,7 @@ def record_inbound(
         contact_phone=message.get("contact_phone"),
         contact_name=None if from_me else message.get("push_name"),
         config_id=config.id if config else None,
+        inbound_at=None if from_me else utcnow(),
     )
     debounce = config.debounce_seconds if config else 0.0
     wa_id = message["wa_message_id"]
@@ -114,7 +124,6 @@ def record_inbound(
             conversations.pause(session, conversation, reason="human took over", until=until,
                                 actor="business")
         return Recorded(conversation.id, True, False, debounce)
-    conversation.last_inbound_at = now
     return Recorded(conversation.id, True, True, debounce)
 
 

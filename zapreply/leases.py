@@ -48,14 +48,19 @@ def claim_conversation(
     return token
 
 
-def fence(session: Session, conversation_id: int, token: int, seconds: float) -> None:
-    """Renew the lease, or raise LeaseLost if it is no longer ours."""
+def renew(session: Session, conversation_id: int, token: int, seconds: float) -> bool:
+    """Extend the lease if it is still ours; say whether it is."""
     result = session.execute(
         update(Conversation)
         .where(Conversation.id == conversation_id, Conversation.lease_token == token)
         .values(lease_expires_at=utcnow() + timedelta(seconds=seconds))
     )
-    if result.rowcount != 1:
+    return result.rowcount == 1
+
+
+def fence(session: Session, conversation_id: int, token: int, seconds: float) -> None:
+    """Renew the lease, or raise LeaseLost if it is no longer ours."""
+    if not renew(session, conversation_id, token, seconds):
         raise LeaseLost(f"conversation {conversation_id}: lease token {token} superseded")
 
 

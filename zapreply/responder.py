@@ -71,97 +71,189 @@ def backoff(settings: Settings, attempt: int, at_least: float | None = None) -> 
     return max(delay, at_least or 0.0)
 
 
+@dataclass
+class _Outgoing:
+    row_id: int
+    text: str
+    message_id: str
+
+
+@dataclass
+class _Deliver:
+    run_id: int
+    send: dict[str, Any]
+    to: str
+    rows: list[_Outgoing]
+
+
+@dataclass
+class _Generate:
+    run_id: int
+    context: _Context
+
+
+@dataclass
+class _Wait:
+    seconds: float
+
+
+# What to do next, decided inside a transaction that holds the lease. `_Wait` and None are
+# decided in a transaction that also released it.
+_Step = _Generate | _Deliver | _Wait | None
+
+
 def answer_conversation(conversation_id: int, *, owner: str) -> int:
-    """Answer whatever is unanswered in the conversation; return how many runs were finished."""
+    """Answer whatever is unanswered in the conversation; return how many runs were finished.
+
+    Each transaction does one step and decides the next, so the common case (one burst, one
+    reply) is three short transactions around the LLM call and the send.
+    """
     settings = get_settings()
+    finished = [0]
     with session_scope() as session:
         token = leases.claim_conversation(session, conversation_id, owner, settings.lease_seconds)
-    if token is None:
-        raise Busy(retry_in=random.uniform(0.5, 1.5))
+        if token is None:
+            raise Busy(retry_in=random.uniform(0.5, 1.5))
+        step = _plan(session, conversation_id, token, settings, finished)
+    if step is None or isinstance(step, _Wait):
+        return _finish(step, finished)
     leases.keeper.hold(conversation_id, token)
-    finished = 0
+    released = False
     try:
-        while True:
-            run_id = _open_run(conversation_id, token, settings)
-            if run_id is None:
-                return finished
-            if run_id < 0:  # a skipped burst (paused conversation, no config): look again
-                continue
-            _work_run(conversation_id, run_id, token, settings)
-            finished += 1
+        while isinstance(step, _Generate | _Deliver):
+            if isinstance(step, _Generate):
+                step = _generate_and_store(conversation_id, token, step, settings, finished)
+            else:
+                step = _deliver(conversation_id, token, step, settings, finished)
+        released = True
+        return _finish(step, finished)
     finally:
         leases.keeper.drop(conversation_id, token)
-        with session_scope() as session:
+        if not released:
+            with session_scope() as session:
+                leases.release_conversation(session, conversation_id, token)
+
+
+def _finish(step: _Step, finished: list[int]) -> int:
+    if isinstance(step, _Wait):
+        raise Waiting(retry_in=step.seconds)
+    return finished[0]
+
+
+def _plan(
+    session: Session, conversation_id: int, token: int, settings: Settings, finished: list[int]
+) -> _Step:
+    """The next step for a conversation whose lease this transaction holds."""
+    while True:
+        step = _plan_once(session, conversation_id, settings, finished)
+        if step == "again":
+            continue
+        if step is None or isinstance(step, _Wait):
             leases.release_conversation(session, conversation_id, token)
+        return step
 
 
-def _open_run(conversation_id: int, token: int, settings: Settings) -> int | None:
-    with session_scope() as session:
-        leases.fence(session, conversation_id, token, settings.lease_seconds)
-        conversation = session.get(Conversation, conversation_id)
-        if conversation is None:
-            return None
-        running = session.scalars(
-            select(ReplyRun)
-            .where(ReplyRun.conversation_id == conversation_id, ReplyRun.status == "running")
-            .order_by(ReplyRun.id)
-            .limit(1)
-        ).first()
-        if running is not None:
-            now = utcnow()
-            if running.next_attempt_at is not None and running.next_attempt_at > now:
-                raise Waiting(retry_in=(running.next_attempt_at - now).total_seconds())
-            return running.id
-        pending = session.scalars(
-            select(Message)
-            .where(
-                Message.conversation_id == conversation_id,
-                Message.role == "customer",
-                Message.reply_run_id.is_(None),
-            )
-            .order_by(Message.id)
-        ).all()
-        if not pending:
-            return None
+def _plan_once(  # noqa: C901 - one decision table, read top to bottom
+    session: Session, conversation_id: int, settings: Settings, finished: list[int]
+) -> _Step | str:
+    conversation = session.get(Conversation, conversation_id)
+    if conversation is None:
+        return None
+    now = utcnow()
 
-        now = utcnow()
-        config = (
-            session.get(WorkflowConfig, conversation.workflow_config_id)
-            if conversation.workflow_config_id is not None
-            else None
+    # 1. Replies already written but not confirmed sent: send them first, in order (this
+    #    includes the fallback text of a run that failed).
+    undelivered = session.scalars(
+        select(Message)
+        .where(Message.conversation_id == conversation_id, Message.role == "assistant",
+               Message.status == "pending")
+        .order_by(Message.reply_run_id, Message.seq)
+    ).all()
+    if undelivered:
+        run = session.get(ReplyRun, undelivered[0].reply_run_id)
+        if run.status == "running" and run.next_attempt_at and run.next_attempt_at > now:
+            return _Wait((run.next_attempt_at - now).total_seconds())
+        return _deliver_step(session, conversation, run,
+                             [m for m in undelivered if m.reply_run_id == run.id])
+
+    # 2. A run left open (a retry, a crash, a replay): resume it.
+    run = session.scalars(
+        select(ReplyRun)
+        .where(ReplyRun.conversation_id == conversation_id, ReplyRun.status == "running")
+        .order_by(ReplyRun.id)
+        .limit(1)
+    ).first()
+    if run is not None:
+        if run.next_attempt_at is not None and run.next_attempt_at > now:
+            return _Wait((run.next_attempt_at - now).total_seconds())
+        # A fallback text sent by an earlier failed attempt is not an answer (see replay).
+        answered = session.scalar(
+            select(Message.id).where(
+                Message.reply_run_id == run.id, Message.role == "assistant",
+                Message.extra["fallback"].as_boolean().is_not(True),
+            ).limit(1)
+        ) is not None
+        if answered:
+            run.status = "sent"
+            run.finished_at = now
+            finished[0] += 1
+            return "again"
+        return _Generate(run.id, _llm_context(session, conversation, run, settings))
+
+    # 3. Customer messages no run has taken: open a run for the whole burst.
+    pending = session.scalars(
+        select(Message)
+        .where(Message.conversation_id == conversation_id, Message.role == "customer",
+               Message.reply_run_id.is_(None))
+        .order_by(Message.id)
+    ).all()
+    if not pending:
+        return None
+    config = (
+        session.get(WorkflowConfig, conversation.workflow_config_id)
+        if conversation.workflow_config_id is not None else None
+    )
+    skip_reason = None
+    if config is None or not config.is_active:
+        skip_reason = "no active workflow config"
+    elif conversations.is_paused(conversation, now):
+        skip_reason = "conversation paused"
+    else:
+        ready_at = pending[-1].created_at + timedelta(seconds=config.debounce_seconds)
+        if ready_at > now:
+            return _Wait((ready_at - now).total_seconds())
+    run = ReplyRun(
+        conversation_id=conversation_id,
+        workflow_config_id=config.id if config else None,
+        status="skipped" if skip_reason else "running",
+        attempts=0,
+        error=skip_reason,
+        finished_at=now if skip_reason else None,
+    )
+    session.add(run)
+    session.flush()
+    for message in pending:
+        message.reply_run_id = run.id
+    if skip_reason:
+        events.record(
+            session, events.MESSAGE_IGNORED, conversation_id=conversation_id, run_id=run.id,
+            reason=skip_reason, wa_message_ids=[m.wa_message_id for m in pending],
         )
-        skip_reason = None
-        if config is None or not config.is_active:
-            skip_reason = "no active workflow config"
-        elif conversations.is_paused(conversation, now):
-            skip_reason = "conversation paused"
-        else:
-            ready_at = pending[-1].created_at + timedelta(seconds=config.debounce_seconds)
-            if ready_at > now:
-                raise Waiting(retry_in=(ready_at - now).total_seconds())
+        return "again"
+    session.flush()
+    return _Generate(run.id, _llm_context(session, conversation, run, settings, config))
 
-        run = ReplyRun(
-            conversation_id=conversation_id,
-            workflow_config_id=config.id if config else None,
-            status="skipped" if skip_reason else "running",
-            attempts=0,
-            error=skip_reason,
-            finished_at=now if skip_reason else None,
-        )
-        session.add(run)
-        session.flush()
-        session.execute(
-            update(Message)
-            .where(Message.id.in_([m.id for m in pending]), Message.reply_run_id.is_(None))
-            .values(reply_run_id=run.id)
-        )
-        if skip_reason:
-            events.record(
-                session, events.MESSAGE_IGNORED, conversation_id=conversation_id, run_id=run.id,
-                reason=skip_reason, wa_message_ids=[m.wa_message_id for m in pending],
-            )
-            return -run.id
-        return run.id
+
+def _deliver_step(
+    session: Session, conversation: Conversation, run: ReplyRun, rows: list[Message]
+) -> _Deliver:
+    config = session.get(WorkflowConfig, run.workflow_config_id) if run.workflow_config_id \
+        else None
+    send = dict(config.send) if config else {}
+    to = messaging.recipient(conversation.chat_jid, conversation.contact_phone,
+                             send.get("driver", ""))
+    return _Deliver(run.id, send, to,
+                    [_Outgoing(m.id, m.content, m.wa_message_id or "") for m in rows])
 
 
 @dataclass
@@ -179,51 +271,25 @@ class _Draft:
     completions: list[Any] = field(default_factory=list)
 
 
-def _work_run(conversation_id: int, run_id: int, token: int, settings: Settings) -> None:
-    with session_scope() as session:
-        leases.fence(session, conversation_id, token, settings.lease_seconds)
-        # A fallback text sent by an earlier failed attempt is not an answer (see replay).
-        has_outbox = session.scalar(
-            select(Message.id).where(
-                Message.reply_run_id == run_id, Message.role == "assistant",
-                Message.extra["fallback"].as_boolean().is_not(True),
-            ).limit(1)
-        ) is not None
-        context = None if has_outbox else _llm_context(session, conversation_id, run_id, settings)
-
-    if context is not None:
-        try:
-            draft = _generate(context, settings)
-        except Exception as exc:
-            from zapreply.llm import LLMError  # only workers import litellm
-
-            if not isinstance(exc, LLMError):
-                raise
-            _fail_attempt(conversation_id, run_id, token, settings, events.LLM_FAILED, exc,
-                          permanent=exc.permanent, retry_after=exc.retry_after)
-            # Permanent failure: the run is closed; deliver its fallback text, if any.
-        else:
-            _store_draft(conversation_id, run_id, token, settings, context, draft)
-    _deliver(conversation_id, run_id, token, settings)
-
-
 def _llm_context(
-    session: Session, conversation_id: int, run_id: int, settings: Settings
+    session: Session, conversation: Conversation, run: ReplyRun, settings: Settings,
+    config: WorkflowConfig | None = None,
 ) -> _Context:
-    run = session.get(ReplyRun, run_id)
-    config = session.get(WorkflowConfig, run.workflow_config_id) if run.workflow_config_id else None
+    config = config or (
+        session.get(WorkflowConfig, run.workflow_config_id) if run.workflow_config_id else None
+    )
     if config is None:
-        raise RuntimeError(f"run {run_id} has no workflow config")
+        raise RuntimeError(f"run {run.id} has no workflow config")
     options = option_values(config)
     newest = session.scalar(
-        select(Message.id).where(Message.reply_run_id == run_id, Message.role == "customer")
-        .order_by(Message.id.desc()).limit(1)
+        select(func.max(Message.id))
+        .where(Message.reply_run_id == run.id, Message.role == "customer")
     )
     limit = options.get("history_limit") or settings.history_limit
     rows = session.scalars(
         select(Message)
         .where(
-            Message.conversation_id == conversation_id,
+            Message.conversation_id == conversation.id,
             Message.id <= (newest or 0),
             Message.role.in_(("customer", "assistant", "business")),
             (Message.role != "assistant") | (Message.status == "sent"),
@@ -285,45 +351,65 @@ def outbound_message_id(instance: str, run_id: int, seq: int) -> str:
     return "3EB0" + digest[:18].upper()
 
 
-def _store_draft(
-    conversation_id: int, run_id: int, token: int, settings: Settings,
-    context: _Context, draft: _Draft,
-) -> None:
+def _generate_and_store(
+    conversation_id: int, token: int, step: _Generate, settings: Settings, finished: list[int]
+) -> _Step:
+    from zapreply.llm import LLMError  # only workers import litellm
+
+    try:
+        draft = _generate(step.context, settings)
+    except LLMError as exc:
+        return _fail_attempt(conversation_id, token, step.run_id, settings, events.LLM_FAILED,
+                             exc, permanent=exc.permanent, retry_after=exc.retry_after,
+                             budget=settings.llm_max_attempts, finished=finished)
     with session_scope() as session:
         leases.fence(session, conversation_id, token, settings.lease_seconds)
-        conversation = session.get(Conversation, conversation_id)
-        for round_number, completion in enumerate(draft.completions):
-            events.record(
-                session, events.LLM_COMPLETED, conversation_id=conversation_id, run_id=run_id,
-                model=completion.model, round=round_number,
-                prompt_tokens=completion.prompt_tokens,
-                completion_tokens=completion.completion_tokens,
-                cost=completion.cost, latency_ms=completion.latency_ms,
-                tool_calls=[c.name for c in completion.tool_calls],
-            )
-        for call in draft.effects.calls:
-            events.record(session, events.TOOL_CALLED, conversation_id=conversation_id,
-                          run_id=run_id, name=call["name"], arguments=call["arguments"],
-                          result=call["result"])
-            session.add(Message(
-                conversation_id=conversation_id, instance=conversation.instance, role="tool",
-                content=call["result"], reply_run_id=run_id,
-                extra={"name": call["name"], "arguments": call["arguments"]},
-            ))
-        texts = list(draft.texts)
-        if draft.effects.handoff_reason is not None:
-            conversations.pause(session, conversation, reason="handoff to human", until=None,
-                                actor="assistant")
-            events.record(session, events.HANDOFF_REQUESTED, conversation_id=conversation_id,
-                          run_id=run_id, reason=draft.effects.handoff_reason)
-            if context.options.get("handoff_text"):
-                texts.append(context.options["handoff_text"])
-        if not texts and draft.effects.handoff_reason is None:
-            run = session.get(ReplyRun, run_id)
-            _close_failed(session, run, conversation_id, "the model produced no reply",
-                          context.options)
+        _store_draft(session, conversation_id, step.run_id, step.context, draft)
+        return _plan(session, conversation_id, token, settings, finished)
+
+
+def _store_draft(
+    session: Session, conversation_id: int, run_id: int, context: _Context, draft: _Draft
+) -> None:
+    conversation = session.get(Conversation, conversation_id)
+    for round_number, completion in enumerate(draft.completions):
+        events.record(
+            session, events.LLM_COMPLETED, conversation_id=conversation_id, run_id=run_id,
+            model=completion.model, round=round_number,
+            prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.completion_tokens,
+            cost=completion.cost, latency_ms=completion.latency_ms,
+            tool_calls=[c.name for c in completion.tool_calls],
+        )
+    for call in draft.effects.calls:
+        events.record(session, events.TOOL_CALLED, conversation_id=conversation_id,
+                      run_id=run_id, name=call["name"], arguments=call["arguments"],
+                      result=call["result"])
+        session.add(Message(
+            conversation_id=conversation_id, instance=conversation.instance, role="tool",
+            content=call["result"], reply_run_id=run_id,
+            extra={"name": call["name"], "arguments": call["arguments"]},
+        ))
+    texts = list(draft.texts)
+    run = session.get(ReplyRun, run_id)
+    if draft.effects.handoff_reason is not None:
+        conversations.pause(session, conversation, reason="handoff to human", until=None,
+                            actor="assistant")
+        events.record(session, events.HANDOFF_REQUESTED, conversation_id=conversation_id,
+                      run_id=run_id, reason=draft.effects.handoff_reason)
+        if context.options.get("handoff_text"):
+            texts.append(context.options["handoff_text"])
+        if not texts:
+            # Handed over with nothing to say: the run is done.
+            run.status = "sent"
+            run.finished_at = utcnow()
             return
-        _add_outbox(session, conversation, run_id, texts)
+    if not texts:
+        _close_failed(session, run, conversation_id, "the model produced no reply",
+                      context.options)
+        return
+    _add_outbox(session, conversation, run_id, texts)
+    session.flush()
 
 
 def _add_outbox(session: Session, conversation: Conversation, run_id: int, texts: list[str],
@@ -361,99 +447,74 @@ def _close_failed(session: Session, run: ReplyRun, conversation_id: int, reason:
 
 
 def _fail_attempt(
-    conversation_id: int, run_id: int, token: int, settings: Settings, event_type: str,
-    exc: Exception, *, permanent: bool, retry_after: float | None = None,
-    max_attempts: int | None = None,
-) -> None:
-    """Record a failed attempt; close the run if retrying cannot help, else raise RetryLater."""
+    conversation_id: int, token: int, run_id: int, settings: Settings, event_type: str,
+    exc: Exception, *, permanent: bool, budget: int, finished: list[int],
+    retry_after: float | None = None, row_id: int | None = None, status: int | None = None,
+) -> _Step:
+    """Record a failed attempt. Close the run when retrying cannot help (and plan what comes
+    next, e.g. its fallback text); otherwise keep it open and raise RetryLater."""
     with session_scope() as session:
         leases.fence(session, conversation_id, token, settings.lease_seconds)
         run = session.get(ReplyRun, run_id)
         run.attempts += 1
-        budget = max_attempts or settings.llm_max_attempts
         gives_up = permanent or run.attempts >= budget
+        details: dict[str, Any] = {"message_id": row_id, "status": status} if row_id else {}
         events.record(session, event_type, conversation_id=conversation_id, run_id=run_id,
                       error=str(exc), permanent=permanent, attempt=run.attempts,
-                      will_retry=not gives_up)
+                      will_retry=not gives_up, **details)
         if gives_up:
-            config = session.get(WorkflowConfig, run.workflow_config_id) \
-                if run.workflow_config_id else None
-            options = option_values(config) if config else {}
-            _close_failed(session, run, conversation_id, str(exc), options)
-            return
+            if row_id is not None:
+                # Nothing else of this run can be delivered either (a fallback would go the
+                # same way), so every row still pending fails with it.
+                session.execute(
+                    update(Message)
+                    .where(Message.reply_run_id == run_id, Message.status == "pending")
+                    .values(status="failed")
+                )
+                if run.status == "running":
+                    run.status = "failed"
+                    run.error = str(exc)
+                    run.finished_at = utcnow()
+                    events.record(session, events.RUN_FAILED, conversation_id=conversation_id,
+                                  run_id=run_id, reason=str(exc), attempts=run.attempts)
+            else:
+                config = session.get(WorkflowConfig, run.workflow_config_id) \
+                    if run.workflow_config_id else None
+                _close_failed(session, run, conversation_id, str(exc),
+                              option_values(config) if config else {})
+            session.flush()
+            return _plan(session, conversation_id, token, settings, finished)
         delay = backoff(settings, run.attempts, retry_after)
         run.next_attempt_at = utcnow() + timedelta(seconds=delay)
     raise RetryLater(str(exc), delay)
 
 
-def _deliver(conversation_id: int, run_id: int, token: int, settings: Settings) -> None:
-    while True:
-        with session_scope() as session:
-            leases.fence(session, conversation_id, token, settings.lease_seconds)
-            run = session.get(ReplyRun, run_id)
-            row = session.scalars(
-                select(Message)
-                .where(Message.reply_run_id == run_id, Message.role == "assistant",
-                       Message.status == "pending")
-                .order_by(Message.seq)
-                .limit(1)
-            ).first()
-            if row is None:
-                if run.status == "running":
-                    run.status = "sent"
-                    run.finished_at = utcnow()
-                return
-            conversation = session.get(Conversation, conversation_id)
-            config = session.get(WorkflowConfig, run.workflow_config_id) \
-                if run.workflow_config_id else None
-            send = dict(config.send) if config else {}
-            to = messaging.recipient(conversation.chat_jid, conversation.contact_phone,
-                                     send.get("driver", ""))
-            row_id, text, message_id = row.id, row.content, row.wa_message_id
-
+def _deliver(
+    conversation_id: int, token: int, step: _Deliver, settings: Settings, finished: list[int]
+) -> _Step:
+    for index, row in enumerate(step.rows):
         try:
-            provider_id = messaging.send_text(send, to=to, text=text, message_id=message_id,
+            provider_id = messaging.send_text(step.send, to=step.to, text=row.text,
+                                              message_id=row.message_id,
                                               timeout=settings.send_timeout_seconds)
         except messaging.SendError as exc:
-            _record_send_failure(conversation_id, run_id, row_id, token, settings, exc)
-            continue
-
-        # Record the send even if the lease was lost meanwhile: it happened.
+            return _fail_attempt(conversation_id, token, step.run_id, settings,
+                                 events.MESSAGE_FAILED, exc, permanent=exc.permanent,
+                                 budget=settings.send_max_attempts, finished=finished,
+                                 row_id=row.row_id, status=exc.status)
+        last = index == len(step.rows) - 1
         with session_scope() as session:
-            row = session.get(Message, row_id)
-            row.status = "sent"
-            row.provider_message_id = provider_id
-            row.sent_at = utcnow()
-            events.record(session, events.MESSAGE_SENT, conversation_id=conversation_id,
-                          run_id=run_id, message_id=row_id, provider_message_id=provider_id,
-                          seq=row.seq)
-
-
-def _record_send_failure(conversation_id: int, run_id: int, row_id: int, token: int,
-                         settings: Settings, exc: messaging.SendError) -> None:
-    with session_scope() as session:
-        leases.fence(session, conversation_id, token, settings.lease_seconds)
-        run = session.get(ReplyRun, run_id)
-        run.attempts += 1
-        gives_up = exc.permanent or run.attempts >= settings.send_max_attempts
-        events.record(session, events.MESSAGE_FAILED, conversation_id=conversation_id,
-                      run_id=run_id, message_id=row_id, error=str(exc), status=exc.status,
-                      permanent=exc.permanent, attempt=run.attempts, will_retry=not gives_up)
-        if gives_up:
-            # Nothing else of this run can be delivered either (the fallback would go the same
-            # way), so every pending row fails with it.
+            # The send happened: record it whatever became of the lease meanwhile.
             session.execute(
-                update(Message)
-                .where(Message.reply_run_id == run_id, Message.status == "pending")
-                .values(status="failed")
+                update(Message).where(Message.id == row.row_id)
+                .values(status="sent", provider_message_id=provider_id, sent_at=utcnow())
             )
-            if run.status == "running":
-                run.status = "failed"
-                run.error = str(exc)
-                run.finished_at = utcnow()
-                events.record(session, events.RUN_FAILED, conversation_id=conversation_id,
-                              run_id=run_id, reason=str(exc), attempts=run.attempts)
-            return
-        delay = backoff(settings, run.attempts)
-        run.next_attempt_at = utcnow() + timedelta(seconds=delay)
-    raise RetryLater(str(exc), delay)
+            events.record(session, events.MESSAGE_SENT, conversation_id=conversation_id,
+                          run_id=step.run_id, message_id=row.row_id,
+                          provider_message_id=provider_id)
+            still_ours = leases.renew(session, conversation_id, token, settings.lease_seconds)
+            if last and still_ours:
+                return _plan(session, conversation_id, token, settings, finished)
+        if not still_ours:
+            raise leases.LeaseLost(f"conversation {conversation_id}: lease lost after a send")
+    return None  # pragma: no cover - the last row returns above
