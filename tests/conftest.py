@@ -25,6 +25,9 @@ from tests.stubs import LLMStub, MessagesStub
 from zapreply import settings as settings_module
 from zapreply.db import get_engine, reset_engines
 
+# The end-to-end fixtures (receiver process, idle_afterwards) live beside the helpers they use.
+pytest_plugins = ["tests.e2e"]
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "wuzapi"
 if not FIXTURES.is_dir():

@@ -5,99 +5,26 @@ the WuzAPI stand-in; the tables tell the story."""
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import FIXTURES, ROOT, wait_until_idle
+from tests.conftest import FIXTURES
+from tests.e2e import (
+    all_events,
+    events_of,
+    fixture_body,
+    fresh,
+    make_config,
+    post,
+    wait_for,
+    wait_for_event,
+)
 from zapreply.db import session_scope
-from zapreply.models import Conversation, Event, Message, ReplyRun, WorkflowConfig
+from zapreply.models import Conversation, Message, ReplyRun
 
 pytestmark = pytest.mark.usefixtures("worker_process", "idle_afterwards")
-
-
-@pytest.fixture
-def idle_afterwards(db):  # type: ignore[no-untyped-def]
-    """The next test empties the tables: let this test's tasks finish first."""
-    yield
-    wait_until_idle()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def receiver(migrated: str, base_env: dict[str, str]) -> Iterator[str]:
-    """gunicorn 'webhook_app:create_app()', as deployed."""
-    port = _free_port()
-    env = {**os.environ, **base_env}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-         "webhook_app:create_app()"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"receiver did not start: {process.stderr.read().decode()[-3000:]}")
-        time.sleep(0.1)
-    yield url
-    process.terminate()
-    process.wait(timeout=20)
-
-
-def make_config(wuzapi_url: str, **overrides) -> int:  # type: ignore[no-untyped-def]
-    values = {
-        "name": "Loja", "instance": "loja-teste", "is_active": True,
-        "model": "openai/stub-model", "system_prompt": "Você é o atendente da Loja.",
-        "send": {"driver": "wuzapi", "base_url": wuzapi_url, "token": "secret-user-token"},
-        "debounce_seconds": 0.0, "options": {},
-    }
-    values.update(overrides)
-    with session_scope() as session:
-        config = WorkflowConfig(**values)
-        session.add(config)
-        session.flush()
-        return config.id
-
-
-def fixture_body(name: str, **info_overrides) -> bytes:  # type: ignore[no-untyped-def]
-    envelope = json.loads((FIXTURES / name).read_text())
-    envelope["event"]["Info"].update(info_overrides)
-    return json.dumps(envelope).encode()
-
-
-def fresh(body: bytes) -> bytes:
-    """The fixture with a message id no earlier test used (the receiver remembers ids)."""
-    return body.replace(b"3A00000000000000F001", f"3A{uuid.uuid4().hex[:18].upper()}".encode())
-
-
-def post(url: str, body: bytes) -> httpx.Response:
-    return httpx.post(f"{url}/webhooks/wuzapi", content=body,
-                      headers={"Content-Type": "application/json"}, timeout=10)
-
-
-def events_of(type_: str) -> list[Event]:
-    with session_scope() as session:
-        return list(session.scalars(select(Event).where(Event.type == type_).order_by(Event.id)))
 
 
 def test_a_customer_message_is_answered_once_with_the_llm_reply(db, receiver, llm, wuzapi):
@@ -120,7 +47,7 @@ def test_a_customer_message_is_answered_once_with_the_llm_reply(db, receiver, ll
     assert request["messages"][-1]["content"] == "Olá! Vocês abrem amanhã?"
     assert {t["function"]["name"] for t in request["tools"]} == {"send_whatsapp", "handoff_to_human"}
 
-    _wait_for_event("message.sent")
+    wait_for_event("message.sent")
     with session_scope() as session:
         conversation = session.scalars(select(Conversation)).one()
         assert conversation.contact_phone == "5511900000001"
@@ -134,11 +61,11 @@ def test_a_customer_message_is_answered_once_with_the_llm_reply(db, receiver, ll
     completed = events_of("llm.completed")[0].payload
     assert completed["prompt_tokens"] == 42 and completed["completion_tokens"] == 7
     assert completed["latency_ms"] >= 0
-    assert [e.type for e in _all_events()] == [
+    assert [e.type for e in all_events()] == [
         "message.received", "llm.completed", "message.sent",
     ]
     # No secret reaches the audit trail.
-    assert "secret-user-token" not in json.dumps([e.payload for e in _all_events()])
+    assert "secret-user-token" not in json.dumps([e.payload for e in all_events()])
 
 
 def test_the_form_encoding_is_answered_too(db, receiver, wuzapi):
@@ -163,10 +90,10 @@ def test_a_delivery_repeated_five_times_at_once_gets_one_reply(db, receiver, wuz
     statuses = [r.json()["status"] for r in responses]
     assert set(statuses) <= {"queued", "duplicate"}
     # Copies the receiver recognised never reach the worker; wait until the rest are recorded.
-    _wait_for(lambda: len(events_of("message.received")) + len(events_of("message.duplicate"))
+    wait_for(lambda: len(events_of("message.received")) + len(events_of("message.duplicate"))
               >= statuses.count("queued"))
-    _wait_for_event("message.sent")
-    assert len(events_of("message.received")) == 1, [(e.payload, e.conversation_id) for e in _all_events()]
+    wait_for_event("message.sent")
+    assert len(events_of("message.received")) == 1, [(e.payload, e.conversation_id) for e in all_events()]
     assert len(wuzapi.sent()) == 1
 
 
@@ -176,11 +103,11 @@ def test_a_message_typed_by_the_business_is_never_answered_and_pauses_the_bot(
     make_config(wuzapi.url)
     response = post(receiver, (FIXTURES / "message_from_me.json").read_bytes())
     assert response.json()["status"] == "queued"
-    _wait_for_event("conversation.paused")
+    wait_for_event("conversation.paused")
 
     # The customer writes again while the human is on it: the bot stays quiet.
     post(receiver, fixture_body("message_text.json", ID="3A0000000000000000C1"))
-    _wait_for(lambda: any(e.payload.get("reason") == "conversation paused"
+    wait_for(lambda: any(e.payload.get("reason") == "conversation paused"
                           for e in events_of("message.ignored")))
     assert wuzapi.sent() == []
     assert llm.requests == []
@@ -198,11 +125,11 @@ def test_the_model_can_hand_the_conversation_to_a_human(db, receiver, wuzapi, ll
     body = json.loads((FIXTURES / "message_text.json").read_text())
     body["event"]["Info"]["ID"] = "3A0000000000000000D2"
     body["event"]["Message"]["conversation"] = "quero falar com um humano #handoff"
-    _wait_for_event("message.sent")
+    wait_for_event("message.sent")
     wuzapi.reset()
     post(receiver, json.dumps(body).encode())
 
-    _wait_for_event("handoff.requested")
+    wait_for_event("handoff.requested")
     sent = wuzapi.wait_for(lambda r: len(r) >= 2)
     assert [r["body"]["Body"] for r in sent] == [
         "Vou te passar para um atendente.", "Um atendente já vai falar com você.",
@@ -218,7 +145,7 @@ def test_the_model_can_hand_the_conversation_to_a_human(db, receiver, wuzapi, ll
     body["event"]["Info"]["ID"] = "3A0000000000000000D3"
     body["event"]["Message"]["conversation"] = "alô?"
     post(receiver, json.dumps(body).encode())
-    _wait_for(lambda: any(e.payload.get("reason") == "conversation paused"
+    wait_for(lambda: any(e.payload.get("reason") == "conversation paused"
                           for e in events_of("message.ignored")))
     assert wuzapi.sent() == []
 
@@ -228,7 +155,7 @@ def test_send_whatsapp_tool_messages_are_the_reply(db, receiver, wuzapi):
     body = json.loads(fresh((FIXTURES / "message_text.json").read_bytes()))
     body["event"]["Message"]["conversation"] = "me manda pela ferramenta #tool"
     post(receiver, json.dumps(body).encode())
-    _wait_for_event("message.sent")
+    wait_for_event("message.sent")
     assert [r["body"]["Body"] for r in wuzapi.sent()] == ["Via ferramenta"]
     tool_event = events_of("tool.called")[0].payload
     assert tool_event["name"] == "send_whatsapp"
@@ -241,7 +168,7 @@ def test_group_messages_and_receipts_are_not_answered(db, receiver, wuzapi, llm)
     receipt = post(receiver, (FIXTURES / "read_receipt.json").read_bytes())
     assert group.json() == {"status": "ignored", "reason": "group chat"}
     assert receipt.json()["status"] == "ignored"
-    _wait_for_event("message.ignored")
+    wait_for_event("message.ignored")
     assert events_of("message.ignored")[0].payload["reason"] == "group chat"
     assert llm.requests == [] and wuzapi.sent() == []
 
@@ -262,23 +189,6 @@ def test_a_burst_within_the_debounce_window_gets_one_reply_to_all_of_it(db, rece
         body["event"]["Info"]["ID"] = f"3A00000000000000B00{index}"
         body["event"]["Message"]["conversation"] = text
         assert post(receiver, json.dumps(body).encode()).json()["status"] == "queued"
-    _wait_for_event("message.sent")
+    wait_for_event("message.sent")
     assert [r["body"]["Body"] for r in wuzapi.sent()] == ["Resposta: oi | tudo bem? | qual o horário?"]
     assert len(llm.requests) == 1
-
-
-def _all_events() -> list[Event]:
-    with session_scope() as session:
-        return list(session.scalars(select(Event).order_by(Event.id)))
-
-
-def _wait_for(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-                raise AssertionError(f"timed out; events: {[(e.type, e.payload) for e in _all_events()]}")
-        time.sleep(0.05)
-
-
-def _wait_for_event(type_: str, timeout: float = 20.0) -> None:
-    _wait_for(lambda: bool(events_of(type_)), timeout)

@@ -25,6 +25,22 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "handoff_text": None,
     # How long a message typed by the business on its phone pauses the bot.
     "human_pause_minutes": 30.0,
+    # Typed by the business on its phone: the bot takes the conversation back at once.
+    "resume_keyword": None,
+    # Typed by the customer: the conversation starts a fresh context.
+    "reset_keyword": None,
+    # After this long without messages, the model no longer sees the earlier ones.
+    "session_idle_hours": 24.0,
+    # Longer customer messages are cut to this many characters before reaching the model.
+    "max_input_chars": 5000,
+    # More customer messages than this in a minute are recorded but not answered.
+    "rate_limit_per_minute": 30,
+    # More than `loop_guard_replies` replies in `loop_guard_minutes` (another bot answering
+    # ours) pauses the conversation until an operator resumes it.
+    "loop_guard_replies": 10,
+    "loop_guard_minutes": 2.0,
+    # For the system prompt's {now}, {date}, {time} and {weekday}.
+    "timezone": "UTC",
 }
 _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "temperature": (int, float),
@@ -33,6 +49,14 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "fallback_text": (str,),
     "handoff_text": (str,),
     "human_pause_minutes": (int, float),
+    "resume_keyword": (str,),
+    "reset_keyword": (str,),
+    "session_idle_hours": (int, float),
+    "max_input_chars": (int,),
+    "rate_limit_per_minute": (int,),
+    "loop_guard_replies": (int,),
+    "loop_guard_minutes": (int, float),
+    "timezone": (str,),
 }
 
 
@@ -89,9 +113,23 @@ def validate(data: Any, *, partial: bool = False) -> dict[str, Any]:
             isinstance(value, bool) or not isinstance(value, _OPTION_TYPES[key])
         ):
             raise InvalidConfig(f"option '{key}' has the wrong type")
+        if key == "timezone" and value is not None:
+            _check_timezone(value)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+            raise InvalidConfig(f"option '{key}' must not be negative")
     if options or not partial:
         values["options"] = options
     return values
+
+
+def _check_timezone(name: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidConfig(f"unknown timezone {name!r} (use an IANA name like "
+                            "'America/Sao_Paulo')") from None
 
 
 def _validate_send(send: Any) -> dict[str, Any]:

@@ -22,6 +22,7 @@ CONVERSATION_RESUMED = "conversation.resumed"
 HANDOFF_REQUESTED = "handoff.requested"
 RUN_FAILED = "run.failed"
 RUN_REPLAYED = "run.replayed"
+SESSION_RESET = "session.reset"
 
 
 def record(

@@ -11,8 +11,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from zapreply import conversations, events
-from zapreply.configs import option_values
-from zapreply.models import Conversation, Message, WorkflowConfig, utcnow
+from zapreply.configs import OPTION_DEFAULTS, option_values
+from zapreply.models import Conversation, Message, ReplyRun, WorkflowConfig, utcnow
+from zapreply.text import is_keyword
 
 
 def _insert_for(session: Session):  # type: ignore[no-untyped-def]
@@ -96,14 +97,25 @@ def record_inbound(
         return Recorded(conversation.id, False, False, debounce)
 
     now = utcnow()
+    options = option_values(config) if config else dict(OPTION_DEFAULTS)
+    text = message.get("text") or ""
+    extra: dict[str, Any] = {"timestamp": message.get("timestamp"),
+                             "sender": message.get("sender_jid")}
+    limit = options["max_input_chars"]
+    if not from_me and limit and len(text) > limit:
+        extra["truncated_from"] = len(text)
+        text = text[:limit]
+    reset = not from_me and is_keyword(text, options["reset_keyword"])
+    if reset:
+        extra["reset"] = True
     inserted = insert_unless_exists(session, Message, {
         "conversation_id": conversation.id,
         "instance": instance,
         "role": "business" if from_me else "customer",
-        "content": message.get("text") or "",
+        "content": text,
         "wa_message_id": wa_id,
         "media_type": message.get("media_type"),
-        "extra": {"timestamp": message.get("timestamp"), "sender": message.get("sender_jid")},
+        "extra": extra,
         "created_at": now,
     }, ["instance", "wa_message_id"])
 
@@ -116,15 +128,50 @@ def record_inbound(
                   wa_message_id=wa_id, role="business" if from_me else "customer",
                   media_type=message.get("media_type"))
     if from_me:
+        if is_keyword(text, options["resume_keyword"]):
+            conversations.resume(session, conversation, actor="business")
+            return Recorded(conversation.id, True, _has_unanswered(session, conversation.id),
+                            debounce)
         # A person at the business answered from the phone: the bot steps aside.
         # human_pause_minutes: None pauses until an operator resumes, 0 does not pause.
-        minutes = option_values(config)["human_pause_minutes"] if config else 30.0
+        minutes = options["human_pause_minutes"]
         until = now + timedelta(minutes=float(minutes)) if minutes is not None else None
         if minutes != 0 and not _pause_outlasts(conversation, until, now):
             conversations.pause(session, conversation, reason="human took over", until=until,
                                 actor="business")
         return Recorded(conversation.id, True, False, debounce)
+
+    if reset:
+        # The customer asked to start over: later replies see nothing before this message.
+        _set_aside(session, conversation.id, inserted, config, "session reset")
+        events.record(session, events.SESSION_RESET, conversation_id=conversation.id,
+                      wa_message_id=wa_id)
+        return Recorded(conversation.id, True, False, debounce)
+    per_minute = options["rate_limit_per_minute"]
+    if per_minute and _recent_customer_messages(session, conversation.id, now) > per_minute:
+        _set_aside(session, conversation.id, inserted, config, "rate limited")
+        return Recorded(conversation.id, True, False, debounce)
     return Recorded(conversation.id, True, True, debounce)
+
+
+def _recent_customer_messages(session: Session, conversation_id: int, now: datetime) -> int:
+    return session.scalar(select(func.count()).where(
+        Message.conversation_id == conversation_id,
+        Message.role == "customer",
+        Message.created_at > now - timedelta(minutes=1),
+    )) or 0
+
+
+def _set_aside(session: Session, conversation_id: int, message_id: int,
+               config: WorkflowConfig | None, reason: str) -> None:
+    """Record a customer message as handled without a reply."""
+    run = ReplyRun(conversation_id=conversation_id, status="skipped", attempts=0, error=reason,
+                   workflow_config_id=config.id if config else None, finished_at=utcnow())
+    session.add(run)
+    session.flush()
+    session.get(Message, message_id).reply_run_id = run.id
+    events.record(session, events.MESSAGE_IGNORED, conversation_id=conversation_id,
+                  run_id=run.id, reason=reason, message_id=message_id)
 
 
 def _pause_outlasts(conversation: Conversation, until: datetime | None, now: datetime) -> bool:

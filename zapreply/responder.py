@@ -24,9 +24,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import re
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -218,6 +220,11 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
         skip_reason = "no active workflow config"
     elif conversations.is_paused(conversation, now):
         skip_reason = "conversation paused"
+    elif _looping(session, conversation_id, option_values(config), now):
+        # Another bot is probably answering ours: stop before the costs run away.
+        conversations.pause(session, conversation, reason="loop guard", until=None,
+                            actor="loop guard")
+        skip_reason = "loop guard"
     else:
         ready_at = pending[-1].created_at + timedelta(seconds=config.debounce_seconds)
         if ready_at > now:
@@ -242,6 +249,20 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
         return "again"
     session.flush()
     return _Generate(run.id, _llm_context(session, conversation, run, settings, config))
+
+
+def _looping(session: Session, conversation_id: int, options: dict[str, Any],
+             now: datetime) -> bool:
+    most, minutes = options.get("loop_guard_replies"), options.get("loop_guard_minutes")
+    if not most or not minutes:
+        return False
+    sent = session.scalar(select(func.count()).where(
+        Message.conversation_id == conversation_id,
+        Message.role == "assistant",
+        Message.status == "sent",
+        Message.sent_at > now - timedelta(minutes=minutes),
+    )) or 0
+    return sent >= most
 
 
 def _deliver_step(
@@ -297,10 +318,12 @@ def _llm_context(
         .order_by(Message.id.desc())
         .limit(limit)
     ).all()
+    rows = _current_session(list(reversed(rows)), options.get("session_idle_hours"))
     messages: list[dict[str, Any]] = []
     if config.system_prompt:
-        messages.append({"role": "system", "content": config.system_prompt})
-    for row in reversed(rows):
+        messages.append({"role": "system",
+                         "content": render_prompt(config.system_prompt, conversation, options)})
+    for row in rows:
         content = row.content or (f"[{row.media_type}]" if row.media_type else "")
         if row.role == "customer":
             messages.append({"role": "user", "content": content})
@@ -310,6 +333,42 @@ def _llm_context(
         else:
             messages.append({"role": "assistant", "content": content})
     return _Context(config.id, config.model, messages, options)
+
+
+def _current_session(rows: list[Message], idle_hours: float | None) -> list[Message]:
+    """The messages since the conversation last started afresh: after a reset keyword, or
+    after a silence longer than `idle_hours`."""
+    start = 0
+    for index, row in enumerate(rows):
+        if (row.extra or {}).get("reset"):
+            start = index + 1
+        elif index and idle_hours and (
+            row.created_at - rows[index - 1].created_at > timedelta(hours=idle_hours)
+        ):
+            start = index
+    return rows[start:]
+
+
+_PLACEHOLDER = re.compile(r"\{(contact_name|contact_phone|now|date|time|weekday)\}")
+
+
+def render_prompt(template: str, conversation: Conversation, options: dict[str, Any]) -> str:
+    """Fill {contact_name}, {contact_phone}, {now}, {date}, {time} and {weekday} (in the
+    config's timezone); any other brace stays as written."""
+    try:
+        zone = ZoneInfo(options.get("timezone") or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = ZoneInfo("UTC")
+    now = utcnow().astimezone(zone)
+    values = {
+        "contact_name": conversation.contact_name or "",
+        "contact_phone": conversation.contact_phone or "",
+        "now": now.isoformat(timespec="minutes"),
+        "date": now.date().isoformat(),
+        "time": now.strftime("%H:%M"),
+        "weekday": now.strftime("%A"),
+    }
+    return _PLACEHOLDER.sub(lambda match: values[match.group(1)], template)
 
 
 def _generate(context: _Context, settings: Settings) -> _Draft:

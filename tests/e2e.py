@@ -1,0 +1,115 @@
+"""Driving the running system as WuzAPI does: a gunicorn receiver process, posts of fixture
+bodies over HTTP, and waits on what lands in the tables. Shared by the end-to-end modules
+(which also need the `worker_process` fixture)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from tests.conftest import FIXTURES, ROOT, wait_until_idle
+from zapreply.db import session_scope
+from zapreply.models import Event, WorkflowConfig
+
+
+@pytest.fixture
+def idle_afterwards(db):  # type: ignore[no-untyped-def]
+    """The next test empties the tables: let this test's tasks finish first."""
+    yield
+    wait_until_idle()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def receiver(migrated: str, base_env: dict[str, str]) -> Iterator[str]:
+    """gunicorn 'webhook_app:create_app()', as deployed."""
+    port = _free_port()
+    env = {**os.environ, **base_env}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+         "webhook_app:create_app()"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"receiver did not start: {process.stderr.read().decode()[-3000:]}")
+        time.sleep(0.1)
+    yield url
+    process.terminate()
+    process.wait(timeout=20)
+
+
+def make_config(wuzapi_url: str, **overrides) -> int:  # type: ignore[no-untyped-def]
+    values = {
+        "name": "Loja", "instance": "loja-teste", "is_active": True,
+        "model": "openai/stub-model", "system_prompt": "Você é o atendente da Loja.",
+        "send": {"driver": "wuzapi", "base_url": wuzapi_url, "token": "secret-user-token"},
+        "debounce_seconds": 0.0, "options": {},
+    }
+    values.update(overrides)
+    with session_scope() as session:
+        config = WorkflowConfig(**values)
+        session.add(config)
+        session.flush()
+        return config.id
+
+
+def fixture_body(name: str, **info_overrides) -> bytes:  # type: ignore[no-untyped-def]
+    envelope = json.loads((FIXTURES / name).read_text())
+    envelope["event"]["Info"].update(info_overrides)
+    return json.dumps(envelope).encode()
+
+
+def fresh(body: bytes) -> bytes:
+    """The fixture with a message id no earlier test used (the receiver remembers ids)."""
+    return body.replace(b"3A00000000000000F001", f"3A{uuid.uuid4().hex[:18].upper()}".encode())
+
+
+def post(url: str, body: bytes) -> httpx.Response:
+    return httpx.post(f"{url}/webhooks/wuzapi", content=body,
+                      headers={"Content-Type": "application/json"}, timeout=10)
+
+
+def events_of(type_: str) -> list[Event]:
+    with session_scope() as session:
+        return list(session.scalars(select(Event).where(Event.type == type_).order_by(Event.id)))
+
+
+def all_events() -> list[Event]:
+    with session_scope() as session:
+        return list(session.scalars(select(Event).order_by(Event.id)))
+
+
+def wait_for(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+                raise AssertionError(f"timed out; events: {[(e.type, e.payload) for e in all_events()]}")
+        time.sleep(0.05)
+
+
+def wait_for_event(type_: str, timeout: float = 20.0) -> None:
+    wait_for(lambda: bool(events_of(type_)), timeout)

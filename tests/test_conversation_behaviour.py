@@ -1,0 +1,150 @@
+"""Per-config conversation behaviour, driven through the running receiver and a real worker:
+human takeover and its resume keyword, sessions and the reset keyword, guards (input length,
+rate limit, loop guard) and the system prompt's template variables."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from tests.conftest import FIXTURES
+from tests.e2e import events_of, make_config, post, wait_for, wait_for_event
+from zapreply.db import session_scope
+from zapreply.models import Conversation, Message, utcnow
+
+pytestmark = pytest.mark.usefixtures("worker_process", "idle_afterwards")
+
+CUSTOMER = "5511900000001@s.whatsapp.net"
+
+
+def customer_says(receiver: str, text: str, *, chat: str = CUSTOMER) -> None:
+    body = json.loads((FIXTURES / "message_text.json").read_text())
+    body["event"]["Info"].update(ID=f"3A{uuid.uuid4().hex[:18].upper()}", Chat=chat, Sender=chat)
+    body["event"]["Message"] = {"conversation": text}
+    assert post(receiver, json.dumps(body).encode()).json()["status"] == "queued"
+
+
+def business_types(receiver: str, text: str) -> None:
+    body = json.loads((FIXTURES / "message_from_me.json").read_text())
+    body["event"]["Info"]["ID"] = f"3A{uuid.uuid4().hex[:18].upper()}"
+    body["event"]["Message"] = {"conversation": text}
+    assert post(receiver, json.dumps(body).encode()).json()["status"] == "queued"
+
+
+def replies(wuzapi) -> list[str]:  # type: ignore[no-untyped-def]
+    return [r["body"]["Body"] for r in wuzapi.sent()]
+
+
+def test_the_business_can_give_the_conversation_back_with_the_resume_keyword(db, receiver, wuzapi):
+    make_config(wuzapi.url, options={"resume_keyword": "#Bot"})
+    business_types(receiver, "Deixa comigo")
+    wait_for_event("conversation.paused")
+
+    business_types(receiver, "  #bot ")
+    wait_for_event("conversation.resumed")
+    customer_says(receiver, "e agora?")
+
+    wuzapi.wait_for(lambda r: len(r) >= 1)
+    assert replies(wuzapi) == ["Resposta: e agora?"]
+    resumed = events_of("conversation.resumed")[0].payload
+    assert resumed["actor"] == "business"
+
+
+def test_a_pause_from_the_business_phone_ends_by_itself(db, receiver, wuzapi):
+    make_config(wuzapi.url, options={"human_pause_minutes": 10})
+    business_types(receiver, "Oi, sou eu")
+    wait_for_event("conversation.paused")
+    with session_scope() as session:
+        conversation = session.scalars(select(Conversation)).one()
+        assert conversation.paused_until is not None
+        # Ten minutes later, as far as the bot can tell:
+        conversation.paused_until = utcnow() - timedelta(seconds=1)
+
+    customer_says(receiver, "ainda tem?")
+    wuzapi.wait_for(lambda r: len(r) >= 1)
+    assert replies(wuzapi) == ["Resposta: ainda tem?"]
+
+
+def test_the_reset_keyword_starts_a_fresh_context(db, receiver, wuzapi, llm):
+    make_config(wuzapi.url, options={"reset_keyword": "recomeçar"})
+    customer_says(receiver, "meu pedido é o 123")
+    wuzapi.wait_for(lambda r: len(r) >= 1)
+
+    customer_says(receiver, "RECOMECAR")
+    wait_for_event("session.reset")
+    customer_says(receiver, "oi de novo")
+    wuzapi.wait_for(lambda r: len(r) >= 2)
+
+    assert replies(wuzapi) == ["Resposta: meu pedido é o 123", "Resposta: oi de novo"]
+    last_request = llm.requests[-1]["body"]["messages"]
+    assert [m["content"] for m in last_request if m["role"] != "system"] == ["oi de novo"]
+
+
+def test_after_a_long_silence_the_model_sees_only_the_new_session(db, receiver, wuzapi, llm):
+    make_config(wuzapi.url, options={"session_idle_hours": 12})
+    customer_says(receiver, "mensagem antiga")
+    wuzapi.wait_for(lambda r: len(r) >= 1)
+    with session_scope() as session:
+        for message in session.scalars(select(Message)):
+            message.created_at -= timedelta(days=2)
+
+    customer_says(receiver, "mensagem nova")
+    wuzapi.wait_for(lambda r: len(r) >= 2)
+
+    last_request = llm.requests[-1]["body"]["messages"]
+    assert [m["content"] for m in last_request if m["role"] != "system"] == ["mensagem nova"]
+
+
+def test_an_overlong_message_reaches_the_model_cut_to_the_limit(db, receiver, wuzapi, llm):
+    make_config(wuzapi.url, options={"max_input_chars": 20})
+    customer_says(receiver, "x" * 500)
+    wuzapi.wait_for(lambda r: len(r) >= 1)
+    assert llm.requests[0]["body"]["messages"][-1]["content"] == "x" * 20
+    with session_scope() as session:
+        assert session.scalars(select(Message).where(Message.role == "customer")).one() \
+            .extra["truncated_from"] == 500
+
+
+def test_a_contact_over_the_rate_limit_is_not_answered(db, receiver, wuzapi, llm):
+    make_config(wuzapi.url, debounce_seconds=1.0, options={"rate_limit_per_minute": 2})
+    for index in range(4):
+        customer_says(receiver, f"spam {index}")
+    wait_for(lambda: len(events_of("message.received")) == 4)
+    wuzapi.wait_for(lambda r: len(r) >= 1)
+
+    assert replies(wuzapi) == ["Resposta: spam 0 | spam 1"]
+    limited = [e for e in events_of("message.ignored") if e.payload["reason"] == "rate limited"]
+    assert len(limited) == 2
+
+
+def test_the_loop_guard_pauses_a_conversation_that_gets_too_many_replies(db, receiver, wuzapi, llm):
+    make_config(wuzapi.url, options={"loop_guard_replies": 2, "loop_guard_minutes": 5})
+    for index in range(2):
+        customer_says(receiver, f"bot diz {index}")
+        wuzapi.wait_for(lambda r, n=index: len(r) >= n + 1)
+    customer_says(receiver, "bot diz 2")
+
+    wait_for(lambda: any(e.payload.get("reason") == "loop guard" for e in events_of("message.ignored")))
+    assert len(replies(wuzapi)) == 2
+    paused = events_of("conversation.paused")[0].payload
+    assert paused["reason"] == "loop guard" and paused["until"] is None
+
+
+def test_the_system_prompt_knows_the_customer_and_the_time(db, receiver, wuzapi, llm):
+    make_config(
+        wuzapi.url,
+        system_prompt="Cliente: {contact_name} ({contact_phone}). Hoje: {date}. JSON: {\"a\": 1}",
+        options={"timezone": "America/Sao_Paulo"},
+    )
+    customer_says(receiver, "oi")
+    wuzapi.wait_for(lambda r: len(r) >= 1)
+
+    system = llm.requests[0]["body"]["messages"][0]["content"]
+    from zoneinfo import ZoneInfo
+
+    today = utcnow().astimezone(ZoneInfo("America/Sao_Paulo")).date().isoformat()
+    assert system == f'Cliente: Cliente Teste Um (5511900000001). Hoje: {today}. JSON: {{"a": 1}}'
