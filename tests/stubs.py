@@ -69,6 +69,9 @@ class _Server:
 
     def record(self, entry: dict[str, Any]) -> None:
         with self.changed:
+            # When it arrived (time.monotonic() of the test process): fault tests measure
+            # recovery times against it.
+            entry.setdefault("at", time.monotonic())
             self.requests.append(entry)
             self.changed.notify_all()
 
@@ -96,8 +99,40 @@ class LLMStub(_Server):
         super().__init__()
         self.fail_status: int | None = None
         self.delay_seconds = 0.0
+        # Timing of every chat-completions call: {"start", "end", "status", "turn"} (monotonic
+        # seconds), and how many were in progress at once at most, so a test can tell whether
+        # two calls overlapped.
+        self.calls: list[dict[str, Any]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    def reset(self) -> None:
+        super().reset()
+        with self.lock:
+            self.calls.clear()
+            self.in_flight = 0
+            self.max_in_flight = 0
 
     def handle(self, path: str, headers: dict[str, str], body: Any) -> tuple[int, Any]:
+        if not path.endswith("/chat/completions") or not isinstance(body, dict):
+            return self._handle(path, headers, body)
+        call: dict[str, Any] = {"start": time.monotonic(), "end": None, "status": None,
+                                "turn": _current_turn(body.get("messages") or [])}
+        with self.lock:
+            self.calls.append(call)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        status = None
+        try:
+            status, payload = self._handle(path, headers, body)
+            return status, payload
+        finally:
+            with self.lock:
+                call["end"] = time.monotonic()
+                call["status"] = status
+                self.in_flight -= 1
+
+    def _handle(self, path: str, headers: dict[str, str], body: Any) -> tuple[int, Any]:
         self.record({"path": path, "body": body, "headers": headers})
         if not path.endswith("/chat/completions") or not isinstance(body, dict):
             return 404, {"error": {"message": "not found"}}
