@@ -197,9 +197,21 @@ class MessagesStub(_Server):
         super().__init__()
         # Status codes to answer before succeeding, consumed one per send.
         self.failures: list[int] = []
+        self.signals: list[dict[str, Any]] = []
+
+    def reset(self) -> None:
+        super().reset()
+        with self.lock:
+            self.signals.clear()
 
     def handle(self, path: str, headers: dict[str, str], body: Any) -> tuple[int, Any]:
         entry = {"path": path, "body": body, "headers": headers}
+        if path in ("/chat/presence", "/chat/markread"):
+            # Typing and read receipts: kept apart from the sends the tests count.
+            with self.changed:
+                self.signals.append(entry)
+                self.changed.notify_all()
+            return 200, {"code": 200, "success": True, "data": {"Details": "ok"}}
         with self.lock:
             failure = self.failures.pop(0) if self.failures else None
         if failure is not None:

@@ -148,3 +148,27 @@ def test_the_system_prompt_knows_the_customer_and_the_time(db, receiver, wuzapi,
 
     today = utcnow().astimezone(ZoneInfo("America/Sao_Paulo")).date().isoformat()
     assert system == f'Cliente: Cliente Teste Um (5511900000001). Hoje: {today}. JSON: {{"a": 1}}'
+
+
+def test_it_shows_typing_splits_paragraphs_and_marks_messages_read(db, receiver, wuzapi, llm):
+    make_config(wuzapi.url, options={"mark_read": True, "typing_ms_per_char": 1,
+                                     "typing_max_seconds": 0.05})
+    customer_says(receiver, "primeiro parágrafo\n\nsegundo parágrafo")
+    wuzapi.wait_for(lambda r: len(r) >= 2)
+
+    assert replies(wuzapi) == ["Resposta: primeiro parágrafo", "segundo parágrafo"]
+    wait_for(lambda: any(s["body"].get("State") == "paused" for s in wuzapi.signals))
+    signals = [(s["path"], s["body"].get("State")) for s in wuzapi.signals]
+    assert signals[0] == ("/chat/markread", None)
+    assert signals[1] == ("/chat/presence", "composing")
+    assert signals[-1] == ("/chat/presence", "paused")
+    read = wuzapi.signals[0]["body"]
+    assert read["ChatPhone"] == CUSTOMER and len(read["Id"]) == 1
+
+
+def test_typing_and_splitting_can_be_turned_off(db, receiver, wuzapi, llm):
+    make_config(wuzapi.url, options={"typing_indicator": False, "split_paragraphs": False})
+    customer_says(receiver, "um\n\ndois")
+    wuzapi.wait_for(lambda r: len(r) >= 1)
+    assert replies(wuzapi) == ["Resposta: um\n\ndois"]
+    assert wuzapi.signals == []

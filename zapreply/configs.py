@@ -41,6 +41,13 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "loop_guard_minutes": 2.0,
     # For the system prompt's {now}, {date}, {time} and {weekday}.
     "timezone": "UTC",
+    # Feeling human (WuzAPI): "typing…" while the reply is produced, a pause per character
+    # before each message (capped), replies split at blank lines, customer messages marked read.
+    "typing_indicator": True,
+    "typing_ms_per_char": 0,
+    "typing_max_seconds": 4.0,
+    "split_paragraphs": True,
+    "mark_read": False,
 }
 _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "temperature": (int, float),
@@ -57,6 +64,11 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "loop_guard_replies": (int,),
     "loop_guard_minutes": (int, float),
     "timezone": (str,),
+    "typing_indicator": (bool,),
+    "typing_ms_per_char": (int, float),
+    "typing_max_seconds": (int, float),
+    "split_paragraphs": (bool,),
+    "mark_read": (bool,),
 }
 
 
@@ -109,8 +121,9 @@ def validate(data: Any, *, partial: bool = False) -> dict[str, Any]:
     for key, value in options.items():
         if key not in _OPTION_TYPES:
             raise InvalidConfig(f"unknown option '{key}'")
+        expected = _OPTION_TYPES[key]
         if value is not None and (
-            isinstance(value, bool) or not isinstance(value, _OPTION_TYPES[key])
+            isinstance(value, bool) != (bool in expected) or not isinstance(value, expected)
         ):
             raise InvalidConfig(f"option '{key}' has the wrong type")
         if key == "timezone" and value is not None:

@@ -6,10 +6,13 @@ any other 4xx means the request itself is wrong and repeating it only repeats th
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
 import httpx
+
+log = logging.getLogger(__name__)
 
 
 class SendError(Exception):
@@ -82,6 +85,33 @@ def send_text(
     if isinstance(data, dict) and data.get("success") is False:
         raise SendError(f"{driver} refused the message: {_error_text(response)}", permanent=True)
     return _provider_id(data) or (message_id if driver == "wuzapi" else None)
+
+
+def set_typing(send: dict[str, Any], *, to: str, typing: bool, timeout: float) -> None:
+    """Show or clear "typing…" in the customer's chat (WuzAPI only). Best effort: a failure
+    is logged, never raised — it must not cost the reply."""
+    if send.get("driver") != "wuzapi":
+        return
+    _best_effort(send, "/chat/presence",
+                 {"Phone": to, "State": "composing" if typing else "paused"}, timeout)
+
+
+def mark_read(send: dict[str, Any], *, chat: str, message_ids: list[str], timeout: float) -> None:
+    """Blue ticks on the customer's messages (WuzAPI only). Best effort, like set_typing."""
+    if send.get("driver") != "wuzapi" or not message_ids:
+        return
+    _best_effort(send, "/chat/markread", {"Id": message_ids, "ChatPhone": chat}, timeout)
+
+
+def _best_effort(send: dict[str, Any], path: str, body: dict[str, Any], timeout: float) -> None:
+    url = f"{str(send.get('base_url', '')).rstrip('/')}{path}"
+    try:
+        response = _http().post(url, json=body, headers={"Token": str(send.get("token", ""))},
+                                timeout=timeout)
+        if response.status_code >= 400:
+            log.info("%s answered %s", path, response.status_code)
+    except httpx.HTTPError as exc:
+        log.info("%s failed: %s", path, type(exc).__name__)
 
 
 def _provider_id(data: Any) -> str | None:

@@ -25,6 +25,7 @@ import hashlib
 import logging
 import random
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -86,12 +87,18 @@ class _Deliver:
     send: dict[str, Any]
     to: str
     rows: list[_Outgoing]
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class _Generate:
     run_id: int
     context: _Context
+    send: dict[str, Any] = field(default_factory=dict)
+    to: str = ""
+    chat: str = ""
+    # WhatsApp ids of the customer messages this run answers (to mark them read).
+    read_ids: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -200,7 +207,7 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
             run.finished_at = now
             finished[0] += 1
             return "again"
-        return _Generate(run.id, _llm_context(session, conversation, run, settings))
+        return _generate_step(session, conversation, run, settings)
 
     # 3. Customer messages no run has taken: open a run for the whole burst.
     pending = session.scalars(
@@ -248,7 +255,7 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
         )
         return "again"
     session.flush()
-    return _Generate(run.id, _llm_context(session, conversation, run, settings, config))
+    return _generate_step(session, conversation, run, settings, config)
 
 
 def _looping(session: Session, conversation_id: int, options: dict[str, Any],
@@ -265,6 +272,25 @@ def _looping(session: Session, conversation_id: int, options: dict[str, Any],
     return sent >= most
 
 
+def _generate_step(
+    session: Session, conversation: Conversation, run: ReplyRun, settings: Settings,
+    config: WorkflowConfig | None = None,
+) -> _Generate:
+    context = _llm_context(session, conversation, run, settings, config)
+    config = config or session.get(WorkflowConfig, context.config_id)
+    send = dict(config.send or {})
+    read_ids = list(session.scalars(
+        select(Message.wa_message_id)
+        .where(Message.reply_run_id == run.id, Message.role == "customer")
+        .order_by(Message.id)
+    )) if context.options.get("mark_read") else []
+    return _Generate(
+        run.id, context, send=send, chat=conversation.chat_jid, read_ids=read_ids,
+        to=messaging.recipient(conversation.chat_jid, conversation.contact_phone,
+                               send.get("driver", "")),
+    )
+
+
 def _deliver_step(
     session: Session, conversation: Conversation, run: ReplyRun, rows: list[Message]
 ) -> _Deliver:
@@ -274,7 +300,8 @@ def _deliver_step(
     to = messaging.recipient(conversation.chat_jid, conversation.contact_phone,
                              send.get("driver", ""))
     return _Deliver(run.id, send, to,
-                    [_Outgoing(m.id, m.content, m.wa_message_id or "") for m in rows])
+                    [_Outgoing(m.id, m.content, m.wa_message_id or "") for m in rows],
+                    option_values(config) if config else {})
 
 
 @dataclass
@@ -349,6 +376,7 @@ def _current_session(rows: list[Message], idle_hours: float | None) -> list[Mess
     return rows[start:]
 
 
+_PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 _PLACEHOLDER = re.compile(r"\{(contact_name|contact_phone|now|date|time|weekday)\}")
 
 
@@ -415,9 +443,19 @@ def _generate_and_store(
 ) -> _Step:
     from zapreply.llm import LLMError  # only workers import litellm
 
+    options = step.context.options
+    if options.get("mark_read"):
+        messaging.mark_read(step.send, chat=step.chat, message_ids=step.read_ids,
+                            timeout=settings.send_timeout_seconds)
+    if options.get("typing_indicator"):
+        messaging.set_typing(step.send, to=step.to, typing=True,
+                             timeout=settings.send_timeout_seconds)
     try:
         draft = _generate(step.context, settings)
     except LLMError as exc:
+        if options.get("typing_indicator"):
+            messaging.set_typing(step.send, to=step.to, typing=False,
+                                 timeout=settings.send_timeout_seconds)
         return _fail_attempt(conversation_id, token, step.run_id, settings, events.LLM_FAILED,
                              exc, permanent=exc.permanent, retry_after=exc.retry_after,
                              budget=settings.llm_max_attempts, finished=finished)
@@ -467,6 +505,10 @@ def _store_draft(
         _close_failed(session, run, conversation_id, "the model produced no reply",
                       context.options)
         return
+    if context.options.get("split_paragraphs"):
+        # Several short messages read like a person; one wall of text does not.
+        texts = [part.strip() for text in texts for part in _PARAGRAPH_BREAK.split(text)
+                 if part.strip()]
     _add_outbox(session, conversation, run_id, texts)
     session.flush()
 
@@ -551,7 +593,28 @@ def _fail_attempt(
 def _deliver(
     conversation_id: int, token: int, step: _Deliver, settings: Settings, finished: list[int]
 ) -> _Step:
+    typing = bool(step.options.get("typing_indicator"))
+    try:
+        return _deliver_rows(conversation_id, token, step, settings, finished, typing)
+    finally:
+        if typing:
+            messaging.set_typing(step.send, to=step.to, typing=False,
+                                 timeout=settings.send_timeout_seconds)
+
+
+def _deliver_rows(
+    conversation_id: int, token: int, step: _Deliver, settings: Settings, finished: list[int],
+    typing: bool,
+) -> _Step:
+    per_char = float(step.options.get("typing_ms_per_char") or 0) / 1000
+    cap = float(step.options.get("typing_max_seconds") or 0)
     for index, row in enumerate(step.rows):
+        if per_char and cap:
+            # As if someone typed it: "typing…" for a time that grows with the text.
+            if typing:
+                messaging.set_typing(step.send, to=step.to, typing=True,
+                                     timeout=settings.send_timeout_seconds)
+            time.sleep(min(len(row.text) * per_char, cap))
         try:
             provider_id = messaging.send_text(step.send, to=step.to, text=row.text,
                                               message_id=row.message_id,
