@@ -172,3 +172,57 @@ def test_typing_and_splitting_can_be_turned_off(db, receiver, wuzapi, llm):
     wuzapi.wait_for(lambda r: len(r) >= 1)
     assert replies(wuzapi) == ["Resposta: um\n\ndois"]
     assert wuzapi.signals == []
+
+
+def other_config(wuzapi, **options) -> None:  # type: ignore[no-untyped-def]
+    make_config(wuzapi.url, name="Outro", system_prompt="Outro fluxo.", options=options)
+
+
+def test_a_keyword_config_starts_on_its_keyword_and_the_fallback_takes_the_rest(
+    db, receiver, wuzapi, llm
+):
+    make_config(wuzapi.url, system_prompt="Fluxo de pedidos.", options={
+        "trigger": "keyword", "trigger_operator": "starts_with", "trigger_keywords": ["pedido"]})
+    other_config(wuzapi, trigger="fallback")
+
+    customer_says(receiver, "Pedído 42, cadê?", chat="5511900000011@s.whatsapp.net")
+    customer_says(receiver, "bom dia", chat="5511900000012@s.whatsapp.net")
+    wuzapi.wait_for(lambda r: len(r) >= 2)
+
+    prompts = {r["body"]["messages"][-1]["content"]: r["body"]["messages"][0]["content"]
+               for r in llm.requests}
+    assert prompts == {"Pedído 42, cadê?": "Fluxo de pedidos.", "bom dia": "Outro fluxo."}
+
+
+def test_a_conversation_stays_with_the_config_that_answered_it(db, receiver, wuzapi, llm):
+    make_config(wuzapi.url, system_prompt="Fluxo de pedidos.", options={
+        "trigger": "keyword", "trigger_operator": "regex", "trigger_keywords": [r"^pedido \d+"]})
+    other_config(wuzapi, trigger="fallback")
+    customer_says(receiver, "pedido 7")
+    wuzapi.wait_for(lambda r: len(r) >= 1)
+    customer_says(receiver, "e a entrega?")
+    wuzapi.wait_for(lambda r: len(r) >= 2)
+    assert [r["body"]["messages"][0]["content"] for r in llm.requests] == [
+        "Fluxo de pedidos.", "Fluxo de pedidos."]
+
+
+def test_a_message_no_trigger_wants_is_not_answered(db, receiver, wuzapi, llm):
+    make_config(wuzapi.url, options={"trigger": "keyword", "trigger_keywords": ["suporte"]})
+    customer_says(receiver, "oi")
+    wait_for(lambda: any(e.payload.get("reason") == "no trigger matched"
+                         for e in events_of("message.ignored")))
+    assert llm.requests == [] and wuzapi.sent() == []
+
+
+def test_deny_and_allow_lists_decide_which_contacts_are_answered(db, receiver, wuzapi, llm):
+    make_config(wuzapi.url, options={"allow_contacts": ["+55 (11) 90000-0001", "5511900000002"],
+                                     "deny_contacts": ["5511900000002@s.whatsapp.net"]})
+    customer_says(receiver, "permitido", chat="5511900000001@s.whatsapp.net")
+    customer_says(receiver, "bloqueado", chat="5511900000002@s.whatsapp.net")
+    customer_says(receiver, "desconhecido", chat="5511900000003@s.whatsapp.net")
+    wait_for(lambda: len([e for e in events_of("message.ignored")
+                          if e.payload.get("reason", "").startswith("contact")]) == 2)
+    wuzapi.wait_for(lambda r: len(r) >= 1)
+    assert replies(wuzapi) == ["Resposta: permitido"]
+    reasons = sorted(e.payload["reason"] for e in events_of("message.ignored"))
+    assert reasons == ["contact denied", "contact not allowed"]

@@ -3,6 +3,7 @@ receiver and the workers."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -48,6 +49,15 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "typing_max_seconds": 4.0,
     "split_paragraphs": True,
     "mark_read": False,
+    # Who gets answered. trigger: "all" (every message), "keyword" (messages that match
+    # trigger_keywords with trigger_operator: equals, contains, starts_with or regex) or
+    # "fallback" (when no other config on the instance wants the message).
+    "trigger": "all",
+    "trigger_operator": "contains",
+    "trigger_keywords": [],
+    # Phone numbers or JIDs; an allow-list, when set, is the only contacts answered.
+    "allow_contacts": None,
+    "deny_contacts": [],
 }
 _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "temperature": (int, float),
@@ -69,6 +79,15 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "typing_max_seconds": (int, float),
     "split_paragraphs": (bool,),
     "mark_read": (bool,),
+    "trigger": (str,),
+    "trigger_operator": (str,),
+    "trigger_keywords": (list,),
+    "allow_contacts": (list,),
+    "deny_contacts": (list,),
+}
+_CHOICES = {
+    "trigger": ("all", "keyword", "fallback"),
+    "trigger_operator": ("equals", "contains", "starts_with", "regex"),
 }
 
 
@@ -128,8 +147,19 @@ def validate(data: Any, *, partial: bool = False) -> dict[str, Any]:
             raise InvalidConfig(f"option '{key}' has the wrong type")
         if key == "timezone" and value is not None:
             _check_timezone(value)
+        if key in _CHOICES and value is not None and value not in _CHOICES[key]:
+            raise InvalidConfig(f"option '{key}' must be one of: {', '.join(_CHOICES[key])}")
+        if isinstance(value, list) and not all(isinstance(v, str) and v for v in value):
+            raise InvalidConfig(f"option '{key}' must be a list of non-empty strings")
         if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
             raise InvalidConfig(f"option '{key}' must not be negative")
+    if options.get("trigger_operator") == "regex":
+        for pattern in options.get("trigger_keywords") or []:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise InvalidConfig(f"trigger keyword {pattern!r} is not a valid regex: "
+                                    f"{exc}") from None
     if options or not partial:
         values["options"] = options
     return values

@@ -10,7 +10,7 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from zapreply import conversations, events
+from zapreply import conversations, events, triggers
 from zapreply.configs import OPTION_DEFAULTS, option_values
 from zapreply.models import Conversation, Message, ReplyRun, WorkflowConfig, utcnow
 from zapreply.text import is_keyword
@@ -61,8 +61,9 @@ def conversation_for(
         set_={
             "contact_name": func.coalesce(insert.excluded.contact_name, table.c.contact_name),
             "contact_phone": func.coalesce(table.c.contact_phone, insert.excluded.contact_phone),
+            # The conversation keeps the config that answers it (see triggers.choose_config).
             "workflow_config_id": func.coalesce(
-                insert.excluded.workflow_config_id, table.c.workflow_config_id),
+                table.c.workflow_config_id, insert.excluded.workflow_config_id),
             "last_inbound_at": func.coalesce(
                 insert.excluded.last_inbound_at, table.c.last_inbound_at),
             "updated_at": now,
@@ -141,6 +142,17 @@ def record_inbound(
                                 actor="business")
         return Recorded(conversation.id, True, False, debounce)
 
+    chosen = triggers.choose_config(session, conversation, config, text, now)
+    if chosen is None:
+        _set_aside(session, conversation.id, inserted, config, "no trigger matched")
+        return Recorded(conversation.id, True, False, debounce)
+    if chosen.id != conversation.workflow_config_id:
+        conversation.workflow_config_id = chosen.id
+    config, options, debounce = chosen, option_values(chosen), chosen.debounce_seconds
+    refused = triggers.contact_refused(chosen, conversation)
+    if refused:
+        _set_aside(session, conversation.id, inserted, config, refused)
+        return Recorded(conversation.id, True, False, debounce)
     if reset:
         # The customer asked to start over: later replies see nothing before this message.
         _set_aside(session, conversation.id, inserted, config, "session reset")

@@ -27,6 +27,10 @@ def test_it_accepts_the_documented_options():
     ({"max_input_chars": "many"}, "wrong type"),
     ({"loop_guard_replies": True}, "wrong type"),
     ({"no_such_option": 1}, "unknown option"),
+    ({"trigger": "sometimes"}, "must be one of"),
+    ({"trigger_operator": "regex", "trigger_keywords": ["(unclosed"]}, "not a valid regex"),
+    ({"deny_contacts": "5511900000001"}, "wrong type"),
+    ({"allow_contacts": [""]}, "list of non-empty strings"),
 ])
 def test_it_rejects_bad_options_with_a_clear_message(options, message):
     with pytest.raises(configs.InvalidConfig, match=message):

@@ -1,0 +1,104 @@
+"""Who gets answered, and by which config: keyword triggers, a fallback config, and the
+allow- and deny-lists of contacts."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session
+
+from zapreply.configs import option_values
+from zapreply.models import Conversation, Message, WorkflowConfig
+from zapreply.text import normalize
+
+OPERATORS = ("equals", "contains", "starts_with", "regex")
+
+
+def matches(text: str, options: dict[str, Any]) -> bool:
+    """Whether a customer's text fires a config whose trigger is `keyword`."""
+    operator = options.get("trigger_operator") or "contains"
+    said = normalize(text)
+    for keyword in options.get("trigger_keywords") or []:
+        if operator == "regex":
+            if re.search(keyword, said, re.IGNORECASE) or re.search(keyword, text, re.IGNORECASE):
+                return True
+            continue
+        wanted = normalize(keyword)
+        if not wanted:
+            continue
+        if operator == "equals" and said == wanted:
+            return True
+        if operator == "contains" and wanted in said:
+            return True
+        if operator == "starts_with" and said.startswith(wanted):
+            return True
+    return False
+
+
+def choose_config(
+    session: Session, conversation: Conversation, routed: WorkflowConfig | None, text: str,
+    now: datetime,
+) -> WorkflowConfig | None:
+    """The config that answers this message.
+
+    A conversation the bot is already in (it replied within the session window) stays with its
+    config, so a keyword is needed to start, not for every message. Otherwise: a `keyword`
+    config the text fires, else an `all` config, else a `fallback` config; None when nothing on
+    the instance wants it.
+    """
+    current = session.get(WorkflowConfig, conversation.workflow_config_id) \
+        if conversation.workflow_config_id else None
+    if current is not None and current.is_active and _engaged(session, conversation, current, now):
+        return current
+    candidates = list(session.scalars(
+        select(WorkflowConfig)
+        .where(WorkflowConfig.instance == (routed.instance if routed else conversation.instance),
+               WorkflowConfig.is_active.is_(True))
+        .order_by(WorkflowConfig.id)
+    ))
+    by_trigger: dict[str, list[WorkflowConfig]] = {"keyword": [], "all": [], "fallback": []}
+    for config in candidates:
+        by_trigger.setdefault(option_values(config).get("trigger") or "all", []).append(config)
+    for config in by_trigger["keyword"]:
+        if matches(text, option_values(config)):
+            return config
+    if by_trigger["all"]:
+        return by_trigger["all"][0]
+    if by_trigger["fallback"]:
+        return by_trigger["fallback"][0]
+    return None
+
+
+def _engaged(session: Session, conversation: Conversation, config: WorkflowConfig,
+             now: datetime) -> bool:
+    hours = option_values(config).get("session_idle_hours") or 24
+    return bool(session.scalar(select(exists().where(
+        Message.conversation_id == conversation.id,
+        Message.role == "assistant",
+        Message.status == "sent",
+        Message.sent_at > now - timedelta(hours=hours),
+    ))))
+
+
+def contact_refused(config: WorkflowConfig, conversation: Conversation) -> str | None:
+    """Why the config's contact lists keep this contact out, or None."""
+    options = option_values(config)
+    who = {normalize_contact(conversation.chat_jid)}
+    if conversation.contact_phone:
+        who.add(normalize_contact(conversation.contact_phone))
+    if who & {normalize_contact(c) for c in options.get("deny_contacts") or []}:
+        return "contact denied"
+    allowed = options.get("allow_contacts")
+    if allowed and not who & {normalize_contact(c) for c in allowed}:
+        return "contact not allowed"
+    return None
+
+
+def normalize_contact(value: str) -> str:
+    """'+55 (11) 90000-0001', '5511900000001' and '5511900000001@s.whatsapp.net' are one."""
+    user = value.split("@", 1)[0].split(":", 1)[0]
+    digits = "".join(c for c in user if c.isdigit())
+    return digits or value.strip().lower()
