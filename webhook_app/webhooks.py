@@ -80,13 +80,16 @@ def receive(instance: str | None = None):  # type: ignore[no-untyped-def]
                 "instance": config.instance, "reason": message,
                 "wa_message_id": wuzapi.storable(info["ID"]),
                 "chat_jid": wuzapi.storable(info["Chat"]),
-            })
+            }, argsrepr="()", kwargsrepr=f"{{'instance': {config.instance!r}, ...}}")
             return _answer("ignored", reason=message)
         if routing.recently_enqueued(config.instance, message.wa_message_id):
             return _answer("duplicate", message_id=message.wa_message_id)
+        # The task header shown in Flower names the message, never what the customer wrote
+        # (and building Celery's default repr of the whole payload costs CPU on every webhook).
         celery.send_task(HANDLE_INBOUND, kwargs={
             "config_id": config.id, "instance": config.instance, "message": message.as_payload(),
-        })
+        }, argsrepr="()", kwargsrepr=f"{{'config_id': {config.id}, "
+                                     f"'wa_message_id': {message.wa_message_id!r}}}")
     except SQLAlchemyError:
         log.warning("database unreachable while receiving a webhook", exc_info=True)
         return _error("database unavailable, retry later", 503)

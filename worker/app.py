@@ -4,13 +4,14 @@ import logging
 
 from celery import signals
 
-from zapreply.db import reset_engines
+from zapreply.db import reset_engines, skip_pre_ping
 from zapreply.queue import make_celery
 from zapreply.settings import apply_litellm_environment
 
 apply_litellm_environment()
 
 app = make_celery()
+skip_pre_ping()
 app.conf.imports = ("worker.inbound", "worker.replies")
 
 
@@ -31,6 +32,7 @@ def _start_sweeper(**_: object) -> None:
 @signals.worker_init.connect
 def _import_litellm_once(**_: object) -> None:
     # ~3 s and ~165 MB: pay it once in the parent, before any pool process or thread starts.
-    import zapreply.llm  # noqa: F401
+    from zapreply import llm
 
-    logging.getLogger(__name__).info("litellm loaded")
+    llm.warm_up()
+    logging.getLogger(__name__).info("litellm loaded and warmed up")

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from zapreply.settings import get_settings
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+def make_engine(url: str, *, pool_size: int = 10, pre_ping: bool = True) -> Engine:
     if url.startswith("sqlite"):
         # hide_parameters: statements may carry a config's messages-API token; errors get logged.
         engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
@@ -31,7 +31,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         url,
         pool_size=pool_size,
         max_overflow=max(pool_size // 2, 2),
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         connect_args={"connect_timeout": 2} if url.startswith("postgresql") else {},
         pool_recycle=1800,
         hide_parameters=True,
@@ -43,6 +43,7 @@ _sessionmakers: dict[str, sessionmaker[Session]] = {}
 
 
 _pool_size: int | None = None
+_pre_ping = True
 
 
 def set_pool_size(size: int) -> None:
@@ -51,13 +52,20 @@ def set_pool_size(size: int) -> None:
     _pool_size = size
 
 
+def skip_pre_ping() -> None:
+    """No liveness round trip at each checkout (a worker's choice: it pays one per transaction,
+    and a connection that died with the server fails the task, which is retried)."""
+    global _pre_ping
+    _pre_ping = False
+
+
 def get_engine() -> Engine:
     settings = get_settings()
     engine = _engines.get(settings.database_url)
     if engine is None:
         # Threads hold a connection only for short transactions, never across an LLM call.
         size = _pool_size or min(settings.worker_concurrency, 20)
-        engine = make_engine(settings.database_url, pool_size=size)
+        engine = make_engine(settings.database_url, pool_size=size, pre_ping=_pre_ping)
         _engines[settings.database_url] = engine
     return engine
 

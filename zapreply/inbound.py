@@ -142,7 +142,7 @@ def record_inbound(
                                 actor="business")
         return Recorded(conversation.id, True, False, debounce)
 
-    chosen = triggers.choose_config(session, conversation, config, text, now)
+    chosen = triggers.choose_config(session, conversation, config, text, now, inserted)
     if chosen is None:
         _set_aside(session, conversation.id, inserted, config, "no trigger matched")
         return Recorded(conversation.id, True, False, debounce)

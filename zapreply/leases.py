@@ -44,6 +44,7 @@ def claim_conversation(
             lease_expires_at=now + timedelta(seconds=seconds),
         )
         .returning(Conversation.lease_token)
+        .execution_options(synchronize_session=False)
     ).scalar()
     return token
 
@@ -54,6 +55,7 @@ def renew(session: Session, conversation_id: int, token: int, seconds: float) ->
         update(Conversation)
         .where(Conversation.id == conversation_id, Conversation.lease_token == token)
         .values(lease_expires_at=utcnow() + timedelta(seconds=seconds))
+        .execution_options(synchronize_session=False)
     )
     return result.rowcount == 1
 
@@ -69,6 +71,7 @@ def release_conversation(session: Session, conversation_id: int, token: int) -> 
         update(Conversation)
         .where(Conversation.id == conversation_id, Conversation.lease_token == token)
         .values(lease_expires_at=None, lease_owner=None)
+        .execution_options(synchronize_session=False)
     )
 
 

@@ -111,19 +111,39 @@ def complete(
         for c in (message.tool_calls or [])
     ]
     usage = getattr(response, "usage", None)
-    try:
-        cost = litellm.completion_cost(completion_response=response)
-    except Exception:  # noqa: BLE001 - unknown models have no price
-        cost = None
     return Completion(
         content=message.content or "",
         tool_calls=calls,
         prompt_tokens=getattr(usage, "prompt_tokens", None),
         completion_tokens=getattr(usage, "completion_tokens", None),
-        cost=cost or None,
+        cost=_cost(model, response),
         latency_ms=latency_ms,
         model=getattr(response, "model", None) or model,
     )
+
+
+_unpriced: set[str] = set()
+
+
+def _cost(model: str, response: Any) -> float | None:
+    """USD when litellm knows the model's price. A model it does not know raises on every call
+    (~0.7 ms): remember it and stop asking."""
+    if model in _unpriced:
+        return None
+    try:
+        return litellm.completion_cost(completion_response=response) or None
+    except Exception:  # noqa: BLE001 - unknown models have no price
+        _unpriced.add(model)
+        return None
+
+
+def warm_up() -> None:
+    """Pay litellm's lazy imports (~1.5 s of CPU on the first call) before the first customer
+    does: a mocked completion with tools, no network."""
+    from zapreply.tools import SCHEMAS
+
+    litellm.completion(model="openai/warm-up", messages=[{"role": "user", "content": "hi"}],
+                       tools=SCHEMAS, mock_response="ok")
 
 
 def _describe(exc: Exception) -> str:

@@ -60,9 +60,11 @@ def celery_config(settings: Settings) -> dict[str, object]:
         # broker. On a cold shutdown (SIGQUIT) these still give running replies 20 s first.
         "worker_soft_shutdown_timeout": 20.0,
         "worker_enable_soft_shutdown_on_idle": True,
-        # Flower sees tasks only when workers send events; "sent" shows queued ones too.
+        # Flower sees tasks only when workers send events. The "sent" event (tasks still in
+        # the queue) is off: it is a second publish for every webhook, a quarter of the
+        # receiver's CPU; Flower shows a task from the moment a worker receives it.
         "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        "task_send_sent_event": False,
         "worker_hijack_root_logger": False,
         # A publish against a broker that is down must fail fast, so the receiver can
         # answer 503 and WuzAPI retries later.

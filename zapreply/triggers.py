@@ -11,7 +11,7 @@ from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from zapreply.configs import option_values
-from zapreply.models import Conversation, Message, WorkflowConfig
+from zapreply.models import Conversation, Message, ReplyRun, WorkflowConfig
 from zapreply.text import normalize
 
 OPERATORS = ("equals", "contains", "starts_with", "regex")
@@ -40,18 +40,20 @@ def matches(text: str, options: dict[str, Any]) -> bool:
 
 def choose_config(
     session: Session, conversation: Conversation, routed: WorkflowConfig | None, text: str,
-    now: datetime,
+    now: datetime, message_id: int,
 ) -> WorkflowConfig | None:
     """The config that answers this message.
 
-    A conversation the bot is already in (it replied within the session window) stays with its
+    A conversation the bot is already in (a run of it within the session window) stays with its
     config, so a keyword is needed to start, not for every message. Otherwise: a `keyword`
     config the text fires, else an `all` config, else a `fallback` config; None when nothing on
     the instance wants it.
     """
     current = session.get(WorkflowConfig, conversation.workflow_config_id) \
         if conversation.workflow_config_id else None
-    if current is not None and current.is_active and _engaged(session, conversation, current, now):
+    if current is not None and current.is_active and _engaged(
+        session, conversation, current, now, message_id
+    ):
         return current
     candidates = list(session.scalars(
         select(WorkflowConfig)
@@ -73,14 +75,23 @@ def choose_config(
 
 
 def _engaged(session: Session, conversation: Conversation, config: WorkflowConfig,
-             now: datetime) -> bool:
+             now: datetime, message_id: int) -> bool:
+    """The config is answering (or answered, within the session window) this conversation,
+    or has earlier messages of a burst still waiting for it."""
     hours = option_values(config).get("session_idle_hours") or 24
-    return bool(session.scalar(select(exists().where(
+    answering = exists().where(
+        ReplyRun.conversation_id == conversation.id,
+        ReplyRun.workflow_config_id == config.id,
+        ReplyRun.status.in_(("running", "sent")),
+        ReplyRun.created_at > now - timedelta(hours=hours),
+    )
+    waiting = exists().where(
         Message.conversation_id == conversation.id,
-        Message.role == "assistant",
-        Message.status == "sent",
-        Message.sent_at > now - timedelta(hours=hours),
-    ))))
+        Message.role == "customer",
+        Message.reply_run_id.is_(None),
+        Message.id != message_id,
+    )
+    return bool(session.scalar(select(answering | waiting)))
 
 
 def contact_refused(config: WorkflowConfig, conversation: Conversation) -> str | None:
