@@ -32,6 +32,11 @@ def celery_config(settings: Settings) -> dict[str, object]:
             # (socket_timeout stays above the worker's 1 s BRPOP poll).
             "socket_connect_timeout": 2,
             "socket_timeout": 2,
+            # How often kombu looks for unacked messages past the visibility timeout (by
+            # default every 10 × 10 s): a task a killed worker held returns within one scan
+            # after the timeout.
+            "unacked_restore_interval": 5,
+            "unacked_restore_throttle": 1,
         }
     return {
         "broker_url": settings.broker_url,

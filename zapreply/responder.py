@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from zapreply import conversations, events, leases, messaging, tools
@@ -255,7 +255,9 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
         )
         return "again"
     session.flush()
-    return _generate_step(session, conversation, run, settings, config)
+    step = _generate_step(session, conversation, run, settings, config)
+    step.context.first_seq = 0  # a new run has no outbox rows yet
+    return step
 
 
 def _looping(session: Session, conversation_id: int, options: dict[str, Any],
@@ -310,6 +312,8 @@ class _Context:
     model: str
     messages: list[dict[str, Any]]
     options: dict[str, Any]
+    # Where this run's outbox numbering starts (0 unless a replay left a fallback row).
+    first_seq: int | None = None
 
 
 @dataclass
@@ -338,14 +342,21 @@ def _llm_context(
         select(Message)
         .where(
             Message.conversation_id == conversation.id,
-            Message.id <= (newest or 0),
             Message.role.in_(("customer", "assistant", "business")),
+            # Customer messages up to this run's burst (later ones belong to the next run);
+            # everything we (or the business) sent, even if written after the burst arrived.
+            (Message.role != "customer") | (Message.id <= (newest or 0)),
             (Message.role != "assistant") | (Message.status == "sent"),
         )
         .order_by(Message.id.desc())
         .limit(limit)
     ).all()
-    rows = _current_session(list(reversed(rows)), options.get("session_idle_hours"))
+    rows = _in_typed_order(_in_reply_order(session, [
+        row for row in rows
+        # The fallback of this very run is not part of what it answers (after a replay).
+        if not (row.reply_run_id == run.id and (row.extra or {}).get("fallback"))
+    ]))
+    rows = _current_session(rows, options.get("session_idle_hours"))
     messages: list[dict[str, Any]] = []
     if config.system_prompt:
         messages.append({"role": "system",
@@ -360,6 +371,59 @@ def _llm_context(
         else:
             messages.append({"role": "assistant", "content": content})
     return _Context(config.id, config.model, messages, options)
+
+
+def _in_reply_order(session: Session, rows: list[Message]) -> list[Message]:
+    """Rows as the conversation went: each reply right after the burst it answered.
+
+    Ids alone are not that order: a message that arrives while a reply is being generated is
+    recorded before the reply is.
+    """
+    run_ids = {row.reply_run_id for row in rows if row.role != "customer" and row.reply_run_id}
+    burst_end = dict(session.execute(
+        select(Message.reply_run_id, func.max(Message.id))
+        .where(Message.reply_run_id.in_(run_ids), Message.role == "customer")
+        .group_by(Message.reply_run_id)
+    ).all()) if run_ids else {}
+
+    def position(row: Message) -> tuple[int, int, int]:
+        if row.role == "customer" or row.reply_run_id not in burst_end:
+            return row.id, 0, row.id
+        return burst_end[row.reply_run_id], 1, row.id
+
+    return sorted(rows, key=position)
+
+
+def _in_typed_order(rows: list[Message]) -> list[Message]:
+    """Each run of consecutive customer messages in the order the customer typed them.
+
+    WuzAPI posts every message from its own goroutine and our workers record them in whatever
+    order they commit, so a burst's ids say nothing; WhatsApp's timestamp does. Only within a
+    run of customer messages: across our own replies, ids (one clock) are the truer order.
+    """
+    ordered: list[Message] = []
+    burst: list[Message] = []
+    for row in [*rows, None]:
+        if row is not None and row.role == "customer":
+            burst.append(row)
+            continue
+        burst.sort(key=_typed_at)
+        ordered.extend(burst)
+        burst = []
+        if row is not None:
+            ordered.append(row)
+    return ordered
+
+
+def _typed_at(row: Message) -> tuple[datetime, int]:
+    raw = (row.extra or {}).get("timestamp")
+    try:
+        typed = datetime.fromisoformat(raw) if isinstance(raw, str) else None
+    except ValueError:
+        typed = None
+    if typed is None or typed.tzinfo is None:
+        typed = row.created_at
+    return typed, row.id
 
 
 def _current_session(rows: list[Message], idle_hours: float | None) -> list[Message]:
@@ -438,6 +502,30 @@ def outbound_message_id(instance: str, run_id: int, seq: int) -> str:
     return "3EB0" + digest[:18].upper()
 
 
+def _close_sent_run(
+    session: Session, conversation_id: int, token: int, run_id: int, settings: Settings,
+    finished: list[int],
+) -> _Step:
+    """Every row of the run went out: close it, and stop here unless more came in meanwhile."""
+    closed = session.execute(
+        update(ReplyRun).where(ReplyRun.id == run_id, ReplyRun.status == "running")
+        .values(status="sent", finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    finished[0] += closed
+    more = session.scalar(select(exists().where(
+        Message.conversation_id == conversation_id,
+        or_(
+            and_(Message.role == "customer", Message.reply_run_id.is_(None)),
+            and_(Message.role == "assistant", Message.status == "pending"),
+        ),
+    )))
+    if more or not closed:
+        return _plan(session, conversation_id, token, settings, finished)
+    leases.release_conversation(session, conversation_id, token)
+    return None
+
+
 def _generate_and_store(
     conversation_id: int, token: int, step: _Generate, settings: Settings, finished: list[int]
 ) -> _Step:
@@ -461,13 +549,19 @@ def _generate_and_store(
                              budget=settings.llm_max_attempts, finished=finished)
     with session_scope() as session:
         leases.fence(session, conversation_id, token, settings.lease_seconds)
-        _store_draft(session, conversation_id, step.run_id, step.context, draft)
-        return _plan(session, conversation_id, token, settings, finished)
+        rows = _store_draft(session, conversation_id, step.run_id, step.context, draft)
+        if not rows:
+            return _plan(session, conversation_id, token, settings, finished)
+        return _Deliver(step.run_id, step.send, step.to,
+                        [_Outgoing(m.id, m.content, m.wa_message_id or "") for m in rows],
+                        step.context.options)
 
 
 def _store_draft(
     session: Session, conversation_id: int, run_id: int, context: _Context, draft: _Draft
-) -> None:
+) -> list[Message]:
+    """Store what the run produced; return the outbox rows to deliver (none when it ends
+    without a message: a silent handoff, or a failure)."""
     conversation = session.get(Conversation, conversation_id)
     for round_number, completion in enumerate(draft.completions):
         events.record(
@@ -500,34 +594,39 @@ def _store_draft(
             # Handed over with nothing to say: the run is done.
             run.status = "sent"
             run.finished_at = utcnow()
-            return
+            return []
     if not texts:
         _close_failed(session, run, conversation_id, "the model produced no reply",
                       context.options)
-        return
+        return []
     if context.options.get("split_paragraphs"):
         # Several short messages read like a person; one wall of text does not.
         texts = [part.strip() for text in texts for part in _PARAGRAPH_BREAK.split(text)
                  if part.strip()]
-    _add_outbox(session, conversation, run_id, texts)
+    rows = _add_outbox(session, conversation, run_id, texts, first_seq=context.first_seq)
     session.flush()
+    return rows
 
 
 def _add_outbox(session: Session, conversation: Conversation, run_id: int, texts: list[str],
-                *, fallback: bool = False) -> None:
+                *, fallback: bool = False, first_seq: int | None = None) -> list[Message]:
     # After a replay the run may already hold a sent fallback row: number on from it, since
     # the message id is derived from the position.
-    start = session.scalar(
+    start = first_seq if first_seq is not None else session.scalar(
         select(func.coalesce(func.max(Message.seq) + 1, 0))
         .where(Message.reply_run_id == run_id, Message.role == "assistant")
     )
-    for seq, text in enumerate(texts, start=start):
-        session.add(Message(
+    rows = [
+        Message(
             conversation_id=conversation.id, instance=conversation.instance, role="assistant",
             content=text, reply_run_id=run_id, status="pending", seq=seq,
             wa_message_id=outbound_message_id(conversation.instance, run_id, seq),
             extra={"fallback": True} if fallback else {},
-        ))
+        )
+        for seq, text in enumerate(texts, start=start)
+    ]
+    session.add_all(rows)
+    return rows
 
 
 def _close_failed(session: Session, run: ReplyRun, conversation_id: int, reason: str,
@@ -636,7 +735,8 @@ def _deliver_rows(
                           provider_message_id=provider_id)
             still_ours = leases.renew(session, conversation_id, token, settings.lease_seconds)
             if last and still_ours:
-                return _plan(session, conversation_id, token, settings, finished)
+                return _close_sent_run(session, conversation_id, token, step.run_id, settings,
+                                       finished)
         if not still_ours:
             raise leases.LeaseLost(f"conversation {conversation_id}: lease lost after a send")
     return None  # pragma: no cover - the last row returns above

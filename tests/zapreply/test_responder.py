@@ -255,3 +255,40 @@ def test_the_lease_keeper_renews_what_this_process_holds(fast_retries, llm, wuza
     with session_scope() as session:
         expires = session.get(Conversation, conversation_id).lease_expires_at
     assert expires > utcnow() + timedelta(seconds=20)
+
+
+def test_a_burst_reaches_the_model_in_the_order_it_was_typed(fast_retries, llm, wuzapi):
+    config_id = make_config(wuzapi)
+    # Recorded out of order, as concurrent deliveries can be; WhatsApp's timestamps tell.
+    for wa_id, text, second in (("T3", "três", 3), ("T1", "um", 1), ("T2", "dois", 2)):
+        with session_scope() as session:
+            conversation_id = inbound.record_inbound(
+                session, config_id=config_id, instance="loja", message={
+                    "wa_message_id": wa_id, "chat_jid": "5511900000001@s.whatsapp.net",
+                    "sender_jid": "5511900000001@s.whatsapp.net", "contact_phone": "5511900000001",
+                    "push_name": "Cliente", "from_me": False, "media_type": None, "text": text,
+                    "timestamp": f"2026-03-02T09:15:0{second}-03:00",
+                }).conversation_id
+
+    answer(conversation_id)
+
+    assert [r["body"]["Body"] for r in wuzapi.sent()] == ["Resposta: um | dois | três"]
+
+
+def test_a_message_that_arrives_mid_reply_is_answered_next_with_that_reply_in_its_history(
+    fast_retries, llm, wuzapi
+):
+    import threading
+
+    config_id = make_config(wuzapi)
+    conversation_id = receive(config_id, "primeira", "M1")
+    llm.delay_seconds = 0.5
+    late = threading.Timer(0.2, receive, args=(config_id, "segunda", "M2"))
+    late.start()
+
+    assert answer(conversation_id) == 2
+    late.join()
+
+    assert [r["body"]["Body"] for r in wuzapi.sent()] == ["Resposta: primeira", "Resposta: segunda"]
+    second_request = [m["content"] for m in llm.requests[1]["body"]["messages"]]
+    assert second_request[1:] == ["primeira", "Resposta: primeira", "segunda"]
