@@ -695,10 +695,12 @@ def _deliver(
     typing = bool(step.options.get("typing_indicator"))
     try:
         return _deliver_rows(conversation_id, token, step, settings, finished, typing)
-    finally:
+    except BaseException:
+        # A delivered message clears "typing…" in WhatsApp by itself; a failed one does not.
         if typing:
             messaging.set_typing(step.send, to=step.to, typing=False,
                                  timeout=settings.send_timeout_seconds)
+        raise
 
 
 def _deliver_rows(
