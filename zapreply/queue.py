@@ -59,6 +59,10 @@ def celery_config(settings: Settings) -> dict[str, object]:
         # Each slot holds one message: a long LLM call must not sit on messages another
         # worker could be answering.
         "worker_prefetch_multiplier": 1,
+        # After a broker reconnect Celery 5.7 lowers the prefetch count by the tasks still
+        # running; with RabbitMQ a worker then held deliveries it never ran and took no more
+        # (tests/faults, broker restart). Keep the full prefetch instead.
+        "worker_enable_prefetch_count_reduction": False,
         "worker_pool": settings.worker_pool,
         "worker_concurrency": settings.worker_concurrency,
         # SIGTERM is a warm shutdown: running tasks finish, unstarted ones go back to the
