@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,7 +14,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import FIXTURES, ROOT, wait_until_idle
+from tests.conftest import FIXTURES, wait_until_idle
+from tests.processes import Receiver, free_port
 from zapreply.db import session_scope
 from zapreply.models import Event, WorkflowConfig
 
@@ -29,37 +27,13 @@ def idle_afterwards(db):  # type: ignore[no-untyped-def]
     wait_until_idle()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def receiver(migrated: str, base_env: dict[str, str]) -> Iterator[str]:
+def receiver(migrated: str, base_env: dict[str, str], tmp_path_factory) -> Iterator[str]:
     """gunicorn 'webhook_app:create_app()', as deployed."""
-    port = _free_port()
-    env = {**os.environ, **base_env}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-         "webhook_app:create_app()"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"receiver did not start: {process.stderr.read().decode()[-3000:]}")
-        time.sleep(0.1)
-    yield url
-    process.terminate()
-    process.wait(timeout=20)
+    process = Receiver({**os.environ, **base_env}, free_port(),
+                       tmp_path_factory.mktemp("receiver") / "receiver.log")
+    yield process.url
+    process.stop()
 
 
 def make_config(wuzapi_url: str, **overrides) -> int:  # type: ignore[no-untyped-def]

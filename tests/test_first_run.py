@@ -6,22 +6,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 
 import httpx
 
 from tests.conftest import FIXTURES, ROOT
+from tests.processes import free_port, wait_until_answering
 
 ZAPREPLY = [sys.executable, "-m", "zapreply.cli"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _env(tmp_path, llm) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -40,22 +33,14 @@ def test_zapreply_up_answers_a_message_on_the_embedded_defaults(tmp_path, llm, w
     llm.reset()
     wuzapi.reset()
     env = _env(tmp_path, llm)
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path / "up.log", "wb")
     up = subprocess.Popen([*ZAPREPLY, "up", "--port", str(port)], cwd=tmp_path, env=env,
                           stdout=log, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert up.poll() is None, (tmp_path / "up.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, (tmp_path / "up.log").read_text()[-3000:]
-            time.sleep(0.2)
+        wait_until_answering(f"{url}/readyz", up, timeout=60,
+                             log=lambda: (tmp_path / "up.log").read_text())
 
         created = subprocess.run(
             [*ZAPREPLY, "config", "create", "--name", "Loja", "--instance", "loja-teste",

@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.conftest import ROOT
-from tests.faults.harness import ADMIN_TOKEN, FAULT_ENV, Receiver, Stack
+from tests.faults.harness import ADMIN_TOKEN, FAULT_ENV, Stack
 from tests.faults.services import (
     PrivatePostgres,
     PrivateRabbitMQ,
@@ -31,6 +31,7 @@ from tests.faults.services import (
     ServiceError,
     free_port,
 )
+from tests.processes import Receiver
 from tests.stubs import LLMStub, MessagesStub
 
 TABLES = ("events", "messages", "reply_runs", "conversations", "workflow_configs")

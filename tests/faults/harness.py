@@ -21,6 +21,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from tests.conftest import FIXTURES, ROOT
+from tests.processes import Receiver
 from tests.stubs import LLMStub, MessagesStub
 from zapreply.models import Event, Message, ReplyRun, WorkflowConfig
 
@@ -93,39 +94,6 @@ class Worker:
             return self.log_path.read_text(errors="replace")[-chars:]
         except OSError:
             return ""
-
-
-class Receiver:
-    """gunicorn 'webhook_app:create_app()', as deployed."""
-
-    def __init__(self, env: dict[str, str], port: int, log_path: Path) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path = log_path
-        with open(log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-                 "webhook_app:create_app()"],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.process.kill()
-                raise AssertionError(f"receiver did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
 
 
 _TEMPLATE = json.loads((FIXTURES / "message_text.json").read_text())

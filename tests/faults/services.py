@@ -20,15 +20,11 @@ from pathlib import Path
 import psycopg
 import redis
 
+from tests.processes import free_port
+
 
 class ServiceError(RuntimeError):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_port(port: int, up: bool, timeout: float, what: str) -> None:

@@ -50,6 +50,15 @@ def answer(conversation_id: int) -> int:
     return responder.answer_conversation(conversation_id, owner="test")
 
 
+def fail_retryably(conversation_id: int, *, times: int) -> None:
+    """Attempts that fail in a way a retry can fix, without waiting out each backoff."""
+    for _ in range(times):
+        with pytest.raises(responder.RetryLater):
+            answer(conversation_id)
+        with session_scope() as session:
+            session.get(ReplyRun, run_of(conversation_id).id).next_attempt_at = None
+
+
 def run_of(conversation_id: int) -> ReplyRun:
     with session_scope() as session:
         return session.scalars(select(ReplyRun).where(
@@ -102,11 +111,7 @@ def test_when_llm_retries_run_out_the_customer_gets_the_fallback_not_the_error(
 ):
     conversation_id = receive(make_config(wuzapi, fallback_text="Já te respondemos!"), "oi", "C1")
     llm.fail_status = 500
-    for _ in range(2):
-        with pytest.raises(responder.RetryLater):
-            answer(conversation_id)
-        with session_scope() as session:
-            session.get(ReplyRun, run_of(conversation_id).id).next_attempt_at = None
+    fail_retryably(conversation_id, times=2)
 
     answer(conversation_id)
 
@@ -152,11 +157,7 @@ def test_a_failed_run_can_be_replayed_once_the_llm_is_back(fast_retries, llm, wu
 def test_send_5xx_is_retried_with_the_same_message_id(fast_retries, llm, wuzapi):
     conversation_id = receive(make_config(wuzapi), "oi", "E1")
     wuzapi.failures.extend([500, 502])
-    for _ in range(2):
-        with pytest.raises(responder.RetryLater):
-            answer(conversation_id)
-        with session_scope() as session:
-            session.get(ReplyRun, run_of(conversation_id).id).next_attempt_at = None
+    fail_retryably(conversation_id, times=2)
     answer(conversation_id)
 
     attempts = wuzapi.requests
