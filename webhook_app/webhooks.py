@@ -68,7 +68,7 @@ def receive(instance: str | None = None):  # type: ignore[no-untyped-def]
     if not candidates:
         return _error("no instance: give it in the URL, instanceName, userID or token", 400)
 
-    celery = current_app.extensions["celery"]
+    publisher = current_app.extensions["zapreply.publisher"]
     try:
         config = routing.active_config(candidates)
         if config is None:
@@ -76,24 +76,23 @@ def receive(instance: str | None = None):  # type: ignore[no-untyped-def]
         if isinstance(message, str):
             # read_message checked that Info.ID and Info.Chat are present strings.
             info = envelope.event["Info"]
-            celery.send_task(RECORD_IGNORED, kwargs={
+            publisher.send(RECORD_IGNORED, {
                 "instance": config.instance, "reason": message,
                 "wa_message_id": wuzapi.storable(info["ID"]),
                 "chat_jid": wuzapi.storable(info["Chat"]),
-            }, argsrepr="()", kwargsrepr=f"{{'instance': {config.instance!r}, ...}}")
+            }, kwargsrepr=f"{{'instance': {config.instance!r}, ...}}")
             return _answer("ignored", reason=message)
         if routing.recently_enqueued(config.instance, message.wa_message_id):
             return _answer("duplicate", message_id=message.wa_message_id)
         # The task header shown in Flower names the message, never what the customer wrote
         # (and building Celery's default repr of the whole payload costs CPU on every webhook).
-        celery.send_task(HANDLE_INBOUND, kwargs={
+        publisher.send(HANDLE_INBOUND, {
             "config_id": config.id, "instance": config.instance, "message": message.as_payload(),
-        }, argsrepr="()", kwargsrepr=f"{{'config_id': {config.id}, "
-                                     f"'wa_message_id': {message.wa_message_id!r}}}")
+        }, kwargsrepr=f"{{'config_id': {config.id}, 'wa_message_id': {message.wa_message_id!r}}}")
     except SQLAlchemyError:
         log.warning("database unreachable while receiving a webhook", exc_info=True)
         return _error("database unavailable, retry later", 503)
-    except (OperationalError, KombuError, OSError):
+    except (OperationalError, KombuError, OSError, *publisher.errors):
         log.warning("broker unreachable while receiving a webhook", exc_info=True)
         return _error("queue unavailable, retry later", 503)
     routing.remember_enqueued(config.instance, message.wa_message_id)

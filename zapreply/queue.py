@@ -6,6 +6,13 @@ worker's task modules, and with them litellm.
 
 from __future__ import annotations
 
+import base64
+import json
+import os
+import socket
+import uuid
+from typing import Any
+
 from celery import Celery
 
 from zapreply.settings import Settings, get_settings
@@ -91,3 +98,75 @@ def make_celery(settings: Settings | None = None) -> Celery:
     app = Celery("zapreply", set_as_current=False)
     app.conf.update(celery_config(settings))
     return app
+
+
+class Publisher:
+    """Publishes tasks by name, for the receiver.
+
+    With a Redis broker a task is the one LPUSH that Celery itself would make: the same
+    protocol-2 message, on one long-lived client. Going through `send_task` costs the receiver
+    about as much CPU again as the rest of a webhook (kombu builds a new Redis client, a
+    producer and its envelope for every publish; docs/PERFORMANCE.md). Other brokers (RabbitMQ,
+    the embedded SQLite one) go through `send_task`.
+    """
+
+    def __init__(self, celery: Celery, settings: Settings) -> None:
+        self.celery = celery
+        self._redis: Any = None
+        if settings.broker_url.startswith(("redis://", "rediss://")):
+            import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+
+            # A broker that is down must fail the webhook fast (503, WuzAPI retries): no
+            # retry and 2 s timeouts, as for send_task; and no CLIENT SETINFO round trip on
+            # connecting, which a hung server would make wait too.
+            self._redis = redis.Redis.from_url(
+                settings.broker_url, socket_connect_timeout=2, socket_timeout=2,
+                retry=Retry(NoBackoff(), 0), health_check_interval=30,
+                lib_name=None, lib_version=None,
+            )
+        self._origin = f"gen{os.getpid()}@{socket.gethostname()}"
+
+    @property
+    def errors(self) -> tuple[type[BaseException], ...]:
+        """What a publish raises when the broker cannot take the task."""
+        if self._redis is None:
+            return ()
+        import redis
+
+        return (redis.RedisError,)
+
+    def send(self, name: str, kwargs: dict[str, Any], kwargsrepr: str) -> str:
+        if self._redis is None:
+            return self.celery.send_task(name, kwargs=kwargs, argsrepr="()",
+                                         kwargsrepr=kwargsrepr).id
+        task_id = str(uuid.uuid4())
+        body = json.dumps([[], kwargs, _NO_CALLBACKS]).encode()
+        message = {
+            "body": base64.b64encode(body).decode("ascii"),
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": {
+                "lang": "py", "task": name, "id": task_id, "shadow": None, "eta": None,
+                "expires": None, "group": None, "group_index": None, "retries": 0,
+                "timelimit": [None, None], "root_id": task_id, "parent_id": None,
+                "argsrepr": "()", "kwargsrepr": kwargsrepr, "origin": self._origin,
+                "ignore_result": None, "replaced_task_nesting": 0, "stamped_headers": None,
+                "stamps": {},
+            },
+            "properties": {
+                "correlation_id": task_id,
+                "delivery_mode": 2,
+                "delivery_info": {"exchange": "", "routing_key": QUEUE},
+                "priority": 0,
+                "body_encoding": "base64",
+                "delivery_tag": str(uuid.uuid4()),
+            },
+        }
+        # kombu's Redis transport keeps priority 0 in the list named after the queue.
+        self._redis.lpush(QUEUE, json.dumps(message))
+        return task_id
+
+
+_NO_CALLBACKS = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}

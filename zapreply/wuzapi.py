@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -48,7 +48,8 @@ class InboundMessage:
     media_type: str | None
 
     def as_payload(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow: every field is a str, bool or None (asdict deep-copies, on every webhook).
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def verify_signature(key: str, body: bytes, signature: str | None) -> bool:
