@@ -22,6 +22,7 @@ from alembic.config import Config
 from sqlalchemy import text
 
 from tests.stubs import LLMStub, MessagesStub
+from zapreply import configs
 from zapreply import settings as settings_module
 from zapreply.db import get_engine, reset_engines
 
@@ -150,6 +151,7 @@ def db(settings: settings_module.Settings, llm: LLMStub, wuzapi: MessagesStub) -
     from webhook_app import routing
 
     routing.clear_cache()
+    configs.clear_cache()
     yield
 
 

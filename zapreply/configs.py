@@ -4,6 +4,7 @@ receiver and the workers."""
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -11,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from zapreply.models import WorkflowConfig
+from zapreply.settings import get_settings
 
 DRIVERS = ("wuzapi", "livchat")
 MASK = "********"
@@ -239,3 +241,43 @@ def find_active(session: Session, candidates: list[str]) -> WorkflowConfig | Non
             if row.instance == candidate:
                 return row
     return None
+
+
+# Workers read the config on every message. Like the receiver's lookup (webhook_app.routing),
+# they keep what they read for CONFIG_CACHE_SECONDS, so a change applies within that time.
+# What is kept is detached from its session and only ever read.
+_cache: dict[tuple[str, Any], tuple[float, Any]] = {}
+
+
+def _cached(key: tuple[str, Any], load: Any) -> Any:
+    ttl = get_settings().config_cache_seconds
+    now = time.monotonic()
+    hit = _cache.get(key)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    value = load()
+    if ttl > 0:
+        if len(_cache) > 10_000:
+            _cache.clear()
+        _cache[key] = (now + ttl, value)
+    return value
+
+
+def get(session: Session, config_id: int | None) -> WorkflowConfig | None:
+    """The config with this id (active or not), or None."""
+    if config_id is None:
+        return None
+    return _cached(("id", config_id), lambda: session.get(WorkflowConfig, config_id))
+
+
+def active_on(session: Session, instance: str) -> list[WorkflowConfig]:
+    """The instance's active configs, oldest first."""
+    return _cached(("instance", instance), lambda: list(session.scalars(
+        select(WorkflowConfig)
+        .where(WorkflowConfig.instance == instance, WorkflowConfig.is_active.is_(True))
+        .order_by(WorkflowConfig.id)
+    )))
+
+
+def clear_cache() -> None:
+    _cache.clear()

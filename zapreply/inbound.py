@@ -10,7 +10,7 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from zapreply import conversations, events, triggers
+from zapreply import configs, conversations, events, triggers
 from zapreply.configs import OPTION_DEFAULTS, option_values
 from zapreply.models import Conversation, Message, ReplyRun, WorkflowConfig, utcnow
 from zapreply.text import is_keyword
@@ -77,7 +77,7 @@ def conversation_for(
 def record_inbound(
     session: Session, *, config_id: int, instance: str, message: dict[str, Any]
 ) -> Recorded:
-    config = session.get(WorkflowConfig, config_id)
+    config = configs.get(session, config_id)
     from_me = bool(message.get("from_me"))
     conversation = conversation_for(
         session, instance=instance, chat_jid=message["chat_jid"],

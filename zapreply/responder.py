@@ -31,16 +31,20 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import and_, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
-from zapreply import conversations, events, leases, messaging, tools
+from zapreply import configs, conversations, events, leases, messaging, tools
 from zapreply.configs import option_values
 from zapreply.db import session_scope
 from zapreply.models import Conversation, Message, ReplyRun, WorkflowConfig, utcnow
 from zapreply.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
+
+_messages = Message.__table__
+_runs = ReplyRun.__table__
 
 
 class Busy(Exception):
@@ -170,14 +174,21 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
         return None
     now = utcnow()
 
+    # What is waiting: outbox rows not confirmed sent, and customer messages no run has taken
+    # (one query for both).
+    waiting = session.scalars(
+        select(Message)
+        .where(Message.conversation_id == conversation_id, or_(
+            and_(Message.role == "assistant", Message.status == "pending"),
+            and_(Message.role == "customer", Message.reply_run_id.is_(None)),
+        ))
+        .order_by(Message.id)
+    ).all()
+
     # 1. Replies already written but not confirmed sent: send them first, in order (this
     #    includes the fallback text of a run that failed).
-    undelivered = session.scalars(
-        select(Message)
-        .where(Message.conversation_id == conversation_id, Message.role == "assistant",
-               Message.status == "pending")
-        .order_by(Message.reply_run_id, Message.seq)
-    ).all()
+    undelivered = sorted((m for m in waiting if m.role == "assistant"),
+                         key=lambda m: (m.reply_run_id or 0, m.seq or 0))
     if undelivered:
         run = session.get(ReplyRun, undelivered[0].reply_run_id)
         if run.status == "running" and run.next_attempt_at and run.next_attempt_at > now:
@@ -210,17 +221,11 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
         return _generate_step(session, conversation, run, settings)
 
     # 3. Customer messages no run has taken: open a run for the whole burst.
-    pending = session.scalars(
-        select(Message)
-        .where(Message.conversation_id == conversation_id, Message.role == "customer",
-               Message.reply_run_id.is_(None))
-        .order_by(Message.id)
-    ).all()
+    pending = [m for m in waiting if m.role == "customer"]
     if not pending:
         return None
     config = (
-        session.get(WorkflowConfig, conversation.workflow_config_id)
-        if conversation.workflow_config_id is not None else None
+        configs.get(session, conversation.workflow_config_id)
     )
     skip_reason = None
     if config is None or not config.is_active:
@@ -246,16 +251,20 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
     )
     session.add(run)
     session.flush()
+    session.connection().execute(
+        update(_messages).where(_messages.c.id.in_([m.id for m in pending]))
+        .values(reply_run_id=run.id)
+    )
     for message in pending:
-        message.reply_run_id = run.id
+        set_committed_value(message, "reply_run_id", run.id)
     if skip_reason:
         events.record(
             session, events.MESSAGE_IGNORED, conversation_id=conversation_id, run_id=run.id,
             reason=skip_reason, wa_message_ids=[m.wa_message_id for m in pending],
         )
         return "again"
-    session.flush()
-    step = _generate_step(session, conversation, run, settings, config)
+    step = _generate_step(session, conversation, run, settings, config,
+                          newest=pending[-1].id)
     step.context.first_seq = 0  # a new run has no outbox rows yet
     return step
 
@@ -276,10 +285,10 @@ def _looping(session: Session, conversation_id: int, options: dict[str, Any],
 
 def _generate_step(
     session: Session, conversation: Conversation, run: ReplyRun, settings: Settings,
-    config: WorkflowConfig | None = None,
+    config: WorkflowConfig | None = None, newest: int | None = None,
 ) -> _Generate:
-    context = _llm_context(session, conversation, run, settings, config)
-    config = config or session.get(WorkflowConfig, context.config_id)
+    context = _llm_context(session, conversation, run, settings, config, newest)
+    config = config or configs.get(session, context.config_id)
     send = dict(config.send or {})
     read_ids = list(session.scalars(
         select(Message.wa_message_id)
@@ -296,8 +305,7 @@ def _generate_step(
 def _deliver_step(
     session: Session, conversation: Conversation, run: ReplyRun, rows: list[Message]
 ) -> _Deliver:
-    config = session.get(WorkflowConfig, run.workflow_config_id) if run.workflow_config_id \
-        else None
+    config = configs.get(session, run.workflow_config_id)
     send = dict(config.send) if config else {}
     to = messaging.recipient(conversation.chat_jid, conversation.contact_phone,
                              send.get("driver", ""))
@@ -314,6 +322,7 @@ class _Context:
     options: dict[str, Any]
     # Where this run's outbox numbering starts (0 unless a replay left a fallback row).
     first_seq: int | None = None
+    instance: str = ""
 
 
 @dataclass
@@ -325,18 +334,19 @@ class _Draft:
 
 def _llm_context(
     session: Session, conversation: Conversation, run: ReplyRun, settings: Settings,
-    config: WorkflowConfig | None = None,
+    config: WorkflowConfig | None = None, newest: int | None = None,
 ) -> _Context:
     config = config or (
-        session.get(WorkflowConfig, run.workflow_config_id) if run.workflow_config_id else None
+        configs.get(session, run.workflow_config_id)
     )
     if config is None:
         raise RuntimeError(f"run {run.id} has no workflow config")
     options = option_values(config)
-    newest = session.scalar(
-        select(func.max(Message.id))
-        .where(Message.reply_run_id == run.id, Message.role == "customer")
-    )
+    if newest is None:
+        newest = session.scalar(
+            select(func.max(Message.id))
+            .where(Message.reply_run_id == run.id, Message.role == "customer")
+        )
     limit = options.get("history_limit") or settings.history_limit
     rows = session.scalars(
         select(Message)
@@ -370,7 +380,7 @@ def _llm_context(
             messages.append({"role": "assistant", "content": content, "name": "business"})
         else:
             messages.append({"role": "assistant", "content": content})
-    return _Context(config.id, config.model, messages, options)
+    return _Context(config.id, config.model, messages, options, instance=conversation.instance)
 
 
 def _in_reply_order(session: Session, rows: list[Message]) -> list[Message]:
@@ -507,10 +517,9 @@ def _close_sent_run(
     finished: list[int],
 ) -> _Step:
     """Every row of the run went out: close it, and stop here unless more came in meanwhile."""
-    closed = session.execute(
-        update(ReplyRun).where(ReplyRun.id == run_id, ReplyRun.status == "running")
+    closed = session.connection().execute(
+        update(_runs).where(_runs.c.id == run_id, _runs.c.status == "running")
         .values(status="sent", finished_at=utcnow())
-        .execution_options(synchronize_session=False)
     ).rowcount
     finished[0] += closed
     more = session.scalar(select(exists().where(
@@ -521,7 +530,10 @@ def _close_sent_run(
         ),
     )))
     if more or not closed:
+        if not leases.renew(session, conversation_id, token, settings.lease_seconds):
+            raise leases.LeaseLost(f"conversation {conversation_id}: lease lost after a send")
         return _plan(session, conversation_id, token, settings, finished)
+    # Released only if still ours; if not, whoever holds it now finds nothing left to do.
     leases.release_conversation(session, conversation_id, token)
     return None
 
@@ -562,7 +574,6 @@ def _store_draft(
 ) -> list[Message]:
     """Store what the run produced; return the outbox rows to deliver (none when it ends
     without a message: a silent handoff, or a failure)."""
-    conversation = session.get(Conversation, conversation_id)
     for round_number, completion in enumerate(draft.completions):
         events.record(
             session, events.LLM_COMPLETED, conversation_id=conversation_id, run_id=run_id,
@@ -577,13 +588,13 @@ def _store_draft(
                       run_id=run_id, name=call["name"], arguments=call["arguments"],
                       result=call["result"])
         session.add(Message(
-            conversation_id=conversation_id, instance=conversation.instance, role="tool",
+            conversation_id=conversation_id, instance=context.instance, role="tool",
             content=call["result"], reply_run_id=run_id,
             extra={"name": call["name"], "arguments": call["arguments"]},
         ))
     texts = list(draft.texts)
-    run = session.get(ReplyRun, run_id)
     if draft.effects.handoff_reason is not None:
+        conversation = session.get(Conversation, conversation_id)
         conversations.pause(session, conversation, reason="handoff to human", until=None,
                             actor="assistant")
         events.record(session, events.HANDOFF_REQUESTED, conversation_id=conversation_id,
@@ -592,41 +603,54 @@ def _store_draft(
             texts.append(context.options["handoff_text"])
         if not texts:
             # Handed over with nothing to say: the run is done.
+            run = session.get(ReplyRun, run_id)
             run.status = "sent"
             run.finished_at = utcnow()
             return []
     if not texts:
-        _close_failed(session, run, conversation_id, "the model produced no reply",
-                      context.options)
+        _close_failed(session, session.get(ReplyRun, run_id), conversation_id,
+                      "the model produced no reply", context.options)
         return []
     if context.options.get("split_paragraphs"):
         # Several short messages read like a person; one wall of text does not.
         texts = [part.strip() for text in texts for part in _PARAGRAPH_BREAK.split(text)
                  if part.strip()]
-    rows = _add_outbox(session, conversation, run_id, texts, first_seq=context.first_seq)
-    session.flush()
-    return rows
+    return _add_outbox(session, _ConversationRef(conversation_id, context.instance), run_id,
+                       texts, first_seq=context.first_seq)
 
 
-def _add_outbox(session: Session, conversation: Conversation, run_id: int, texts: list[str],
-                *, fallback: bool = False, first_seq: int | None = None) -> list[Message]:
+@dataclass(frozen=True)
+class _ConversationRef:
+    id: int
+    instance: str
+
+
+def _add_outbox(session: Session, conversation: Conversation | _ConversationRef, run_id: int,
+                texts: list[str], *, fallback: bool = False,
+                first_seq: int | None = None) -> list[Message]:
+    """Insert the outbox rows (Core, one statement) and return them, with their ids."""
     # After a replay the run may already hold a sent fallback row: number on from it, since
     # the message id is derived from the position.
     start = first_seq if first_seq is not None else session.scalar(
         select(func.coalesce(func.max(Message.seq) + 1, 0))
         .where(Message.reply_run_id == run_id, Message.role == "assistant")
     )
-    rows = [
-        Message(
-            conversation_id=conversation.id, instance=conversation.instance, role="assistant",
-            content=text, reply_run_id=run_id, status="pending", seq=seq,
-            wa_message_id=outbound_message_id(conversation.instance, run_id, seq),
-            extra={"fallback": True} if fallback else {},
-        )
+    now = utcnow()
+    values = [
+        {
+            "conversation_id": conversation.id, "instance": conversation.instance,
+            "role": "assistant", "content": text, "reply_run_id": run_id, "status": "pending",
+            "seq": seq, "wa_message_id": outbound_message_id(conversation.instance, run_id, seq),
+            "extra": {"fallback": True} if fallback else {}, "created_at": now,
+        }
         for seq, text in enumerate(texts, start=start)
     ]
-    session.add_all(rows)
-    return rows
+    # Rows added through the ORM in this transaction (tool calls) keep the lower ids.
+    session.flush()
+    ids = session.connection().execute(
+        insert(_messages).returning(_messages.c.id, sort_by_parameter_order=True), values
+    ).scalars().all()
+    return [Message(id=row_id, **row) for row_id, row in zip(ids, values, strict=True)]
 
 
 def _close_failed(session: Session, run: ReplyRun, conversation_id: int, reason: str,
@@ -678,8 +702,7 @@ def _fail_attempt(
                     events.record(session, events.RUN_FAILED, conversation_id=conversation_id,
                                   run_id=run_id, reason=str(exc), attempts=run.attempts)
             else:
-                config = session.get(WorkflowConfig, run.workflow_config_id) \
-                    if run.workflow_config_id else None
+                config = configs.get(session, run.workflow_config_id)
                 _close_failed(session, run, conversation_id, str(exc),
                               option_values(config) if config else {})
             session.flush()
@@ -728,17 +751,17 @@ def _deliver_rows(
         last = index == len(step.rows) - 1
         with session_scope() as session:
             # The send happened: record it whatever became of the lease meanwhile.
-            session.execute(
-                update(Message).where(Message.id == row.row_id)
+            session.connection().execute(
+                update(_messages).where(_messages.c.id == row.row_id)
                 .values(status="sent", provider_message_id=provider_id, sent_at=utcnow())
             )
             events.record(session, events.MESSAGE_SENT, conversation_id=conversation_id,
                           run_id=step.run_id, message_id=row.row_id,
                           provider_message_id=provider_id)
-            still_ours = leases.renew(session, conversation_id, token, settings.lease_seconds)
-            if last and still_ours:
+            if last:
                 return _close_sent_run(session, conversation_id, token, step.run_id, settings,
                                        finished)
+            still_ours = leases.renew(session, conversation_id, token, settings.lease_seconds)
         if not still_ours:
             raise leases.LeaseLost(f"conversation {conversation_id}: lease lost after a send")
     return None  # pragma: no cover - the last row returns above

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
+from zapreply import configs
 from zapreply.configs import option_values
 from zapreply.models import Conversation, Message, ReplyRun, WorkflowConfig
 from zapreply.text import normalize
@@ -49,18 +50,16 @@ def choose_config(
     config the text fires, else an `all` config, else a `fallback` config; None when nothing on
     the instance wants it.
     """
-    current = session.get(WorkflowConfig, conversation.workflow_config_id) \
-        if conversation.workflow_config_id else None
-    if current is not None and current.is_active and _engaged(
-        session, conversation, current, now, message_id
+    current = configs.get(session, conversation.workflow_config_id)
+    candidates = configs.active_on(session, routed.instance if routed else conversation.instance)
+    if current is not None and current.is_active and (
+        # The only config on the instance answers whatever it answers (no need to ask the
+        # database whether it is engaged).
+        (len(candidates) == 1 and candidates[0].id == current.id
+         and option_values(current).get("trigger") in (None, "all"))
+        or _engaged(session, conversation, current, now, message_id)
     ):
         return current
-    candidates = list(session.scalars(
-        select(WorkflowConfig)
-        .where(WorkflowConfig.instance == (routed.instance if routed else conversation.instance),
-               WorkflowConfig.is_active.is_(True))
-        .order_by(WorkflowConfig.id)
-    ))
     by_trigger: dict[str, list[WorkflowConfig]] = {"keyword": [], "all": [], "fallback": []}
     for config in candidates:
         by_trigger.setdefault(option_values(config).get("trigger") or "all", []).append(config)
