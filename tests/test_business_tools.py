@@ -103,7 +103,8 @@ def test_the_model_calls_the_business_endpoint_and_answers_with_its_result(
     with session_scope() as session:
         stored = session.scalars(select(Message).where(Message.role == "tool")).one()
         assert stored.content == '{"status": "saiu para entrega"}'
-    assert SECRET not in worker_process.log_path.read_text()
+    log = worker_process.log_path.read_text()
+    assert SECRET not in log and "/pedidos/" not in log
 
 
 def test_a_post_tool_sends_the_arguments_as_a_json_body(db, receiver, wuzapi, llm, endpoint):

@@ -236,11 +236,13 @@ class _BadArguments(ValueError):
 
 
 def _request(tool: dict[str, Any], arguments: dict[str, Any], timeout: float) -> tuple[str, int]:
+    url: str | httpx.URL
     url, rest = _fill_url(tool["url"], arguments)
     kwargs: dict[str, Any] = {"headers": {"User-Agent": "zapreply", **tool["headers"]},
                               "timeout": timeout}
     if tool["method"] == "GET":
-        kwargs["params"] = _query(rest)
+        # Merged: `params=` would drop a query string the configured URL already has.
+        url = httpx.URL(url).copy_merge_params(_query(rest))
     else:
         kwargs["json"] = rest
     deadline = time.monotonic() + timeout
