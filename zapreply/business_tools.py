@@ -197,17 +197,19 @@ class Toolbox:
         details: dict[str, Any] = {"method": tool["method"], "status": None, "duration_ms": 0,
                                    "ok": False}
         remaining = self.deadline - time.monotonic()
-        if remaining < 0.5:
+        if remaining < 1:
             return (f"error: no time left to call {name} in this reply; answer without it",
                     details)
-        timeout = min(tool["timeout_seconds"], remaining)
+        # httpx's timeout bounds each phase (connect, then each read), so a call can take about
+        # twice it: half of what is left keeps the reply within its budget.
+        timeout = min(tool["timeout_seconds"], remaining / 2)
         started = time.monotonic()
         try:
             result, status = _request(tool, arguments, timeout)
         except _BadArguments as exc:
             result, status = f"error: {exc}", None
         except httpx.TimeoutException:
-            result, status = f"error: {name} did not answer within {timeout:g} s", None
+            result, status = f"error: {name} did not answer within {round(timeout, 1):g} s", None
         except httpx.ConnectError:
             result, status = f"error: could not connect to {name}", None
         except Exception as exc:  # noqa: BLE001 - a tool must never fail the reply

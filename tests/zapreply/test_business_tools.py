@@ -96,3 +96,18 @@ def test_a_call_leaves_no_url_in_the_logs(caplog):
     logged = caplog.text
     assert "chave-na-url" not in logged and "12345678900" not in logged
     assert "s3cr3t" not in logged
+
+
+def test_a_slow_endpoint_gets_at_most_half_of_the_time_left():
+    from tests.stubs import EndpointStub
+
+    endpoint = EndpointStub().start()
+    endpoint.routes["/p/1"] = (200, "tarde", 3.0)
+    try:
+        tool = {**TOOL, "url": f"{endpoint.url}/p/{{id}}", "timeout_seconds": 30}
+        box = Toolbox(business_tools.check([tool], reserved=set()), budget_seconds=2.2)
+        result, details = box.call("pedido", {"id": "1"})
+    finally:
+        endpoint.stop()
+    assert result.startswith("error: pedido did not answer within 1")  # ~1.1 s
+    assert 1000 <= details["duration_ms"] < 2000
