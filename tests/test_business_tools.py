@@ -90,6 +90,8 @@ def test_the_model_calls_the_business_endpoint_and_answers_with_its_result(
     offered = [t["function"]["name"] for t in llm.requests[0]["body"]["tools"]]
     assert offered == ["send_whatsapp", "handoff_to_human", "consultar_pedido"]
     assert tool_results_sent_to_the_model(llm) == ['{"status": "saiu para entrega"}']
+    # The model sees what the tool is for, never where it lives or how it authenticates.
+    assert SECRET not in json.dumps(llm.requests) and endpoint.url not in json.dumps(llm.requests)
 
     [event] = events_of("tool.called")
     assert event.payload["name"] == "consultar_pedido"
