@@ -36,6 +36,8 @@ MAX_TOOLS = 20
 MAX_DESCRIPTION_CHARS = 1024
 MAX_PARAMETERS_CHARS = 8192
 MAX_HEADERS = 20
+# However fast the endpoints, a model asking for call after call is stopped here.
+MAX_CALLS_PER_REPLY = 20
 # What the model gets back at most, and what a `tool.called` event keeps of it.
 MAX_RESULT_BYTES = 8192
 EVENT_RESULT_CHARS = 1000
@@ -177,6 +179,7 @@ class Toolbox:
         self.tools = {t["name"]: _defaults(t) for t in definitions or []
                       if isinstance(t, dict) and isinstance(t.get("name"), str)}
         self.deadline = time.monotonic() + budget_seconds
+        self.calls = 0
 
     def __contains__(self, name: str) -> bool:
         return name in self.tools
@@ -196,6 +199,10 @@ class Toolbox:
         tool = self.tools[name]
         details: dict[str, Any] = {"method": tool["method"], "status": None, "duration_ms": 0,
                                    "ok": False}
+        self.calls += 1
+        if self.calls > MAX_CALLS_PER_REPLY:
+            return (f"error: no more than {MAX_CALLS_PER_REPLY} tool calls per reply; answer "
+                    "with what you have", details)
         remaining = self.deadline - time.monotonic()
         if remaining < 1:
             return (f"error: no time left to call {name} in this reply; answer without it",
@@ -255,8 +262,10 @@ def _request(tool: dict[str, Any], arguments: dict[str, Any], timeout: float) ->
             for chunk in response.iter_bytes():
                 body.extend(chunk)
                 # httpx's timeout is per read: a slow drip must not outlast the whole limit.
-                if len(body) > MAX_RESULT_BYTES or time.monotonic() > deadline:
+                if len(body) > MAX_RESULT_BYTES:
                     break
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout("the body took too long")
             status = response.status_code
     finally:
         _quiet.calling = False

@@ -111,3 +111,11 @@ def test_a_slow_endpoint_gets_at_most_half_of_the_time_left():
         endpoint.stop()
     assert result.startswith("error: pedido did not answer within 1")  # ~1.1 s
     assert 1000 <= details["duration_ms"] < 2000
+
+
+def test_a_reply_makes_a_limited_number_of_calls():
+    box = Toolbox(business_tools.check([TOOL], reserved=set()), budget_seconds=60)
+    results = [box.call("pedido", {"id": ".."})[0]
+               for _ in range(business_tools.MAX_CALLS_PER_REPLY + 1)]
+    assert results[-2] == "error: argument 'id' is not a valid path segment"
+    assert results[-1].startswith("error: no more than 20 tool calls per reply")
