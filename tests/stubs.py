@@ -9,17 +9,21 @@ a worker it does not share memory with (failures are set on the stub itself):
 - a customer message containing ``#handoff`` makes the model call ``handoff_to_human``, then
   say it is passing the customer on;
 - ``#tool`` makes it call ``send_whatsapp`` and then finish without text;
+- ``#call <name> {json}`` makes it call the business tool ``<name>`` with those arguments, then
+  answer ``"Resultado: " + <the tool's result>`` (or an apology when the result is an error);
 otherwise the model answers ``"Resposta: " + <the customer messages of this turn>``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 
 class _Server:
@@ -143,6 +147,16 @@ class LLMStub(_Server):
         if self.fail_status:
             return self.fail_status, {"error": {"message": "stub failure", "type": "server_error"}}
         last = messages[-1] if messages else {}
+        business_call = _BUSINESS_CALL.search(turn)
+        if business_call and last.get("role") == "tool":
+            result = last.get("content") or ""
+            if result.startswith("error:"):
+                return 200, _completion(body, content="Não consegui consultar agora, desculpe.")
+            return 200, _completion(body, content=f"Resultado: {result}")
+        if business_call:
+            # The arguments as typed, valid JSON or not.
+            arguments = business_call.group(2) or "{}"
+            return 200, _completion(body, tool_call=(business_call.group(1), arguments))
         if last.get("role") == "tool":
             if "#handoff" in turn:
                 return 200, _completion(body, content="Vou te passar para um atendente.")
@@ -152,6 +166,9 @@ class LLMStub(_Server):
         if "#tool" in turn:
             return 200, _completion(body, tool_call=("send_whatsapp", {"message": "Via ferramenta"}))
         return 200, _completion(body, content=f"Resposta: {turn}")
+
+
+_BUSINESS_CALL = re.compile(r"#call (\S+) ?(.*)")
 
 
 def _current_turn(messages: list[dict[str, Any]]) -> str:
@@ -168,7 +185,7 @@ def _current_turn(messages: list[dict[str, Any]]) -> str:
 
 
 def _completion(body: dict[str, Any], *, content: str | None = None,
-                tool_call: tuple[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+                tool_call: tuple[str, dict[str, Any] | str] | None = None) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": content}
     finish = "stop"
     if tool_call is not None:
@@ -177,7 +194,8 @@ def _completion(body: dict[str, Any], *, content: str | None = None,
         message["tool_calls"] = [{
             "id": f"call_{uuid.uuid4().hex[:12]}",
             "type": "function",
-            "function": {"name": name, "arguments": json.dumps(arguments)},
+            "function": {"name": name, "arguments": arguments if isinstance(arguments, str)
+                         else json.dumps(arguments)},
         }]
         finish = "tool_calls"
     return {
@@ -229,3 +247,65 @@ class MessagesStub(_Server):
     def sent(self) -> list[dict[str, Any]]:
         with self.lock:
             return [r for r in self.requests if r["status"] == 200]
+
+
+class EndpointStub:
+    """A business's own HTTP API, called by the tools a config defines: any method, any path.
+    Records each request; answers from `routes` (path -> (status, body text, delay seconds)),
+    else 200 with a small JSON body."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.routes: dict[str, tuple[int, str, float]] = {}
+        self.changed = threading.Condition()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                parts = urlsplit(self.path)
+                entry = {"method": self.command, "path": unquote(parts.path),
+                         "raw_path": parts.path,
+                         "query": parse_qs(parts.query), "headers": dict(self.headers),
+                         "body": json.loads(raw) if raw else None}
+                with outer.changed:
+                    outer.requests.append(entry)
+                    outer.changed.notify_all()
+                status, text, delay = outer.routes.get(
+                    entry["path"], (200, json.dumps({"status": "enviado"}), 0.0))
+                if delay:
+                    time.sleep(delay)
+                data = text.encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:
+                    pass  # the caller gave up waiting
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve  # noqa: N815
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> EndpointStub:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -56,6 +56,13 @@ def _api_error(error: ApiError) -> tuple[Response, int]:
     return jsonify(error=error.message), error.status
 
 
+@bp.errorhandler(configs.InvalidConfig)
+def _invalid_config(error: configs.InvalidConfig) -> tuple[Response, int]:
+    # Raised past validation only when applying to the stored config (a masked tool header
+    # with nothing stored behind it).
+    return jsonify(error=str(error)), 400
+
+
 @bp.errorhandler(OperationalError)
 @bp.errorhandler(InterfaceError)
 @bp.errorhandler(PoolTimeoutError)

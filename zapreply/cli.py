@@ -126,12 +126,17 @@ def config_create(args: argparse.Namespace) -> int:
     except (configs.InvalidConfig, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    with session_scope() as session:
-        config = WorkflowConfig(options={}, **{k: v for k, v in values.items() if k != "options"})
-        configs.apply(config, {"options": values.get("options", {})})
-        session.add(config)
-        session.flush()
-        _print(configs.public_view(config))
+    try:
+        with session_scope() as session:
+            config = WorkflowConfig(options={},
+                                    **{k: v for k, v in values.items() if k != "options"})
+            configs.apply(config, {"options": values.get("options", {})})
+            session.add(config)
+            session.flush()
+            _print(configs.public_view(config))
+    except configs.InvalidConfig as exc:  # a masked tool header with nothing stored
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -158,14 +163,18 @@ def config_update(args: argparse.Namespace) -> int:
     except (configs.InvalidConfig, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    with session_scope() as session:
-        config = session.get(WorkflowConfig, args.id)
-        if config is None:
-            print(f"error: no workflow config {args.id}", file=sys.stderr)
-            return 1
-        configs.apply(config, values)
-        session.flush()
-        _print(configs.public_view(config))
+    try:
+        with session_scope() as session:
+            config = session.get(WorkflowConfig, args.id)
+            if config is None:
+                print(f"error: no workflow config {args.id}", file=sys.stderr)
+                return 1
+            configs.apply(config, values)
+            session.flush()
+            _print(configs.public_view(config))
+    except configs.InvalidConfig as exc:  # a masked tool header with nothing stored
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -60,6 +60,14 @@ OPTION_DEFAULTS: dict[str, Any] = {
     # Phone numbers or JIDs; an allow-list, when set, is the only contacts answered.
     "allow_contacts": None,
     "deny_contacts": [],
+    # HTTP endpoints of the business the model may call (zapreply.business_tools).
+    "tools": [],
+    # A daily allowance of LLM tokens and/or USD (a day in `timezone`); once spent, no LLM
+    # call: budget_action "fallback" sends fallback_text, "handoff" pauses the conversation
+    # for a person (sending handoff_text). See zapreply.budget.
+    "daily_token_budget": None,
+    "daily_cost_budget": None,
+    "budget_action": "fallback",
 }
 _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "temperature": (int, float),
@@ -86,10 +94,15 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "trigger_keywords": (list,),
     "allow_contacts": (list,),
     "deny_contacts": (list,),
+    "tools": (list,),
+    "daily_token_budget": (int,),
+    "daily_cost_budget": (int, float),
+    "budget_action": (str,),
 }
 _CHOICES = {
     "trigger": ("all", "keyword", "fallback"),
     "trigger_operator": ("equals", "contains", "starts_with", "regex"),
+    "budget_action": ("fallback", "handoff"),
 }
 
 
@@ -151,7 +164,8 @@ def validate(data: Any, *, partial: bool = False) -> dict[str, Any]:
             _check_timezone(value)
         if key in _CHOICES and value is not None and value not in _CHOICES[key]:
             raise InvalidConfig(f"option '{key}' must be one of: {', '.join(_CHOICES[key])}")
-        if isinstance(value, list) and not all(isinstance(v, str) and v for v in value):
+        if isinstance(value, list) and key != "tools" \
+                and not all(isinstance(v, str) and v for v in value):
             raise InvalidConfig(f"option '{key}' must be a list of non-empty strings")
         if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
             raise InvalidConfig(f"option '{key}' must not be negative")
@@ -162,6 +176,13 @@ def validate(data: Any, *, partial: bool = False) -> dict[str, Any]:
             except re.error as exc:
                 raise InvalidConfig(f"trigger keyword {pattern!r} is not a valid regex: "
                                     f"{exc}") from None
+    if options.get("tools") is not None:
+        from zapreply import business_tools, tools
+
+        try:
+            options["tools"] = business_tools.check(options["tools"], reserved=set(tools.BUILT_IN))
+        except ValueError as exc:
+            raise InvalidConfig(str(exc)) from None
     if options or not partial:
         values["options"] = options
     return values
@@ -196,6 +217,15 @@ def _validate_send(send: Any) -> dict[str, Any]:
 def apply(config: WorkflowConfig, values: dict[str, Any]) -> None:
     for key, value in values.items():
         if key == "options":
+            if value.get("tools"):
+                # Header values come back masked from GET: keep the stored ones.
+                from zapreply import business_tools
+
+                try:
+                    value = {**value, "tools": business_tools.unmask(
+                        value["tools"], (config.options or {}).get("tools"), MASK)}
+                except ValueError as exc:
+                    raise InvalidConfig(str(exc)) from None
             config.options = {**(config.options or {}), **value}
         elif key == "send" and value.get("token") == MASK:
             # A client echoing back what GET returned keeps the stored token.
@@ -217,10 +247,18 @@ def public_view(config: WorkflowConfig) -> dict[str, Any]:
         "system_prompt": config.system_prompt,
         "send": send,
         "debounce_seconds": config.debounce_seconds,
-        "options": option_values(config),
+        "options": _masked(option_values(config)),
         "created_at": config.created_at.isoformat() if config.created_at else None,
         "updated_at": config.updated_at.isoformat() if config.updated_at else None,
     }
+
+
+def _masked(options: dict[str, Any]) -> dict[str, Any]:
+    if not options.get("tools"):
+        return options
+    from zapreply import business_tools
+
+    return {**options, "tools": business_tools.masked(options["tools"], MASK)}
 
 
 def option_values(config: WorkflowConfig) -> dict[str, Any]:

@@ -23,6 +23,7 @@ HANDOFF_REQUESTED = "handoff.requested"
 RUN_FAILED = "run.failed"
 RUN_REPLAYED = "run.replayed"
 SESSION_RESET = "session.reset"
+BUDGET_EXCEEDED = "budget.exceeded"
 
 
 def record(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -181,3 +182,20 @@ class Event(Base):
     )
     payload: Mapped[json_dict]
     created_at: Mapped[created_at]
+
+
+class DailyUsage(Base):
+    """LLM tokens and cost a config spent on one day (in its timezone): what its daily budget
+    is checked against (zapreply.budget). Kept only for configs that have a budget."""
+
+    __tablename__ = "daily_usage"
+
+    workflow_config_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("workflow_configs.id", ondelete="CASCADE"), primary_key=True,
+        autoincrement=False,
+    )
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost: Mapped[float] = mapped_column(Float, default=0.0)
+    # When the budget.exceeded event of that day was written (once per config and day).
+    exceeded_at: Mapped[datetime | None]

@@ -35,7 +35,16 @@ from sqlalchemy import and_, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from zapreply import configs, conversations, events, leases, messaging, tools
+from zapreply import (
+    budget,
+    business_tools,
+    configs,
+    conversations,
+    events,
+    leases,
+    messaging,
+    tools,
+)
 from zapreply.configs import option_values
 from zapreply.db import session_scope
 from zapreply.models import Conversation, Message, ReplyRun, WorkflowConfig, utcnow
@@ -241,6 +250,8 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
         ready_at = pending[-1].created_at + timedelta(seconds=config.debounce_seconds)
         if ready_at > now:
             return _Wait((ready_at - now).total_seconds())
+        if budget.is_spent(session, config.id, option_values(config), now):
+            skip_reason = budget.SPENT
     run = ReplyRun(
         conversation_id=conversation_id,
         workflow_config_id=config.id if config else None,
@@ -262,6 +273,9 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
             session, events.MESSAGE_IGNORED, conversation_id=conversation_id, run_id=run.id,
             reason=skip_reason, wa_message_ids=[m.wa_message_id for m in pending],
         )
+        if skip_reason == budget.SPENT:
+            texts = budget.turn_away(session, conversation, run, option_values(config), now)
+            _add_outbox(session, conversation, run.id, texts, fallback=True, first_seq=0)
         return "again"
     step = _generate_step(session, conversation, run, settings, config,
                           newest=pending[-1].id)
@@ -473,18 +487,21 @@ def render_prompt(template: str, conversation: Conversation, options: dict[str, 
     return _PLACEHOLDER.sub(lambda match: values[match.group(1)], template)
 
 
-def _generate(context: _Context, settings: Settings) -> _Draft:
+def _generate(context: _Context, settings: Settings,
+              effects: tools.Effects | None = None) -> _Draft:
     from zapreply import llm
 
     messages = list(context.messages)
-    effects = tools.Effects()
+    effects = effects if effects is not None else tools.Effects()
+    business = business_tools.Toolbox(context.options.get("tools"),
+                                      budget_seconds=business_tools.time_budget(settings))
     completions = []
     final = ""
     for _round in range(settings.max_tool_rounds + 1):
         completion = llm.complete(
             model=context.model,
             messages=messages,
-            tools=tools.SCHEMAS,
+            tools=tools.SCHEMAS + business.schemas,
             timeout=settings.llm_timeout_seconds,
             temperature=context.options.get("temperature"),
             max_tokens=context.options.get("max_tokens"),
@@ -495,7 +512,7 @@ def _generate(context: _Context, settings: Settings) -> _Draft:
             break
         messages.append(completion.as_message())
         for call in completion.tool_calls:
-            result = tools.execute(call.name, call.arguments, effects)
+            result = tools.execute(call.name, call.arguments, effects, business)
             messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
     # When the model used send_whatsapp, those messages are the reply; its closing text is
     # commentary for us ("I sent it"), not for the customer.
@@ -550,9 +567,11 @@ def _generate_and_store(
     if options.get("typing_indicator"):
         messaging.set_typing(step.send, to=step.to, typing=True,
                              timeout=settings.send_timeout_seconds)
+    effects = tools.Effects()
     try:
-        draft = _generate(step.context, settings)
+        draft = _generate(step.context, settings, effects)
     except LLMError as exc:
+        _record_discarded_calls(conversation_id, token, step.run_id, settings, effects)
         if options.get("typing_indicator"):
             messaging.set_typing(step.send, to=step.to, typing=False,
                                  timeout=settings.send_timeout_seconds)
@@ -562,11 +581,29 @@ def _generate_and_store(
     with session_scope() as session:
         leases.fence(session, conversation_id, token, settings.lease_seconds)
         rows = _store_draft(session, conversation_id, step.run_id, step.context, draft)
+        budget.record_usage(session, step.context.config_id, options, draft.completions,
+                            utcnow())
         if not rows:
             return _plan(session, conversation_id, token, settings, finished)
         return _Deliver(step.run_id, step.send, step.to,
                         [_Outgoing(m.id, m.content, m.wa_message_id or "") for m in rows],
                         step.context.options)
+
+
+def _record_discarded_calls(conversation_id: int, token: int, run_id: int, settings: Settings,
+                            effects: tools.Effects) -> None:
+    """Business tools called by a generation that then failed did reach their endpoints: the
+    events say so (`discarded`), though the draft they served is dropped and retried."""
+    calls = [call for call in effects.calls if "details" in call]
+    if not calls:
+        return
+    with session_scope() as session:
+        leases.fence(session, conversation_id, token, settings.lease_seconds)
+        for call in calls:
+            events.record(session, events.TOOL_CALLED, conversation_id=conversation_id,
+                          run_id=run_id, name=call["name"], arguments=call["arguments"],
+                          result=call["result"][:business_tools.EVENT_RESULT_CHARS],
+                          discarded=True, **call["details"])
 
 
 def _store_draft(
@@ -586,7 +623,8 @@ def _store_draft(
     for call in draft.effects.calls:
         events.record(session, events.TOOL_CALLED, conversation_id=conversation_id,
                       run_id=run_id, name=call["name"], arguments=call["arguments"],
-                      result=call["result"])
+                      result=call["result"][:business_tools.EVENT_RESULT_CHARS],
+                      **call.get("details", {}))
         session.add(Message(
             conversation_id=conversation_id, instance=context.instance, role="tool",
             content=call["result"], reply_run_id=run_id,
@@ -645,6 +683,8 @@ def _add_outbox(session: Session, conversation: Conversation | _ConversationRef,
         }
         for seq, text in enumerate(texts, start=start)
     ]
+    if not values:
+        return []
     # Rows added through the ORM in this transaction (tool calls) keep the lower ids.
     session.flush()
     ids = session.connection().execute(

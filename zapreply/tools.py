@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from zapreply.business_tools import Toolbox
 
 SEND_WHATSAPP = "send_whatsapp"
 HANDOFF_TO_HUMAN = "handoff_to_human"
+BUILT_IN = frozenset({SEND_WHATSAPP, HANDOFF_TO_HUMAN})
 
 MAX_MESSAGE_CHARS = 4096
 
@@ -56,8 +60,10 @@ class Effects:
     calls: list[dict[str, Any]] = field(default_factory=list)
 
 
-def execute(name: str, raw_arguments: str, effects: Effects) -> str:
-    """Run a tool call; the string returned goes back to the model. Never raises."""
+def execute(name: str, raw_arguments: str, effects: Effects,
+            business: Toolbox | None = None) -> str:
+    """Run a tool call; the string returned goes back to the model. Never raises.
+    `business`: the tools the config defines (zapreply.business_tools)."""
     try:
         arguments = json.loads(raw_arguments or "{}")
         if not isinstance(arguments, dict):
@@ -78,6 +84,11 @@ def execute(name: str, raw_arguments: str, effects: Effects) -> str:
         reason = arguments.get("reason")
         effects.handoff_reason = str(reason or "requested by the assistant")[:500]
         result = "ok: a human attendant will take over; the bot stops answering"
+    elif business is not None and name in business:
+        result, details = business.call(name, arguments)
+        effects.calls.append({"name": name, "arguments": arguments, "result": result,
+                              "details": details})
+        return result
     else:
         result = f"error: unknown tool {name!r}"
     effects.calls.append({"name": name, "arguments": arguments, "result": result})
