@@ -23,6 +23,8 @@ HANDOFF_REQUESTED = "handoff.requested"
 RUN_FAILED = "run.failed"
 RUN_REPLAYED = "run.replayed"
 SESSION_RESET = "session.reset"
+# Outside opening hours: the away message is in the outbox (its delivery is a message.sent).
+AWAY_QUEUED = "away.queued"
 
 
 def record(

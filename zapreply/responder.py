@@ -34,7 +34,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from zapreply import conversations, events, leases, messaging, tools
+from zapreply import conversations, events, groups, hours, leases, messaging, tools
 from zapreply.configs import option_values
 from zapreply.db import session_scope
 from zapreply.models import Conversation, Message, ReplyRun, WorkflowConfig, utcnow
@@ -223,6 +223,7 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
         if conversation.workflow_config_id is not None else None
     )
     skip_reason = None
+    closed: hours.Closed | None = None
     if config is None or not config.is_active:
         skip_reason = "no active workflow config"
     elif conversations.is_paused(conversation, now):
@@ -236,6 +237,12 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
         ready_at = pending[-1].created_at + timedelta(seconds=config.debounce_seconds)
         if ready_at > now:
             return _Wait((ready_at - now).total_seconds())
+        # Opening hours, judged when the burst arrived: outside them no model call, at most
+        # the away message (zapreply.hours).
+        closed = hours.closed_for(session, conversation_id, option_values(config),
+                                  pending[-1].created_at)
+        if closed is not None and closed.away_text is None:
+            skip_reason = "outside opening hours"
     run = ReplyRun(
         conversation_id=conversation_id,
         workflow_config_id=config.id if config else None,
@@ -248,6 +255,18 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
     session.flush()
     for message in pending:
         message.reply_run_id = run.id
+    if closed is not None and closed.away_text is not None:
+        # Sent like any reply (outbox row, deterministic id, delivered by step 1); the
+        # customer's messages stay in the history for when the business opens.
+        away = _add_outbox(session, conversation, run.id, [closed.away_text])
+        for row in away:
+            row.extra = {"away": True}
+        session.flush()
+        events.record(session, events.AWAY_QUEUED, conversation_id=conversation_id,
+                      run_id=run.id, closed_since=closed.since.isoformat(),
+                      message_ids=[row.id for row in away],
+                      wa_message_ids=[m.wa_message_id for m in pending])
+        return "again"
     if skip_reason:
         events.record(
             session, events.MESSAGE_IGNORED, conversation_id=conversation_id, run_id=run.id,
@@ -358,18 +377,25 @@ def _llm_context(
     ]))
     rows = _current_session(rows, options.get("session_idle_hours"))
     messages: list[dict[str, Any]] = []
+    group = groups.is_group_chat(conversation.chat_jid)
     if config.system_prompt:
+        # In a group, {contact_name} and {contact_phone} are the member who wrote last.
+        who = groups.speaker(conversation, rows) if group else conversation
         messages.append({"role": "system",
-                         "content": render_prompt(config.system_prompt, conversation, options)})
+                         "content": render_prompt(config.system_prompt, who, options)})
     for row in rows:
         content = row.content or (f"[{row.media_type}]" if row.media_type else "")
         if row.role == "customer":
+            if group:
+                content = groups.attributed(row, content)
             messages.append({"role": "user", "content": content})
         elif row.role == "business":
             # Written by a person at the business on their phone: part of what "we" said.
             messages.append({"role": "assistant", "content": content, "name": "business"})
         else:
             messages.append({"role": "assistant", "content": content})
+    if group:
+        groups.tell_the_model(messages, rows)
     return _Context(config.id, config.model, messages, options)
 
 
