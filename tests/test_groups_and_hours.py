@@ -176,6 +176,23 @@ def test_a_group_member_on_the_deny_list_is_not_answered_in_the_group(db, receiv
     assert replies(wuzapi) == ["Resposta: [Bruno] sou o Bruno | [Cliente Teste Dois] sou a Ana"]
 
 
+def test_in_a_group_each_member_has_their_own_rate_limit(db, receiver, wuzapi, llm):
+    make_config(wuzapi.url, debounce_seconds=1.0,
+                options={"groups": "on", "rate_limit_per_minute": 1})
+    for text in ("primeira do Bruno", "segunda do Bruno"):
+        group_says(receiver, text, member="100000000000003@lid", phone="5511900000003",
+                   name="Bruno")
+    group_says(receiver, "só uma da Ana")
+    wait_for(lambda: len(events_of("message.received")) == 3)
+    wuzapi.wait_for(lambda r: len(r) >= 1)
+
+    assert ignored_reasons() == ["rate limited"]
+    with session_scope() as session:
+        limited = session.get(Message, events_of("message.ignored")[0].payload["message_id"])
+        assert limited.extra["sender_name"] == "Bruno"
+    assert len(wuzapi.sent()) == 1 and "só uma da Ana" in replies(wuzapi)[0]
+
+
 def test_groups_go_to_the_config_that_answers_them(db, receiver, wuzapi, llm):
     make_config(wuzapi.url, system_prompt="Atendimento.")
     make_config(wuzapi.url, name="Grupos", system_prompt="Grupos.",

@@ -175,18 +175,25 @@ def record_inbound(
         _set_aside(session, conversation.id, inserted, config, unaddressed)
         return Recorded(conversation.id, True, False, debounce)
     per_minute = options["rate_limit_per_minute"]
-    if per_minute and _recent_customer_messages(session, conversation.id, now) > per_minute:
+    # In a group, each member has their own limit.
+    member = message.get("sender_jid") if group else None
+    if per_minute and _recent_customer_messages(session, conversation.id, now,
+                                                member) > per_minute:
         _set_aside(session, conversation.id, inserted, config, "rate limited")
         return Recorded(conversation.id, True, False, debounce)
     return Recorded(conversation.id, True, True, debounce)
 
 
-def _recent_customer_messages(session: Session, conversation_id: int, now: datetime) -> int:
-    return session.scalar(select(func.count()).where(
+def _recent_customer_messages(session: Session, conversation_id: int, now: datetime,
+                              sender: str | None = None) -> int:
+    clauses = [
         Message.conversation_id == conversation_id,
         Message.role == "customer",
         Message.created_at > now - timedelta(minutes=1),
-    )) or 0
+    ]
+    if sender:
+        clauses.append(Message.extra["sender"].as_string() == sender)
+    return session.scalar(select(func.count()).where(*clauses)) or 0
 
 
 def _set_aside(session: Session, conversation_id: int, message_id: int,
