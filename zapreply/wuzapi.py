@@ -257,12 +257,8 @@ def _group_context(message: dict[str, Any]) -> dict[str, Any]:
             context = body["contextInfo"]
             break
     mentioned = context.get("mentionedJID", context.get("mentionedJid"))
-    mentions = tuple(
-        jid for jid in (
-            storable(value) for value in (mentioned if isinstance(mentioned, list) else [])
-            [:_MAX_MENTIONS] if isinstance(value, str)
-        ) if jid and len(jid) <= MAX_JID_LENGTH
-    )
+    listed = mentioned[:_MAX_MENTIONS] if isinstance(mentioned, list) else []
+    mentions = tuple(jid for jid in (_bounded(value, MAX_JID_LENGTH) for value in listed) if jid)
     quoted_id = context.get("stanzaID", context.get("stanzaId"))
     quoted_sender = context.get("participant")
     return {
