@@ -24,12 +24,9 @@ from sqlalchemy.orm import Session
 
 from zapreply.models import Message
 
-OUTSIDE_HOURS = ("away", "answer")
-_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_DAY_NAMES = {**{day: index for index, day in enumerate(_DAYS)},
-              **{name: index for index, name in enumerate(
-                  ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
-                   "sunday"))}}
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+# "mon" or "monday" (any case) -> 0, as datetime.weekday() counts.
+_DAY_NAMES = {name: index for index, day in enumerate(_WEEKDAYS) for name in (day[:3], day)}
 _RANGE = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
 _DAY_MINUTES = 24 * 60
 # The closed window is the time since the last closing; a schedule that opens at least once a
