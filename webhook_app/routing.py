@@ -11,7 +11,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from zapreply import configs
+from zapreply import configs, groups
 from zapreply.db import session_factory
 from zapreply.settings import get_settings
 
@@ -20,6 +20,9 @@ from zapreply.settings import get_settings
 class ConfigRef:
     id: int
     instance: str
+    # Some active config on the instance answers group chats (zapreply.groups): group
+    # messages go on to the worker instead of being dropped here.
+    groups: bool = False
 
 
 # workflow_configs.instance is a String(200).
@@ -42,7 +45,8 @@ def active_config(candidates: list[str]) -> ConfigRef | None:
         return cached[1]
     with session_factory()() as session:
         row = configs.find_active(session, list(key))
-        ref = ConfigRef(row.id, row.instance) if row is not None else None
+        ref = ConfigRef(row.id, row.instance, groups.instance_takes_groups(session, row.instance)) \
+            if row is not None else None
     with _lock:
         if len(_configs) > 10_000:
             _configs.clear()

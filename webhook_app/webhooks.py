@@ -73,6 +73,9 @@ def receive(instance: str | None = None):  # type: ignore[no-untyped-def]
         config = routing.active_config(candidates)
         if config is None:
             return _answer("ignored", reason="no active workflow config for this instance")
+        if message == "group chat" and config.groups:
+            # A config on this instance answers groups: read the message after all.
+            message = wuzapi.read_message(envelope, groups=True)
         if isinstance(message, str):
             # read_message checked that Info.ID and Info.Chat are present strings.
             info = envelope.event["Info"]

@@ -68,6 +68,18 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "daily_token_budget": None,
     "daily_cost_budget": None,
     "budget_action": "fallback",
+    # Group chats: "off" (ignored), "on" (answered like any chat) or "mention" (answered only
+    # when the message mentions the bot or replies to one of its messages; the rest is kept as
+    # context). bot_number: the bot's own number or JID (or a list: its @lid too), to
+    # recognise mentions.
+    "groups": "off",
+    "bot_number": None,
+    # Weekly schedule in `timezone` ({"mon": ["09:00-18:00"], ...}); None: always open.
+    # Outside it, "away" keeps the messages without calling the model and sends
+    # away_message (if set) once per closed window; "answer" answers anyway.
+    "opening_hours": None,
+    "away_message": None,
+    "outside_hours": "away",
 }
 _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "temperature": (int, float),
@@ -98,11 +110,18 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "daily_token_budget": (int,),
     "daily_cost_budget": (int, float),
     "budget_action": (str,),
+    "groups": (str,),
+    "bot_number": (str, list),
+    "opening_hours": (dict,),
+    "away_message": (str,),
+    "outside_hours": (str,),
 }
 _CHOICES = {
     "trigger": ("all", "keyword", "fallback"),
     "trigger_operator": ("equals", "contains", "starts_with", "regex"),
     "budget_action": ("fallback", "handoff"),
+    "groups": ("off", "on", "mention"),
+    "outside_hours": ("away", "answer"),
 }
 
 
@@ -162,6 +181,10 @@ def validate(data: Any, *, partial: bool = False) -> dict[str, Any]:
             raise InvalidConfig(f"option '{key}' has the wrong type")
         if key == "timezone" and value is not None:
             _check_timezone(value)
+        if key == "opening_hours" and value is not None:
+            _check_opening_hours(value)
+        if key == "bot_number" and value is not None:
+            _check_bot_number(value)
         if key in _CHOICES and value is not None and value not in _CHOICES[key]:
             raise InvalidConfig(f"option '{key}' must be one of: {', '.join(_CHOICES[key])}")
         if isinstance(value, list) and key != "tools" \
@@ -196,6 +219,24 @@ def _check_timezone(name: str) -> None:
     except (ZoneInfoNotFoundError, ValueError):
         raise InvalidConfig(f"unknown timezone {name!r} (use an IANA name like "
                             "'America/Sao_Paulo')") from None
+
+
+def _check_opening_hours(schedule: Any) -> None:
+    from zapreply.hours import BadSchedule, validate
+
+    try:
+        validate(schedule)
+    except BadSchedule as exc:
+        raise InvalidConfig(str(exc)) from None
+
+
+def _check_bot_number(value: Any) -> None:
+    from zapreply.groups import bot_id
+
+    numbers = value if isinstance(value, list) else [value]
+    if not numbers or not all(isinstance(v, str) and bot_id(v) for v in numbers):
+        raise InvalidConfig("option 'bot_number' must be the bot's phone number or JID "
+                            "(e.g. '5511900000099' or '100000000000099@lid'), or a list of them")
 
 
 def _validate_send(send: Any) -> dict[str, Any]:

@@ -24,6 +24,8 @@ RUN_FAILED = "run.failed"
 RUN_REPLAYED = "run.replayed"
 SESSION_RESET = "session.reset"
 BUDGET_EXCEEDED = "budget.exceeded"
+# Outside opening hours: the away message is in the outbox (its delivery is a message.sent).
+AWAY_QUEUED = "away.queued"
 
 
 def record(

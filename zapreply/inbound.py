@@ -10,7 +10,7 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from zapreply import configs, conversations, events, triggers
+from zapreply import configs, conversations, events, groups, triggers
 from zapreply.configs import OPTION_DEFAULTS, option_values
 from zapreply.models import Conversation, Message, ReplyRun, WorkflowConfig, utcnow
 from zapreply.text import is_keyword
@@ -79,10 +79,12 @@ def record_inbound(
 ) -> Recorded:
     config = configs.get(session, config_id)
     from_me = bool(message.get("from_me"))
+    # A group's conversation is the group: who wrote each message is kept on the message.
+    group = bool(message.get("is_group"))
     conversation = conversation_for(
         session, instance=instance, chat_jid=message["chat_jid"],
-        contact_phone=message.get("contact_phone"),
-        contact_name=None if from_me else message.get("push_name"),
+        contact_phone=None if group else message.get("contact_phone"),
+        contact_name=None if from_me or group else message.get("push_name"),
         config_id=config.id if config else None,
         inbound_at=None if from_me else utcnow(),
     )
@@ -102,6 +104,8 @@ def record_inbound(
     text = message.get("text") or ""
     extra: dict[str, Any] = {"timestamp": message.get("timestamp"),
                              "sender": message.get("sender_jid")}
+    if group:
+        extra.update(groups.sender_extra(message))
     limit = options["max_input_chars"]
     if not from_me and limit and len(text) > limit:
         extra["truncated_from"] = len(text)
@@ -142,14 +146,19 @@ def record_inbound(
                                 actor="business")
         return Recorded(conversation.id, True, False, debounce)
 
-    chosen = triggers.choose_config(session, conversation, config, text, now, inserted)
+    chosen = triggers.choose_config(session, conversation, config, text, now, inserted,
+                                    accepts=groups.accepts_groups if group else None)
     if chosen is None:
-        _set_aside(session, conversation.id, inserted, config, "no trigger matched")
+        reason = "no trigger matched"
+        if group and not groups.instance_takes_groups(session, instance):
+            reason = "group chat"  # groups were switched off since the receiver looked
+        _set_aside(session, conversation.id, inserted, config, reason)
         return Recorded(conversation.id, True, False, debounce)
     if chosen.id != conversation.workflow_config_id:
         conversation.workflow_config_id = chosen.id
     config, options, debounce = chosen, option_values(chosen), chosen.debounce_seconds
-    refused = triggers.contact_refused(chosen, conversation)
+    refused = triggers.contact_refused(chosen, conversation,
+                                       also=groups.sender_ids(message) if group else ())
     if refused:
         _set_aside(session, conversation.id, inserted, config, refused)
         return Recorded(conversation.id, True, False, debounce)
@@ -159,19 +168,32 @@ def record_inbound(
         events.record(session, events.SESSION_RESET, conversation_id=conversation.id,
                       wa_message_id=wa_id)
         return Recorded(conversation.id, True, False, debounce)
+    unaddressed = groups.unanswered_reason(session, chosen, conversation.id, message) \
+        if group else None
+    if unaddressed:
+        # Kept in the history as context; answered only when the group talks to the bot.
+        _set_aside(session, conversation.id, inserted, config, unaddressed)
+        return Recorded(conversation.id, True, False, debounce)
     per_minute = options["rate_limit_per_minute"]
-    if per_minute and _recent_customer_messages(session, conversation.id, now) > per_minute:
+    # In a group, each member has their own limit.
+    member = message.get("sender_jid") if group else None
+    if per_minute and _recent_customer_messages(session, conversation.id, now,
+                                                member) > per_minute:
         _set_aside(session, conversation.id, inserted, config, "rate limited")
         return Recorded(conversation.id, True, False, debounce)
     return Recorded(conversation.id, True, True, debounce)
 
 
-def _recent_customer_messages(session: Session, conversation_id: int, now: datetime) -> int:
-    return session.scalar(select(func.count()).where(
+def _recent_customer_messages(session: Session, conversation_id: int, now: datetime,
+                              sender: str | None = None) -> int:
+    clauses = [
         Message.conversation_id == conversation_id,
         Message.role == "customer",
         Message.created_at > now - timedelta(minutes=1),
-    )) or 0
+    ]
+    if sender:
+        clauses.append(Message.extra["sender"].as_string() == sender)
+    return session.scalar(select(func.count()).where(*clauses)) or 0
 
 
 def _set_aside(session: Session, conversation_id: int, message_id: int,

@@ -124,7 +124,7 @@ class Publisher:
             self._redis = redis.Redis.from_url(
                 settings.broker_url, socket_connect_timeout=2, socket_timeout=2,
                 retry=Retry(NoBackoff(), 0), health_check_interval=30,
-                lib_name=None, lib_version=None,
+                driver_info=None,
             )
         self._origin = f"gen{os.getpid()}@{socket.gethostname()}"
 

@@ -41,6 +41,8 @@ from zapreply import (
     configs,
     conversations,
     events,
+    groups,
+    hours,
     leases,
     messaging,
     tools,
@@ -237,6 +239,7 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
         configs.get(session, conversation.workflow_config_id)
     )
     skip_reason = None
+    closed: hours.Closed | None = None
     if config is None or not config.is_active:
         skip_reason = "no active workflow config"
     elif conversations.is_paused(conversation, now):
@@ -250,7 +253,13 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
         ready_at = pending[-1].created_at + timedelta(seconds=config.debounce_seconds)
         if ready_at > now:
             return _Wait((ready_at - now).total_seconds())
-        if budget.is_spent(session, config.id, option_values(config), now):
+        # Opening hours, judged when the burst arrived: outside them no model call, at most
+        # the away message (zapreply.hours).
+        closed = hours.closed_for(session, conversation_id, option_values(config),
+                                  pending[-1].created_at)
+        if closed is not None and closed.away_text is None:
+            skip_reason = "outside opening hours"
+        elif closed is None and budget.is_spent(session, config.id, option_values(config), now):
             skip_reason = budget.SPENT
     run = ReplyRun(
         conversation_id=conversation_id,
@@ -268,6 +277,16 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
     )
     for message in pending:
         set_committed_value(message, "reply_run_id", run.id)
+    if closed is not None and closed.away_text is not None:
+        # Sent like any reply (outbox row, deterministic id, delivered by step 1); the
+        # customer's messages stay in the history for when the business opens.
+        away = _add_outbox(session, conversation, run.id, [closed.away_text],
+                           extra={"away": True})
+        events.record(session, events.AWAY_QUEUED, conversation_id=conversation_id,
+                      run_id=run.id, closed_since=closed.since.isoformat(),
+                      message_ids=[row.id for row in away],
+                      wa_message_ids=[m.wa_message_id for m in pending])
+        return "again"
     if skip_reason:
         events.record(
             session, events.MESSAGE_IGNORED, conversation_id=conversation_id, run_id=run.id,
@@ -382,18 +401,25 @@ def _llm_context(
     ]))
     rows = _current_session(rows, options.get("session_idle_hours"))
     messages: list[dict[str, Any]] = []
+    group = groups.is_group_chat(conversation.chat_jid)
     if config.system_prompt:
+        # In a group, {contact_name} and {contact_phone} are the member who wrote last.
+        who = groups.speaker(conversation, rows) if group else conversation
         messages.append({"role": "system",
-                         "content": render_prompt(config.system_prompt, conversation, options)})
+                         "content": render_prompt(config.system_prompt, who, options)})
     for row in rows:
         content = row.content or (f"[{row.media_type}]" if row.media_type else "")
         if row.role == "customer":
+            if group:
+                content = groups.attributed(row, content)
             messages.append({"role": "user", "content": content})
         elif row.role == "business":
             # Written by a person at the business on their phone: part of what "we" said.
             messages.append({"role": "assistant", "content": content, "name": "business"})
         else:
             messages.append({"role": "assistant", "content": content})
+    if group:
+        groups.tell_the_model(messages, rows)
     return _Context(config.id, config.model, messages, options, instance=conversation.instance)
 
 
@@ -664,8 +690,8 @@ class _ConversationRef:
 
 
 def _add_outbox(session: Session, conversation: Conversation | _ConversationRef, run_id: int,
-                texts: list[str], *, fallback: bool = False,
-                first_seq: int | None = None) -> list[Message]:
+                texts: list[str], *, fallback: bool = False, first_seq: int | None = None,
+                extra: dict[str, Any] | None = None) -> list[Message]:
     """Insert the outbox rows (Core, one statement) and return them, with their ids."""
     # After a replay the run may already hold a sent fallback row: number on from it, since
     # the message id is derived from the position.
@@ -679,7 +705,8 @@ def _add_outbox(session: Session, conversation: Conversation | _ConversationRef,
             "conversation_id": conversation.id, "instance": conversation.instance,
             "role": "assistant", "content": text, "reply_run_id": run_id, "status": "pending",
             "seq": seq, "wa_message_id": outbound_message_id(conversation.instance, run_id, seq),
-            "extra": {"fallback": True} if fallback else {}, "created_at": now,
+            "extra": {**(extra or {}), **({"fallback": True} if fallback else {})},
+            "created_at": now,
         }
         for seq, text in enumerate(texts, start=start)
     ]

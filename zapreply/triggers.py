@@ -4,6 +4,7 @@ allow- and deny-lists of contacts."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -41,16 +42,19 @@ def matches(text: str, options: dict[str, Any]) -> bool:
 
 def choose_config(
     session: Session, conversation: Conversation, routed: WorkflowConfig | None, text: str,
-    now: datetime, message_id: int,
+    now: datetime, message_id: int, accepts: Callable[[WorkflowConfig], bool] | None = None,
 ) -> WorkflowConfig | None:
     """The config that answers this message.
 
     A conversation the bot is already in (a run of it within the session window) stays with its
     config, so a keyword is needed to start, not for every message. Otherwise: a `keyword`
     config the text fires, else an `all` config, else a `fallback` config; None when nothing on
-    the instance wants it.
+    the instance wants it. With `accepts`, only the configs it accepts are considered (e.g.
+    those that answer groups).
     """
     current = configs.get(session, conversation.workflow_config_id)
+    if current is not None and accepts is not None and not accepts(current):
+        current = None
     candidates = configs.active_on(session, routed.instance if routed else conversation.instance)
     if current is not None and current.is_active and (
         # The only config on the instance answers whatever it answers (no need to ask the
@@ -61,6 +65,8 @@ def choose_config(
     ):
         return current
     by_trigger: dict[str, list[WorkflowConfig]] = {"keyword": [], "all": [], "fallback": []}
+    if accepts is not None:
+        candidates = [config for config in candidates if accepts(config)]
     for config in candidates:
         by_trigger.setdefault(option_values(config).get("trigger") or "all", []).append(config)
     for config in by_trigger["keyword"]:
@@ -93,12 +99,15 @@ def _engaged(session: Session, conversation: Conversation, config: WorkflowConfi
     return bool(session.scalar(select(answering | waiting)))
 
 
-def contact_refused(config: WorkflowConfig, conversation: Conversation) -> str | None:
-    """Why the config's contact lists keep this contact out, or None."""
+def contact_refused(config: WorkflowConfig, conversation: Conversation,
+                    also: Iterable[str] = ()) -> str | None:
+    """Why the config's contact lists keep this contact out, or None. `also`: more ids of
+    who wrote (a group member's JID and number, besides the group's)."""
     options = option_values(config)
     who = {normalize_contact(conversation.chat_jid)}
     if conversation.contact_phone:
         who.add(normalize_contact(conversation.contact_phone))
+    who.update(normalize_contact(value) for value in also)
     if who & {normalize_contact(c) for c in options.get("deny_contacts") or []}:
         return "contact denied"
     allowed = options.get("allow_contacts")

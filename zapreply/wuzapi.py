@@ -46,10 +46,24 @@ class InboundMessage:
     timestamp: str | None
     text: str
     media_type: str | None
+    # Group chats only (read with groups=True): whom the message mentions and which message
+    # it replies to, so the worker can tell whether the group is talking to the bot.
+    is_group: bool = False
+    mentions: tuple[str, ...] = ()
+    quoted_id: str | None = None
+    quoted_sender: str | None = None
 
     def as_payload(self) -> dict[str, Any]:
-        # Shallow: every field is a str, bool or None (asdict deep-copies, on every webhook).
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        payload = {f.name: getattr(self, f.name) for f in fields(self)}
+        if not self.is_group:
+            for key in _GROUP_FIELDS:
+                del payload[key]
+        else:
+            payload["mentions"] = list(self.mentions)
+        return payload
+
+
+_GROUP_FIELDS = ("is_group", "mentions", "quoted_id", "quoted_sender")
 
 
 def verify_signature(key: str, body: bytes, signature: str | None) -> bool:
@@ -162,8 +176,10 @@ MAX_NAME_LENGTH = 200
 _MAX_PHONE_DIGITS = 15
 
 
-def read_message(envelope: Envelope) -> InboundMessage | str:
-    """The message of a `Message` event, or the reason it is not one to act on."""
+def read_message(envelope: Envelope, *, groups: bool = False) -> InboundMessage | str:
+    """The message of a `Message` event, or the reason it is not one to act on. Group chats
+    are read only with `groups` (a config on the instance answers groups); otherwise they
+    are "group chat"."""
     if envelope.type != "Message":
         return f"event type {envelope.type} is not a message"
     event = envelope.event
@@ -185,7 +201,8 @@ def read_message(envelope: Envelope) -> InboundMessage | str:
     if len(chat) > MAX_JID_LENGTH:
         raise BadPayload(f"Info.Chat is longer than {MAX_JID_LENGTH} characters")
 
-    if info.get("IsGroup") is True or chat.endswith("@g.us"):
+    is_group = info.get("IsGroup") is True or chat.endswith("@g.us")
+    if is_group and not groups:
         return "group chat"
     if chat == "status@broadcast" or chat.endswith("@broadcast"):
         return "status or broadcast"
@@ -210,17 +227,53 @@ def read_message(envelope: Envelope) -> InboundMessage | str:
         return "no content"
     sender = info.get("Sender") if isinstance(info.get("Sender"), str) else ""
     from_me = info.get("IsFromMe") is True
+    group_fields = _group_context(message) if is_group else {}
     return InboundMessage(
         wa_message_id=wa_id,
         chat_jid=chat,
         sender_jid=storable(sender) or chat,
-        contact_phone=_contact_phone(info, chat, from_me),
+        # In a group, the phone of the member who wrote (the group itself has none).
+        contact_phone=_contact_phone(info, sender if is_group else chat, from_me),
         push_name=None if from_me else _opt_storable(_opt_str(info, "PushName"), MAX_NAME_LENGTH),
         from_me=from_me,
         timestamp=_opt_storable(_opt_str(info, "Timestamp")),
         text=text,
         media_type=media_type,
+        **group_fields,
     )
+
+
+# A mention list is as long as the sender made it; the worker only looks for the bot in it.
+_MAX_MENTIONS = 64
+
+
+def _group_context(message: dict[str, Any]) -> dict[str, Any]:
+    """Mentions and the quoted message, from the contextInfo of whichever message kind
+    carries it (extendedTextMessage for text, imageMessage for a caption, ...). whatsmeow's
+    current field names first, then the older camel case."""
+    context: dict[str, Any] = {}
+    for body in message.values():
+        if isinstance(body, dict) and isinstance(body.get("contextInfo"), dict):
+            context = body["contextInfo"]
+            break
+    mentioned = context.get("mentionedJID", context.get("mentionedJid"))
+    listed = mentioned[:_MAX_MENTIONS] if isinstance(mentioned, list) else []
+    mentions = tuple(jid for jid in (_bounded(value, MAX_JID_LENGTH) for value in listed) if jid)
+    quoted_id = context.get("stanzaID", context.get("stanzaId"))
+    quoted_sender = context.get("participant")
+    return {
+        "is_group": True,
+        "mentions": mentions,
+        "quoted_id": _bounded(quoted_id, MAX_MESSAGE_ID_LENGTH),
+        "quoted_sender": _bounded(quoted_sender, MAX_JID_LENGTH),
+    }
+
+
+def _bounded(value: Any, max_length: int) -> str | None:
+    if not isinstance(value, str):
+        return None
+    value = storable(value).strip()
+    return value if value and len(value) <= max_length else None
 
 
 def storable(value: str) -> str:
