@@ -56,7 +56,8 @@ def receive(instance: str | None = None):  # type: ignore[no-untyped-def]
 
     try:
         envelope = wuzapi.parse_envelope(request.headers.get("Content-Type"), body)
-        message = wuzapi.read_message(envelope)
+        message = wuzapi.read_message(envelope,
+                                      inline_media_limit=settings.media_inline_max_bytes)
     except wuzapi.BadPayload as exc:
         return _error(str(exc), 400)
 

@@ -23,6 +23,11 @@ HANDOFF_REQUESTED = "handoff.requested"
 RUN_FAILED = "run.failed"
 RUN_REPLAYED = "run.replayed"
 SESSION_RESET = "session.reset"
+# Media (zapreply.media): a voice note transcribed; media that could not be fetched or
+# transcribed (payload `will_retry`); the config's media fallback text sent instead of a reply.
+MEDIA_TRANSCRIBED = "media.transcribed"
+MEDIA_FAILED = "media.failed"
+MEDIA_FALLBACK = "media.fallback"
 
 
 def record(

@@ -106,6 +106,9 @@ def record_inbound(
     if not from_me and limit and len(text) > limit:
         extra["truncated_from"] = len(text)
         text = text[:limit]
+    if not from_me and message.get("media"):
+        # Where the worker gets the bytes when it answers (see zapreply.media).
+        extra["media"] = message["media"]
     reset = not from_me and is_keyword(text, options["reset_keyword"])
     if reset:
         extra["reset"] = True

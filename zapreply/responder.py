@@ -34,7 +34,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from zapreply import conversations, events, leases, messaging, tools
+from zapreply import conversations, events, leases, media, messaging, tools
 from zapreply.configs import option_values
 from zapreply.db import session_scope
 from zapreply.models import Conversation, Message, ReplyRun, WorkflowConfig, utcnow
@@ -314,6 +314,8 @@ class _Context:
     options: dict[str, Any]
     # Where this run's outbox numbering starts (0 unless a replay left a fallback row).
     first_seq: int | None = None
+    # The customer messages this run answers, and what their media still need.
+    burst: list[media.Item] = field(default_factory=list)
 
 
 @dataclass
@@ -361,8 +363,11 @@ def _llm_context(
     if config.system_prompt:
         messages.append({"role": "system",
                          "content": render_prompt(config.system_prompt, conversation, options)})
+    burst: list[media.Item] = []
     for row in rows:
-        content = row.content or (f"[{row.media_type}]" if row.media_type else "")
+        content = media.describe(row) if row.media_type else row.content
+        if row.role == "customer" and row.reply_run_id == run.id:
+            burst.append(media.Item.of(row, len(messages), options, config.model))
         if row.role == "customer":
             messages.append({"role": "user", "content": content})
         elif row.role == "business":
@@ -370,7 +375,7 @@ def _llm_context(
             messages.append({"role": "assistant", "content": content, "name": "business"})
         else:
             messages.append({"role": "assistant", "content": content})
-    return _Context(config.id, config.model, messages, options)
+    return _Context(config.id, config.model, messages, options, burst=burst)
 
 
 def _in_reply_order(session: Session, rows: list[Message]) -> list[Message]:
@@ -539,7 +544,18 @@ def _generate_and_store(
         messaging.set_typing(step.send, to=step.to, typing=True,
                              timeout=settings.send_timeout_seconds)
     try:
-        draft = _generate(step.context, settings)
+        instead = media.resolve(step.context.messages, step.context.burst,
+                                options=options, send=step.send, settings=settings,
+                                conversation_id=conversation_id, run_id=step.run_id)
+    except media.MediaFailed as exc:
+        if options.get("typing_indicator"):
+            messaging.set_typing(step.send, to=step.to, typing=False,
+                                 timeout=settings.send_timeout_seconds)
+        return _fail_media(conversation_id, token, step.run_id, settings, exc, finished)
+    try:
+        # Nothing in the burst the model could understand: the config's media fallback text.
+        draft = _Draft([instead], tools.Effects()) if instead is not None \
+            else _generate(step.context, settings)
     except LLMError as exc:
         if options.get("typing_indicator"):
             messaging.set_typing(step.send, to=step.to, typing=False,
@@ -563,6 +579,8 @@ def _store_draft(
     """Store what the run produced; return the outbox rows to deliver (none when it ends
     without a message: a silent handoff, or a failure)."""
     conversation = session.get(Conversation, conversation_id)
+    if any(item.media_type for item in context.burst):
+        media.forget_inline(session, run_id)
     for round_number, completion in enumerate(draft.completions):
         events.record(
             session, events.LLM_COMPLETED, conversation_id=conversation_id, run_id=run_id,
@@ -686,6 +704,24 @@ def _fail_attempt(
             return _plan(session, conversation_id, token, settings, finished)
         delay = backoff(settings, run.attempts, retry_after)
         run.next_attempt_at = utcnow() + timedelta(seconds=delay)
+    raise RetryLater(str(exc), delay)
+
+
+def _fail_media(
+    conversation_id: int, token: int, run_id: int, settings: Settings, exc: media.MediaFailed,
+    finished: list[int],
+) -> _Step:
+    """A message's media could not be fetched or transcribed: retry after a backoff, or, once
+    its attempts are spent, answer the burst with that message described as not understood."""
+    with session_scope() as session:
+        leases.fence(session, conversation_id, token, settings.lease_seconds)
+        attempt = media.record_failure(session, exc, conversation_id=conversation_id,
+                                       run_id=run_id, budget=settings.llm_max_attempts)
+        if attempt is None:
+            session.flush()
+            return _plan(session, conversation_id, token, settings, finished)
+        delay = backoff(settings, attempt, exc.retry_after)
+        session.get(ReplyRun, run_id).next_attempt_at = utcnow() + timedelta(seconds=delay)
     raise RetryLater(str(exc), delay)
 
 
