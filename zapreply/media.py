@@ -235,15 +235,20 @@ def record_failure(session: Session, exc: MediaFailed, *, conversation_id: int, 
 
 def forget_inline(session: Session, run_id: int) -> None:
     """Drop the inline bytes of the run's messages: they are answered."""
-    rows = session.scalars(select(Message).where(
+    for row in session.scalars(select(Message).where(
         Message.reply_run_id == run_id, Message.role == "customer",
         Message.media_type.is_not(None),
-    ))
-    for row in rows:
-        reference = (row.extra or {}).get("media")
-        if isinstance(reference, dict) and "base64" in reference:
-            row.extra = {**row.extra,
-                         "media": {k: v for k, v in reference.items() if k != "base64"}}
+    )):
+        drop_inline(row)
+
+
+def drop_inline(row: Message) -> None:
+    """Drop a message's inline bytes (answered, or set aside without an answer): up to
+    MEDIA_INLINE_MAX_BYTES that every later history query would otherwise load again."""
+    reference = (row.extra or {}).get("media")
+    if isinstance(reference, dict) and "base64" in reference:
+        row.extra = {**row.extra,
+                     "media": {k: v for k, v in reference.items() if k != "base64"}}
 
 
 # --- fetching --------------------------------------------------------------------------------

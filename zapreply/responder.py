@@ -248,6 +248,8 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
     session.flush()
     for message in pending:
         message.reply_run_id = run.id
+        if skip_reason:
+            media.drop_inline(message)
     if skip_reason:
         events.record(
             session, events.MESSAGE_IGNORED, conversation_id=conversation_id, run_id=run.id,

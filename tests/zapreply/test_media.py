@@ -252,3 +252,56 @@ def test_the_media_options_validate() -> None:
 def test_bad_media_options_are_refused_with_a_reason(options: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidConfig, match=message):
         validate(config(**options))
+
+
+# --- inline bytes are not kept for messages that are never answered ------------------------------
+
+
+def record_image(config_id: int, wa_id: str) -> int:
+    from zapreply import inbound
+    from zapreply.db import session_scope
+
+    message = read(IMAGE).as_payload()
+    message["wa_message_id"] = wa_id
+    with session_scope() as session:
+        return inbound.record_inbound(session, config_id=config_id, instance="loja-teste",
+                                      message=message).conversation_id
+
+
+def stored_media(wa_id: str) -> dict[str, Any]:
+    from sqlalchemy import select
+
+    from zapreply.db import session_scope
+
+    with session_scope() as session:
+        return session.scalars(select(Message).where(Message.wa_message_id == wa_id)).one() \
+            .extra["media"]
+
+
+def test_a_message_set_aside_drops_its_inline_bytes(db) -> None:
+    from zapreply.db import session_scope
+    from zapreply.models import WorkflowConfig
+
+    config_id = make_config()
+    with session_scope() as session:
+        session.get(WorkflowConfig, config_id).options = {
+            "trigger": "keyword", "trigger_keywords": ["pedido"]}
+    record_image(config_id, "IMG-ASIDE")
+    assert "base64" not in stored_media("IMG-ASIDE")
+    assert stored_media("IMG-ASIDE")["download"]
+
+
+def test_a_message_of_a_paused_conversation_drops_its_inline_bytes(db) -> None:
+    from zapreply import conversations, responder
+    from zapreply.db import session_scope
+    from zapreply.models import Conversation
+
+    config_id = make_config()
+    conversation_id = record_image(config_id, "IMG-1")
+    assert stored_media("IMG-1")["base64"] == IMAGE["base64"]  # waiting for its answer
+    with session_scope() as session:
+        conversation = session.get(Conversation, conversation_id)
+        conversations.pause(session, conversation, reason="operator", until=None,
+                            actor="operator")
+    responder.answer_conversation(conversation_id, owner="test")
+    assert "base64" not in stored_media("IMG-1")
