@@ -114,6 +114,8 @@ def test_a_voice_note_is_transcribed_answered_and_kept_in_the_history(db, receiv
     [transcribed] = events_of("media.transcribed")
     assert transcribed.payload["source"] == "base64"
     assert transcribed.payload["model"] == "whisper-1"
+    assert transcribed.payload["seconds"] == 7.0
+    assert transcribed.payload["cost"] > 0  # litellm prices whisper-1 by the minute
     [row] = customer_rows()
     assert row.content == "Quanto custa o frete para Campinas?"
     assert row.extra["media"]["transcribed"] is True

@@ -317,7 +317,9 @@ def media_reference(
     if body.get("PTT") is True:
         reference["voice"] = True
     inline = delivered.get("base64")
-    if isinstance(inline, str) and inline:
+    # Base64 is ASCII without NULs; anything else could not even be stored (JSONB refuses
+    # \u0000), so it is not carried on.
+    if isinstance(inline, str) and inline and inline.isascii() and "\x00" not in inline:
         if len(inline) <= inline_limit:
             reference["base64"] = inline
         else:

@@ -64,6 +64,14 @@ def test_inline_bytes_over_the_limit_are_left_for_the_worker_to_fetch() -> None:
     assert reference["download"]  # the worker's way to the bytes
 
 
+@pytest.mark.parametrize("inline", ["T2dn\x00UwAC", "T2dnUwAC\u00e9"])
+def test_inline_bytes_that_cannot_be_base64_are_not_passed_on(inline: str) -> None:
+    envelope = copy.deepcopy(AUDIO)
+    envelope["base64"] = inline
+    reference = read(envelope).media
+    assert "base64" not in reference and reference["download"]
+
+
 def test_a_url_that_is_not_http_is_not_passed_on() -> None:
     envelope = copy.deepcopy(IMAGE_S3)
     envelope["s3"]["url"] = "file:///etc/passwd"
