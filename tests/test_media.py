@@ -315,3 +315,17 @@ def test_a_document_with_a_text_in_the_same_burst_is_answered_by_the_model(
     # In the order typed (the text's fixture timestamp is the earlier one).
     assert replies(wuzapi) == ["Resposta: segue o orçamento | [document: orcamento.pdf]"]
     assert events_of("media.fallback") == []
+
+
+def test_with_livchat_media_it_cannot_fetch_gets_the_fallback_text(db, receiver, llm, wuzapi):
+    make_config(wuzapi.url, send={"driver": "livchat", "base_url": wuzapi.url, "token": "lc"},
+                options={"media_fallback_text": FALLBACK})
+    body = audio_without_inline_media(wuzapi, b"OggS")  # LivChat has no download endpoint
+
+    send(receiver, body)
+
+    sent = wuzapi.wait_for(lambda r: len(r) >= 1)
+    assert [r["body"]["message"] for r in sent] == [FALLBACK]
+    assert wuzapi.downloads == [] and llm.transcriptions == [] and llm.chat_requests() == []
+    [failed] = events_of("media.failed")
+    assert failed.payload["permanent"] is True and failed.payload["will_retry"] is False
