@@ -11,11 +11,19 @@ a worker it does not share memory with (failures are set on the stub itself):
 - ``#tool`` makes it call ``send_whatsapp`` and then finish without text;
 - ``#call <name> {json}`` makes it call the business tool ``<name>`` with those arguments, then
   answer ``"Resultado: " + <the tool's result>`` (or an apology when the result is an error);
-otherwise the model answers ``"Resposta: " + <the customer messages of this turn>``.
+otherwise the model answers ``"Resposta: " + <the customer messages of this turn>`` (an image
+part reads ``<image>``).
+
+The LLM stand-in also serves OpenAI's ``/v1/audio/transcriptions`` (multipart in, ``{"text"}``
+out); the WuzAPI stand-in serves ``/chat/download*`` (the media keys in, the media as a data: URL
+out) and, for GET, files standing in for an S3 bucket.
 """
 
 from __future__ import annotations
 
+import base64
+import email.parser
+import email.policy
 import json
 import re
 import threading
@@ -42,14 +50,24 @@ class _Server:
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
-                try:
-                    body = json.loads(raw or b"null")
-                except ValueError:
-                    body = None
+                content_type = self.headers.get("Content-Type") or ""
+                if content_type.startswith("multipart/form-data"):
+                    body = _multipart(content_type, raw)
+                else:
+                    try:
+                        body = json.loads(raw or b"null")
+                    except ValueError:
+                        body = None
                 status, payload = outer.handle(self.path, dict(self.headers), body)
-                data = json.dumps(payload).encode()
+                self._answer(status, json.dumps(payload).encode(), "application/json")
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                status, data, content_type = outer.handle_get(self.path, dict(self.headers))
+                self._answer(status, data, content_type)
+
+            def _answer(self, status: int, data: bytes, content_type: str) -> None:
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -97,6 +115,27 @@ class _Server:
     def handle(self, path: str, headers: dict[str, str], body: Any) -> tuple[int, Any]:
         raise NotImplementedError
 
+    def handle_get(self, path: str, headers: dict[str, str]) -> tuple[int, bytes, str]:
+        return 404, b"not found", "text/plain"
+
+
+def _multipart(content_type: str, raw: bytes) -> dict[str, Any]:
+    """A multipart/form-data body as {"fields": {name: text}, "files": {name: {...}}}."""
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + raw)
+    fields: dict[str, str] = {}
+    files: dict[str, dict[str, Any]] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        content = part.get_payload(decode=True) or b""
+        filename = part.get_filename()
+        if filename is None:
+            fields[name] = content.decode()
+        else:
+            files[name] = {"filename": filename, "content_type": part.get_content_type(),
+                           "content": content}
+    return {"fields": fields, "files": files}
+
 
 class LLMStub(_Server):
     def __init__(self) -> None:
@@ -109,6 +148,11 @@ class LLMStub(_Server):
         self.calls: list[dict[str, Any]] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        # /audio/transcriptions: what it answers, statuses to answer first (one per call), and
+        # every request ({"path", "fields", "file": {"filename", "content_type", "content"}}).
+        self.transcript = "Transcrição do áudio"
+        self.transcription_failures: list[int] = []
+        self.transcriptions: list[dict[str, Any]] = []
 
     def reset(self) -> None:
         super().reset()
@@ -116,8 +160,17 @@ class LLMStub(_Server):
             self.calls.clear()
             self.in_flight = 0
             self.max_in_flight = 0
+            self.transcript = "Transcrição do áudio"
+            self.transcription_failures.clear()
+            self.transcriptions.clear()
+
+    def chat_requests(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [r for r in self.requests if r["path"].endswith("/chat/completions")]
 
     def handle(self, path: str, headers: dict[str, str], body: Any) -> tuple[int, Any]:
+        if path.endswith("/audio/transcriptions"):
+            return self._transcribe(path, body)
         if not path.endswith("/chat/completions") or not isinstance(body, dict):
             return self._handle(path, headers, body)
         call: dict[str, Any] = {"start": time.monotonic(), "end": None, "status": None,
@@ -168,6 +221,21 @@ class LLMStub(_Server):
         return 200, _completion(body, content=f"Resposta: {turn}")
 
 
+    def _transcribe(self, path: str, body: Any) -> tuple[int, Any]:
+        body = body if isinstance(body, dict) else {"fields": {}, "files": {}}
+        with self.changed:
+            failure = self.transcription_failures.pop(0) if self.transcription_failures else None
+            self.transcriptions.append({"path": path, "fields": body["fields"],
+                                        "file": body["files"].get("file"), "status": failure})
+            self.changed.notify_all()
+            transcript = self.transcript
+        if failure is not None:
+            return failure, {"error": {"message": "stub failure", "type": "server_error"}}
+        if "file" not in body["files"] or "model" not in body["fields"]:
+            return 400, {"error": {"message": "file and model are required"}}
+        return 200, {"text": transcript, "language": "portuguese", "duration": 7.0}
+
+
 _BUSINESS_CALL = re.compile(r"#call (\S+) ?(.*)")
 
 
@@ -180,6 +248,10 @@ def _current_turn(messages: list[dict[str, Any]]) -> str:
             turn = []
         elif message.get("role") == "user":
             content = message.get("content")
+            if isinstance(content, list):
+                # Vision input: text parts as written, each image as <image>.
+                content = " ".join(part.get("text", "") if part.get("type") == "text"
+                                   else "<image>" for part in content)
             turn.append(content if isinstance(content, str) else json.dumps(content))
     return " | ".join(turn)
 
@@ -216,14 +288,31 @@ class MessagesStub(_Server):
         # Status codes to answer before succeeding, consumed one per send.
         self.failures: list[int] = []
         self.signals: list[dict[str, Any]] = []
+        # Media: (bytes, MIME type) by GET path (an S3 bucket) or by DirectPath (WuzAPI's
+        # /chat/download*), and every download request.
+        self.media: dict[str, tuple[bytes, str]] = {}
+        self.downloads: list[dict[str, Any]] = []
 
     def reset(self) -> None:
         super().reset()
         with self.lock:
             self.signals.clear()
+            self.media.clear()
+            self.downloads.clear()
+
+    def handle_get(self, path: str, headers: dict[str, str]) -> tuple[int, bytes, str]:
+        with self.changed:
+            self.downloads.append({"path": path, "method": "GET"})
+            self.changed.notify_all()
+            found = self.media.get(path)
+        if found is None:
+            return 403, b"<Error><Code>AccessDenied</Code></Error>", "application/xml"
+        return 200, found[0], found[1]
 
     def handle(self, path: str, headers: dict[str, str], body: Any) -> tuple[int, Any]:
         entry = {"path": path, "body": body, "headers": headers}
+        if path.startswith("/chat/download"):
+            return self._download(entry)
         if path in ("/chat/presence", "/chat/markread"):
             # Typing and read receipts: kept apart from the sends the tests count.
             with self.changed:
@@ -243,6 +332,23 @@ class MessagesStub(_Server):
         if path == "/api/v1/messages/send":
             return 200, {"success": True, "data": {"id": f"lc-{uuid.uuid4().hex[:12]}"}}
         return 404, {"code": 404, "error": "not found", "success": False}
+
+    def _download(self, entry: dict[str, Any]) -> tuple[int, Any]:
+        """WuzAPI answers 500 to any failure (no session, media gone) and wraps the media as a
+        data: URL in its usual envelope."""
+        body = entry["body"] if isinstance(entry["body"], dict) else {}
+        with self.changed:
+            self.downloads.append({**entry, "method": "POST"})
+            self.changed.notify_all()
+            found = self.media.get(str(body.get("DirectPath")))
+        if entry["headers"].get("Token") is None:
+            return 401, {"code": 401, "error": "unauthorized", "success": False}
+        if found is None:
+            return 500, {"code": 500, "error": "Failed to download media: 404", "success": False}
+        data, mimetype = found
+        data_url = f"data:{mimetype};base64,{base64.b64encode(data).decode()}"
+        return 200, {"code": 200, "data": {"Data": data_url, "Mimetype": mimetype},
+                     "success": True}
 
     def sent(self) -> list[dict[str, Any]]:
         with self.lock:

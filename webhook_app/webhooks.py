@@ -56,7 +56,8 @@ def receive(instance: str | None = None):  # type: ignore[no-untyped-def]
 
     try:
         envelope = wuzapi.parse_envelope(request.headers.get("Content-Type"), body)
-        message = wuzapi.read_message(envelope)
+        message = wuzapi.read_message(envelope,
+                                      inline_media_limit=settings.media_inline_max_bytes)
     except wuzapi.BadPayload as exc:
         return _error(str(exc), 400)
 
@@ -75,7 +76,8 @@ def receive(instance: str | None = None):  # type: ignore[no-untyped-def]
             return _answer("ignored", reason="no active workflow config for this instance")
         if message == "group chat" and config.groups:
             # A config on this instance answers groups: read the message after all.
-            message = wuzapi.read_message(envelope, groups=True)
+            message = wuzapi.read_message(envelope, groups=True,
+                                          inline_media_limit=settings.media_inline_max_bytes)
         if isinstance(message, str):
             # read_message checked that Info.ID and Info.Chat are present strings.
             info = envelope.event["Info"]

@@ -80,6 +80,18 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "opening_hours": None,
     "away_message": None,
     "outside_hours": "away",
+    # Media (see zapreply.media). Voice notes and audio are transcribed with
+    # `transcription_model` (any litellm transcription model; `transcription_language` an
+    # ISO-639-1 hint such as "pt") and answered as text. Images go to the model as pictures
+    # when `vision` is "always", or "auto" and litellm knows the model takes images.
+    # `media_fallback_text` is sent, without asking the model, when nothing in what the
+    # customer sent can be understood (a document, a video, a sticker, audio that could not be
+    # transcribed); None lets the model answer a description such as "[document: nota.pdf]".
+    "transcribe_audio": True,
+    "transcription_model": "whisper-1",
+    "transcription_language": None,
+    "vision": "auto",
+    "media_fallback_text": None,
 }
 _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "temperature": (int, float),
@@ -115,6 +127,11 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "opening_hours": (dict,),
     "away_message": (str,),
     "outside_hours": (str,),
+    "transcribe_audio": (bool,),
+    "transcription_model": (str,),
+    "transcription_language": (str,),
+    "vision": (str,),
+    "media_fallback_text": (str,),
 }
 _CHOICES = {
     "trigger": ("all", "keyword", "fallback"),
@@ -122,7 +139,10 @@ _CHOICES = {
     "budget_action": ("fallback", "handoff"),
     "groups": ("off", "on", "mention"),
     "outside_hours": ("away", "answer"),
+    "vision": ("auto", "always", "never"),
 }
+# Options that name something: an empty string would only fail later, at a customer's message.
+_NON_EMPTY = ("transcription_model",)
 
 
 class InvalidConfig(ValueError):
@@ -185,6 +205,8 @@ def validate(data: Any, *, partial: bool = False) -> dict[str, Any]:
             _check_opening_hours(value)
         if key == "bot_number" and value is not None:
             _check_bot_number(value)
+        if key in _NON_EMPTY and isinstance(value, str) and not value.strip():
+            raise InvalidConfig(f"option '{key}' must not be empty")
         if key in _CHOICES and value is not None and value not in _CHOICES[key]:
             raise InvalidConfig(f"option '{key}' must be one of: {', '.join(_CHOICES[key])}")
         if isinstance(value, list) and key != "tools" \

@@ -26,6 +26,11 @@ SESSION_RESET = "session.reset"
 BUDGET_EXCEEDED = "budget.exceeded"
 # Outside opening hours: the away message is in the outbox (its delivery is a message.sent).
 AWAY_QUEUED = "away.queued"
+# Media (zapreply.media): a voice note transcribed; media that could not be fetched or
+# transcribed (payload `will_retry`); the config's media fallback text sent instead of a reply.
+MEDIA_TRANSCRIBED = "media.transcribed"
+MEDIA_FAILED = "media.failed"
+MEDIA_FALLBACK = "media.fallback"
 
 
 def record(

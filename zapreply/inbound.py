@@ -10,7 +10,7 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from zapreply import configs, conversations, events, groups, triggers
+from zapreply import configs, conversations, events, groups, media, triggers
 from zapreply.configs import OPTION_DEFAULTS, option_values
 from zapreply.models import Conversation, Message, ReplyRun, WorkflowConfig, utcnow
 from zapreply.text import is_keyword
@@ -110,6 +110,9 @@ def record_inbound(
     if not from_me and limit and len(text) > limit:
         extra["truncated_from"] = len(text)
         text = text[:limit]
+    if not from_me and message.get("media"):
+        # Where the worker gets the bytes when it answers (see zapreply.media).
+        extra["media"] = message["media"]
     reset = not from_me and is_keyword(text, options["reset_keyword"])
     if reset:
         extra["reset"] = True
@@ -203,7 +206,9 @@ def _set_aside(session: Session, conversation_id: int, message_id: int,
                    workflow_config_id=config.id if config else None, finished_at=utcnow())
     session.add(run)
     session.flush()
-    session.get(Message, message_id).reply_run_id = run.id
+    message = session.get(Message, message_id)
+    message.reply_run_id = run.id
+    media.drop_inline(message)  # never answered: its bytes are not needed
     events.record(session, events.MESSAGE_IGNORED, conversation_id=conversation_id,
                   run_id=run.id, reason=reason, message_id=message_id)
 

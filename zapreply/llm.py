@@ -161,3 +161,74 @@ def _retry_after(exc: Exception) -> float | None:
         return float(headers.get("retry-after"))
     except (TypeError, ValueError):
         return None
+
+
+# --- media -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Transcript:
+    text: str
+    model: str
+    latency_ms: int = 0
+    seconds: float | None = None
+    cost: float | None = None
+
+
+def transcribe(
+    *, model: str, audio: bytes, file_name: str, mimetype: str | None, timeout: float,
+    language: str | None = None,
+) -> Transcript:
+    """Speech to text (OpenAI's /audio/transcriptions or the provider's equivalent). The
+    provider tells the format by the file name's extension."""
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "file": (file_name, audio, mimetype or "application/octet-stream"),
+        "timeout": timeout,
+        "max_retries": 0,
+    }
+    if language:
+        kwargs["language"] = language
+    started = time.perf_counter()
+    try:
+        response = litellm.transcription(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - classified below
+        raise LLMError(_describe(exc), permanent=_is_permanent(exc),
+                       retry_after=_retry_after(exc)) from exc
+    latency_ms = int((time.perf_counter() - started) * 1000)
+    duration = getattr(response, "duration", None)
+    cost = None
+    if model not in _unpriced:
+        try:
+            cost = litellm.completion_cost(completion_response=response, model=model,
+                                           call_type="transcription") or None
+        except Exception:  # noqa: BLE001 - unknown models have no price
+            _unpriced.add(model)
+    return Transcript(
+        text=str(getattr(response, "text", "") or ""), model=model, latency_ms=latency_ms,
+        seconds=float(duration) if isinstance(duration, int | float) else None, cost=cost,
+    )
+
+
+def _is_permanent(exc: Exception) -> bool:
+    """The transcription path raises the OpenAI client's errors unmapped: go by the status.
+    A request the provider refuses (4xx, but for timeouts, conflicts and rate limits) fails the
+    same way again."""
+    if isinstance(exc, (*_PERMANENT, litellm.exceptions.BadRequestError)):
+        return True
+    status = getattr(exc, "status_code", None)
+    return isinstance(status, int) and 400 <= status < 500 and status not in (408, 409, 429)
+
+
+_vision: dict[str, bool] = {}
+
+
+def supports_vision(model: str) -> bool:
+    """Whether litellm's model map says the model takes images (False for models it does not
+    know: the config's `vision: always` is for those)."""
+    if model not in _vision:
+        try:
+            _vision[model] = bool(litellm.supports_vision(model=model))
+        except Exception:  # noqa: BLE001 - an unknown provider prefix
+            _vision[model] = False
+    return _vision[model]

@@ -44,6 +44,7 @@ from zapreply import (
     groups,
     hours,
     leases,
+    media,
     messaging,
     tools,
 )
@@ -277,6 +278,8 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
     )
     for message in pending:
         set_committed_value(message, "reply_run_id", run.id)
+        if skip_reason:
+            media.drop_inline(message)
     if closed is not None and closed.away_text is not None:
         # Sent like any reply (outbox row, deterministic id, delivered by step 1); the
         # customer's messages stay in the history for when the business opens.
@@ -356,6 +359,8 @@ class _Context:
     # Where this run's outbox numbering starts (0 unless a replay left a fallback row).
     first_seq: int | None = None
     instance: str = ""
+    # The customer messages this run answers, and what their media still need.
+    burst: list[media.Item] = field(default_factory=list)
 
 
 @dataclass
@@ -407,8 +412,11 @@ def _llm_context(
         who = groups.speaker(conversation, rows) if group else conversation
         messages.append({"role": "system",
                          "content": render_prompt(config.system_prompt, who, options)})
+    burst: list[media.Item] = []
     for row in rows:
-        content = row.content or (f"[{row.media_type}]" if row.media_type else "")
+        content = media.describe(row) if row.media_type else row.content
+        if row.role == "customer" and row.reply_run_id == run.id:
+            burst.append(media.Item.of(row, len(messages), options, config.model))
         if row.role == "customer":
             if group:
                 content = groups.attributed(row, content)
@@ -420,7 +428,8 @@ def _llm_context(
             messages.append({"role": "assistant", "content": content})
     if group:
         groups.tell_the_model(messages, rows)
-    return _Context(config.id, config.model, messages, options, instance=conversation.instance)
+    return _Context(config.id, config.model, messages, options, instance=conversation.instance,
+                    burst=burst)
 
 
 def _in_reply_order(session: Session, rows: list[Message]) -> list[Message]:
@@ -595,7 +604,18 @@ def _generate_and_store(
                              timeout=settings.send_timeout_seconds)
     effects = tools.Effects()
     try:
-        draft = _generate(step.context, settings, effects)
+        instead = media.resolve(step.context.messages, step.context.burst,
+                                options=options, send=step.send, settings=settings,
+                                conversation_id=conversation_id, run_id=step.run_id)
+    except media.MediaFailed as exc:
+        if options.get("typing_indicator"):
+            messaging.set_typing(step.send, to=step.to, typing=False,
+                                 timeout=settings.send_timeout_seconds)
+        return _fail_media(conversation_id, token, step.run_id, settings, exc, finished)
+    try:
+        # Nothing in the burst the model could understand: the config's media fallback text.
+        draft = _Draft([instead], effects) if instead is not None \
+            else _generate(step.context, settings, effects)
     except LLMError as exc:
         _record_discarded_calls(conversation_id, token, step.run_id, settings, effects)
         if options.get("typing_indicator"):
@@ -637,6 +657,8 @@ def _store_draft(
 ) -> list[Message]:
     """Store what the run produced; return the outbox rows to deliver (none when it ends
     without a message: a silent handoff, or a failure)."""
+    if any(item.media_type for item in context.burst):
+        media.forget_inline(session, run_id)
     for round_number, completion in enumerate(draft.completions):
         events.record(
             session, events.LLM_COMPLETED, conversation_id=conversation_id, run_id=run_id,
@@ -776,6 +798,24 @@ def _fail_attempt(
             return _plan(session, conversation_id, token, settings, finished)
         delay = backoff(settings, run.attempts, retry_after)
         run.next_attempt_at = utcnow() + timedelta(seconds=delay)
+    raise RetryLater(str(exc), delay)
+
+
+def _fail_media(
+    conversation_id: int, token: int, run_id: int, settings: Settings, exc: media.MediaFailed,
+    finished: list[int],
+) -> _Step:
+    """A message's media could not be fetched or transcribed: retry after a backoff, or, once
+    its attempts are spent, answer the burst with that message described as not understood."""
+    with session_scope() as session:
+        leases.fence(session, conversation_id, token, settings.lease_seconds)
+        attempt = media.record_failure(session, exc, conversation_id=conversation_id,
+                                       run_id=run_id, budget=settings.llm_max_attempts)
+        if attempt is None:
+            session.flush()
+            return _plan(session, conversation_id, token, settings, finished)
+        delay = backoff(settings, attempt, exc.retry_after)
+        session.get(ReplyRun, run_id).next_attempt_at = utcnow() + timedelta(seconds=delay)
     raise RetryLater(str(exc), delay)
 
 

@@ -80,6 +80,12 @@ class Settings:
     visibility_timeout_seconds: int
     task_time_limit_seconds: int
     log_level: str
+    # Media: base64 characters carried in the task payload (larger media is fetched by the
+    # worker), the largest media a worker downloads, and the timeout of a download or a
+    # transcription.
+    media_inline_max_bytes: int = 2 * 1024 * 1024
+    media_max_bytes: int = 25 * 1024 * 1024
+    media_timeout_seconds: float = 60.0
 
     @property
     def is_sqlite(self) -> bool:
@@ -116,6 +122,9 @@ def load(overrides: dict[str, str] | None = None) -> Settings:
         visibility_timeout_seconds=_int(env, "VISIBILITY_TIMEOUT_SECONDS", 900),
         task_time_limit_seconds=_int(env, "TASK_TIME_LIMIT_SECONDS", 300),
         log_level=_str(env, "LOG_LEVEL", "INFO"),
+        media_inline_max_bytes=_int(env, "MEDIA_INLINE_MAX_BYTES", 2 * 1024 * 1024),
+        media_max_bytes=_int(env, "MEDIA_MAX_BYTES", 25 * 1024 * 1024),
+        media_timeout_seconds=_float(env, "MEDIA_TIMEOUT_SECONDS", 60.0),
     )
     if settings.task_time_limit_seconds * 2 > settings.visibility_timeout_seconds:
         # Redis redelivers an unacked message once the visibility timeout passes, even while

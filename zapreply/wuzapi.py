@@ -52,6 +52,8 @@ class InboundMessage:
     mentions: tuple[str, ...] = ()
     quoted_id: str | None = None
     quoted_sender: str | None = None
+    # Where the worker can get the media's bytes (see media_reference); None for text.
+    media: dict[str, Any] | None = None
 
     def as_payload(self) -> dict[str, Any]:
         payload = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -168,6 +170,11 @@ _NON_MESSAGE_KEYS = {
 }
 
 
+# Base64 characters of media kept in the task payload (~1.5 MB of media: a voice note of
+# several minutes, any WhatsApp-compressed photo). Larger media is fetched by the worker.
+DEFAULT_INLINE_MEDIA_LIMIT = 2 * 1024 * 1024
+# URLs and keys longer than this are not WhatsApp's or S3's: not carried on.
+_MAX_MEDIA_FIELD = 4096
 # Column sizes of messages.wa_message_id, conversations.chat_jid / contact_name.
 MAX_MESSAGE_ID_LENGTH = 128
 MAX_JID_LENGTH = 200
@@ -176,10 +183,17 @@ MAX_NAME_LENGTH = 200
 _MAX_PHONE_DIGITS = 15
 
 
-def read_message(envelope: Envelope, *, groups: bool = False) -> InboundMessage | str:
-    """The message of a `Message` event, or the reason it is not one to act on. Group chats
-    are read only with `groups` (a config on the instance answers groups); otherwise they
-    are "group chat"."""
+def read_message(
+    envelope: Envelope, *, groups: bool = False,
+    inline_media_limit: int = DEFAULT_INLINE_MEDIA_LIMIT,
+) -> InboundMessage | str:
+    """The message of a `Message` event, or the reason it is not one to act on.
+
+    Group chats are read only with `groups` (a config on the instance answers groups);
+    otherwise they are "group chat". Media bytes WuzAPI sent inline (`base64`) travel on with
+    the message only up to `inline_media_limit` characters; beyond that the worker fetches
+    them (see media_reference).
+    """
     if envelope.type != "Message":
         return f"event type {envelope.type} is not a message"
     event = envelope.event
@@ -240,6 +254,8 @@ def read_message(envelope: Envelope, *, groups: bool = False) -> InboundMessage 
         text=text,
         media_type=media_type,
         **group_fields,
+        media=None if from_me or media_type is None
+        else media_reference(message, envelope.media, inline_media_limit),
     )
 
 
@@ -320,3 +336,78 @@ def _contact_phone(info: dict[str, Any], chat: str, from_me: bool) -> str | None
             if user.isascii() and user.isdigit() and len(user) <= _MAX_PHONE_DIGITS:
                 return user
     return None
+
+
+# Media message fields → the body of WuzAPI's /chat/download* endpoints (whatsmeow's JSON names
+# on the left; the bytes fields are base64 strings on both sides).
+_DOWNLOAD_KEYS = {
+    "URL": "Url",
+    "directPath": "DirectPath",
+    "mediaKey": "MediaKey",
+    "mimetype": "Mimetype",
+    "fileEncSHA256": "FileEncSHA256",
+    "fileSHA256": "FileSHA256",
+    "fileLength": "FileLength",
+}
+
+
+def media_reference(
+    message: dict[str, Any], delivered: dict[str, Any], inline_limit: int
+) -> dict[str, Any]:
+    """Everything the worker may use to get a media message's bytes, bounded: the inline
+    base64 (when WuzAPI delivered it and it is small enough), the S3 URL (media_delivery=s3),
+    and the keys WuzAPI's download endpoints take. Plain JSON, no bytes decoded here."""
+    body = _media_body(message)
+    reference: dict[str, Any] = {}
+    mimetype = _short(body.get("mimetype")) or _short(delivered.get("mimeType"))
+    if mimetype:
+        reference["mimetype"] = mimetype
+    file_name = _short(body.get("fileName")) or _short(delivered.get("fileName"))
+    if file_name:
+        reference["file_name"] = file_name[:MAX_NAME_LENGTH]
+    for source, key in (("fileLength", "size"), ("seconds", "seconds")):
+        value = body.get(source)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            reference[key] = value
+    if body.get("PTT") is True:
+        reference["voice"] = True
+    inline = delivered.get("base64")
+    # Base64 is ASCII without NULs; anything else could not even be stored (JSONB refuses
+    # \u0000), so it is not carried on.
+    if isinstance(inline, str) and inline and inline.isascii() and "\x00" not in inline:
+        if len(inline) <= inline_limit:
+            reference["base64"] = inline
+        else:
+            reference["inline_dropped"] = len(inline)
+    s3 = delivered.get("s3")
+    url = _short(s3.get("url")) if isinstance(s3, dict) else None
+    if url and url.lower().startswith(("https://", "http://")):
+        reference["url"] = url
+    download: dict[str, Any] = {}
+    for source, target in _DOWNLOAD_KEYS.items():
+        value = body.get(source)
+        if source == "fileLength":
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                download[target] = value
+        elif _short(value):
+            download[target] = _short(value)
+    if download.get("DirectPath") or download.get("Url"):
+        reference["download"] = download
+    return reference
+
+
+def _media_body(message: dict[str, Any]) -> dict[str, Any]:
+    for key in _MEDIA_MESSAGE_KEYS:
+        body = message.get(key)
+        if isinstance(body, dict):
+            if key == "documentWithCaptionMessage":
+                inner = body.get("message")
+                body = inner.get("documentMessage") if isinstance(inner, dict) else None
+            return body if isinstance(body, dict) else {}
+    return {}
+
+
+def _short(value: Any) -> str | None:
+    if not isinstance(value, str) or not value or len(value) > _MAX_MEDIA_FIELD:
+        return None
+    return storable(value)
