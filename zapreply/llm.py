@@ -130,6 +130,12 @@ def _cost(model: str, response: Any) -> float | None:
     (~0.7 ms): remember it and stop asking."""
     if model in _unpriced:
         return None
+    # litellm prices every response it returns already: take that figure when it has one.
+    hidden = getattr(response, "_hidden_params", None)
+    priced = hidden.get("response_cost") if isinstance(hidden, dict) \
+        else getattr(hidden, "response_cost", None)
+    if isinstance(priced, int | float) and priced > 0:
+        return float(priced)
     try:
         return litellm.completion_cost(completion_response=response) or None
     except Exception:  # noqa: BLE001 - unknown models have no price
