@@ -12,7 +12,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from webhook_app.errors import register_error_handlers
     from zapreply import db
     from zapreply import settings as settings_module
-    from zapreply.queue import Publisher, make_celery
+    from zapreply.queue import Publisher
 
     settings = settings_module.load({k: str(v) for k, v in (config or {}).items()})
     settings_module.override(settings)
@@ -22,8 +22,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["ZAPREPLY_SETTINGS"] = settings
-    app.extensions["celery"] = make_celery(settings)
-    app.extensions["zapreply.publisher"] = Publisher(app.extensions["celery"], settings)
+    app.extensions["zapreply.publisher"] = Publisher(settings)
 
     register_error_handlers(app)
     app.register_blueprint(webhooks.bp)

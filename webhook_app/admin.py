@@ -326,7 +326,7 @@ def replay_run(run_id: str) -> tuple[Response, int]:
             status = 404 if str(exc).startswith("no run") else 409
             raise ApiError(status, str(exc)) from None
         conversation_id = run.conversation_id
-    current_app.extensions["celery"].send_task(REPLY, args=[conversation_id])
+    current_app.extensions["zapreply.publisher"].send(REPLY, args=[conversation_id])
     return jsonify(run_id=parsed, conversation_id=conversation_id, status="queued"), 202
 
 

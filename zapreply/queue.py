@@ -11,11 +11,12 @@ import json
 import os
 import socket
 import uuid
-from typing import Any
-
-from celery import Celery
+from typing import TYPE_CHECKING, Any
 
 from zapreply.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 # Task names: they are what Flower shows.
 HANDLE_INBOUND = "inbound.handle_inbound"
@@ -94,6 +95,9 @@ def celery_config(settings: Settings) -> dict[str, object]:
 
 
 def make_celery(settings: Settings | None = None) -> Celery:
+    # Imported here: a receiver on Redis never needs Celery itself (see Publisher).
+    from celery import Celery
+
     settings = settings or get_settings()
     app = Celery("zapreply", set_as_current=False)
     app.conf.update(celery_config(settings))
@@ -106,12 +110,14 @@ class Publisher:
     With a Redis broker a task is the one LPUSH that Celery itself would make: the same
     protocol-2 message, on one long-lived client. Going through `send_task` costs the receiver
     about as much CPU again as the rest of a webhook (kombu builds a new Redis client, a
-    producer and its envelope for every publish; docs/PERFORMANCE.md). Other brokers (RabbitMQ,
-    the embedded SQLite one) go through `send_task`.
+    producer and its envelope for every publish; docs/PERFORMANCE.md), and the Celery app and
+    kombu's transport ~8 MB of every receiver process. Other brokers (RabbitMQ, the embedded
+    SQLite one) go through a Celery app, made on first use.
     """
 
-    def __init__(self, celery: Celery, settings: Settings) -> None:
-        self.celery = celery
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._celery: Celery | None = None
         self._redis: Any = None
         if settings.broker_url.startswith(("redis://", "rediss://")):
             import redis
@@ -123,26 +129,45 @@ class Publisher:
             # connecting, which a hung server would make wait too.
             self._redis = redis.Redis.from_url(
                 settings.broker_url, socket_connect_timeout=2, socket_timeout=2,
-                retry=Retry(NoBackoff(), 0), health_check_interval=30,
-                driver_info=None,
+                retry=Retry(NoBackoff(), 0), health_check_interval=30, driver_info=None,
             )
         self._origin = f"gen{os.getpid()}@{socket.gethostname()}"
 
     @property
+    def celery(self) -> Celery:
+        if self._celery is None:
+            self._celery = make_celery(self.settings)
+        return self._celery
+
+    @property
     def errors(self) -> tuple[type[BaseException], ...]:
-        """What a publish raises when the broker cannot take the task."""
+        """What a publish (or `ping`) raises when the broker cannot take the task."""
         if self._redis is None:
             return ()
         import redis
 
         return (redis.RedisError,)
 
-    def send(self, name: str, kwargs: dict[str, Any], kwargsrepr: str) -> str:
+    def ping(self) -> None:
+        """Raise unless the broker answers (within 2 s, no retry)."""
+        if self._redis is not None:
+            self._redis.ping()
+            return
+        # No retry: a probe polls again by itself, and orchestrators time a probe out after
+        # about a second (kombu's first retry alone would sleep two).
+        with self.celery.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=0, timeout=2)
+
+    def send(self, name: str, kwargs: dict[str, Any] | None = None, kwargsrepr: str = "{}",
+             args: list[Any] | None = None) -> str:
+        args = list(args or [])
+        kwargs = kwargs or {}
+        argsrepr = repr(tuple(args))
         if self._redis is None:
-            return self.celery.send_task(name, kwargs=kwargs, argsrepr="()",
+            return self.celery.send_task(name, args=args, kwargs=kwargs, argsrepr=argsrepr,
                                          kwargsrepr=kwargsrepr).id
         task_id = str(uuid.uuid4())
-        body = json.dumps([[], kwargs, _NO_CALLBACKS]).encode()
+        body = json.dumps([args, kwargs, _NO_CALLBACKS]).encode()
         message = {
             "body": base64.b64encode(body).decode("ascii"),
             "content-encoding": "utf-8",
@@ -151,7 +176,7 @@ class Publisher:
                 "lang": "py", "task": name, "id": task_id, "shadow": None, "eta": None,
                 "expires": None, "group": None, "group_index": None, "retries": 0,
                 "timelimit": [None, None], "root_id": task_id, "parent_id": None,
-                "argsrepr": "()", "kwargsrepr": kwargsrepr, "origin": self._origin,
+                "argsrepr": argsrepr, "kwargsrepr": kwargsrepr, "origin": self._origin,
                 "ignore_result": None, "replaced_task_nesting": 0, "stamped_headers": None,
                 "stamps": {},
             },
