@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warm-up", type=int, default=30)
     parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--profile", type=Path, help="write cProfile stats here and summarise")
+    parser.add_argument("--turns", type=int, default=1,
+                        help="messages per chat, one after the other (1: every message a new "
+                             "conversation)")
     parser.add_argument("--threads", type=int, default=1,
                         help="answer the messages from this many threads at once")
     parser.add_argument("--show-sql", action="store_true",
@@ -127,7 +130,7 @@ def _run(args: argparse.Namespace, wuzapi_port: int, options: dict[str, Any]) ->
     def payload(number: int) -> dict[str, Any]:
         body = json.loads(json.dumps(fixture))
         info = body["event"]["Info"]
-        chat = f"55119{number:08d}@s.whatsapp.net"
+        chat = f"55119{number // args.turns:08d}@s.whatsapp.net"
         info.update(ID=f"3AINPROC{number:012d}", Chat=chat, Sender=chat)
         envelope = wuzapi.parse_envelope("application/json", json.dumps(body).encode())
         message = wuzapi.read_message(envelope)

@@ -53,6 +53,28 @@ def claim_conversation(
     return token
 
 
+def claim_and_load(
+    session: Session, conversation_id: int, owner: str, seconds: float
+) -> Conversation | None:
+    """claim_conversation, returning the conversation itself (its `lease_token` is the
+    fencing token): one statement where a claim and a load would be two."""
+    now = utcnow()
+    return session.scalars(
+        update(Conversation)
+        .where(
+            Conversation.id == conversation_id,
+            or_(Conversation.lease_expires_at.is_(None), Conversation.lease_expires_at < now),
+        )
+        .values(
+            lease_token=Conversation.lease_token + 1,
+            lease_owner=owner[:200],
+            lease_expires_at=now + timedelta(seconds=seconds),
+        )
+        .returning(Conversation),
+        execution_options={"populate_existing": True, "synchronize_session": False},
+    ).first()
+
+
 def renew(session: Session, conversation_id: int, token: int, seconds: float) -> bool:
     """Extend the lease if it is still ours; say whether it is."""
     result = session.connection().execute(

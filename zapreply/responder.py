@@ -136,9 +136,10 @@ def answer_conversation(conversation_id: int, *, owner: str) -> int:
     settings = get_settings()
     finished = [0]
     with session_scope() as session:
-        token = leases.claim_conversation(session, conversation_id, owner, settings.lease_seconds)
-        if token is None:
+        claimed = leases.claim_and_load(session, conversation_id, owner, settings.lease_seconds)
+        if claimed is None:
             raise Busy(retry_in=random.uniform(0.5, 1.5))
+        token = claimed.lease_token  # _plan finds the conversation loaded
         step = _plan(session, conversation_id, token, settings, finished)
     if step is None or isinstance(step, _Wait):
         return _finish(step, finished)
@@ -439,11 +440,19 @@ def _in_reply_order(session: Session, rows: list[Message]) -> list[Message]:
     recorded before the reply is.
     """
     run_ids = {row.reply_run_id for row in rows if row.role != "customer" and row.reply_run_id}
-    burst_end = dict(session.execute(
-        select(Message.reply_run_id, func.max(Message.id))
-        .where(Message.reply_run_id.in_(run_ids), Message.role == "customer")
-        .group_by(Message.reply_run_id)
-    ).all()) if run_ids else {}
+    # The rows are the newest of the conversation: a run whose customer messages are among
+    # them has its last one there too. Only runs older than the window need a query.
+    burst_end: dict[int, int] = {}
+    for row in rows:
+        if row.role == "customer" and row.reply_run_id in run_ids:
+            burst_end[row.reply_run_id] = max(burst_end.get(row.reply_run_id, 0), row.id)
+    missing = run_ids - burst_end.keys()
+    if missing:
+        burst_end.update(session.execute(
+            select(Message.reply_run_id, func.max(Message.id))
+            .where(Message.reply_run_id.in_(missing), Message.role == "customer")
+            .group_by(Message.reply_run_id)
+        ).all())
 
     def position(row: Message) -> tuple[int, int, int]:
         if row.role == "customer" or row.reply_run_id not in burst_end:
