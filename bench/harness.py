@@ -346,6 +346,13 @@ class Bench:
 
         return self._wait(done, timeout, tick)
 
+    def wait_for_every_reply(self, result: LoadResult, *, timeout: float,
+                             tick: Tick | None = None) -> bool:
+        """Until every accepted webhook's chat got a reply (a count of sends is not enough: a
+        message re-sent after a timed-out send, same WhatsApp id, counts twice)."""
+        chats = {chat_jid(number) for number in result.started()}
+        return self._wait(lambda: chats <= self.replies().keys(), timeout, tick, interval=1.0)
+
     def reply_latencies(self, result: LoadResult) -> tuple[list[float], int]:
         """Seconds from each webhook POST's start to its reply at the stand-in; and how many
         accepted webhooks got no reply."""

@@ -164,7 +164,7 @@ def concurrency(bench: Bench, report: Report) -> None:
 
     result = bench.load("receiver", duration=options.concurrency_duration,
                         rate=options.concurrency_rate, tick=sample)
-    bench.wait_for_replies(len(result.ok), timeout=options.llm_delay + 60, tick=sample)
+    bench.wait_for_every_reply(result, timeout=options.llm_delay + 60, tick=sample)
     stats = bench.stub_stats()
     replied = bench.replies()
     # Steady state: from when the first replies are due (LLM delay + 2 s) to the end of the
@@ -185,6 +185,10 @@ def concurrency(bench: Bench, report: Report) -> None:
             f"× {options.worker_concurrency})",
             peak_rss / MB, "{:.0f} MB", Goal("<=", 1536, "MB")),
     )
+    repeated = int(stats["send_count"]) - len(replied)
+    if repeated:
+        report.note(f"concurrency run: {repeated} replies were sent again with the same "
+                    f"WhatsApp id (a send that timed out is retried; WhatsApp keeps one)")
     if missing or result.failed:
         report.note(f"concurrency run: {missing} accepted messages got no reply within "
                     f"{options.llm_delay + 60:g} s after the load; webhooks failed: "
