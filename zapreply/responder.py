@@ -113,8 +113,8 @@ class _Generate:
     send: dict[str, Any] = field(default_factory=dict)
     to: str = ""
     chat: str = ""
-    # WhatsApp ids of the customer messages this run answers (to mark them read).
-    read_ids: list[str] = field(default_factory=list)
+    # (WhatsApp id, sender JID) of the customer messages this run answers (to mark them read).
+    read_ids: list[tuple[str, str | None]] = field(default_factory=list)
 
 
 @dataclass
@@ -278,7 +278,7 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
     )
     for message in pending:
         set_committed_value(message, "reply_run_id", run.id)
-        if skip_reason:
+        if skip_reason or closed is not None:  # not answered (the away message is no answer)
             media.drop_inline(message)
     if closed is not None and closed.away_text is not None:
         # Sent like any reply (outbox row, deterministic id, delivered by step 1); the
@@ -310,7 +310,8 @@ def _looping(session: Session, conversation_id: int, options: dict[str, Any],
     most, minutes = options.get("loop_guard_replies"), options.get("loop_guard_minutes")
     if not most or not minutes:
         return False
-    sent = session.scalar(select(func.count()).where(
+    # Replies, not messages: one answer split into paragraphs is one reply.
+    sent = session.scalar(select(func.count(func.distinct(Message.reply_run_id))).where(
         Message.conversation_id == conversation_id,
         Message.role == "assistant",
         Message.status == "sent",
@@ -326,11 +327,11 @@ def _generate_step(
     context = _llm_context(session, conversation, run, settings, config, newest)
     config = config or configs.get(session, context.config_id)
     send = dict(config.send or {})
-    read_ids = list(session.scalars(
-        select(Message.wa_message_id)
+    read_ids = [(wa_id, sender) for wa_id, sender in session.execute(
+        select(Message.wa_message_id, Message.extra["sender"].as_string())
         .where(Message.reply_run_id == run.id, Message.role == "customer")
         .order_by(Message.id)
-    )) if context.options.get("mark_read") else []
+    )] if context.options.get("mark_read") else []
     return _Generate(
         run.id, context, send=send, chat=conversation.chat_jid, read_ids=read_ids,
         to=messaging.recipient(conversation.chat_jid, conversation.contact_phone,
@@ -416,7 +417,8 @@ def _llm_context(
     for row in rows:
         content = media.describe(row) if row.media_type else row.content
         if row.role == "customer" and row.reply_run_id == run.id:
-            burst.append(media.Item.of(row, len(messages), options, config.model))
+            burst.append(media.Item.of(row, len(messages), options, config.model,
+                                       label=groups.sender_label(row) if group else ""))
         if row.role == "customer":
             if group:
                 content = groups.attributed(row, content)
@@ -427,7 +429,10 @@ def _llm_context(
         else:
             messages.append({"role": "assistant", "content": content})
     if group:
+        before = len(messages)
         groups.tell_the_model(messages, rows)
+        for item in burst:  # a system note put in front of them moves them on
+            item.index += len(messages) - before
     return _Context(config.id, config.model, messages, options, instance=conversation.instance,
                     burst=burst)
 
@@ -597,7 +602,7 @@ def _generate_and_store(
 
     options = step.context.options
     if options.get("mark_read"):
-        messaging.mark_read(step.send, chat=step.chat, message_ids=step.read_ids,
+        messaging.mark_read(step.send, chat=step.chat, messages=step.read_ids,
                             timeout=settings.send_timeout_seconds)
     if options.get("typing_indicator"):
         messaging.set_typing(step.send, to=step.to, typing=True,
