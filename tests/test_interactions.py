@@ -16,7 +16,7 @@ from sqlalchemy import select
 from tests.conftest import FIXTURES
 from tests.e2e import events_of, make_config, post, wait_for, wait_for_event
 from zapreply.db import session_scope
-from zapreply.models import Conversation, Message, utcnow
+from zapreply.models import Conversation, DailyUsage, Message, utcnow
 
 pytestmark = pytest.mark.usefixtures("worker_process", "idle_afterwards")
 
@@ -171,3 +171,20 @@ def test_outside_opening_hours_a_spent_budget_sends_only_the_away_message(
     with session_scope() as session:
         assert session.scalars(select(Conversation)).one().status == "active"
     assert llm.requests == []
+
+
+def test_a_voice_notes_transcription_counts_toward_the_cost_budget(db, receiver, wuzapi, llm):
+    # The stand-in chat model has no price: what the day cost is the transcription alone.
+    make_config(wuzapi.url, options={"daily_cost_budget": 0.0005, "fallback_text": FALLBACK})
+    send(receiver, envelope("message_audio.json"))
+    wuzapi.wait_for(lambda r: len(r) >= 1)
+    [transcribed] = events_of("media.transcribed")
+    assert transcribed.payload["cost"] > 0.0005  # whisper-1, 7 s
+    with session_scope() as session:
+        [usage] = session.scalars(select(DailyUsage)).all()
+        assert usage.cost == pytest.approx(transcribed.payload["cost"])
+
+    customer_says(receiver, "e então?")
+    wait_for(lambda: len(wuzapi.sent()) >= 2)
+    assert replies(wuzapi)[-1] == FALLBACK
+    assert len(llm.chat_requests()) == 1

@@ -113,7 +113,28 @@ def _config_body(args: argparse.Namespace) -> dict[str, Any]:
                                              ("token", args.token)) if v is not None}}
     if getattr(args, "inactive", False):
         body["is_active"] = False
+    for item in getattr(args, "option", None) or []:
+        key, value = _option(item)
+        body.setdefault("options", {})[key] = value
     return body
+
+
+def _option(item: str) -> tuple[str, Any]:
+    """KEY=VALUE: VALUE as JSON if it reads as JSON (numbers, true/false, null, lists,
+    objects), else as a plain string; KEY=@file reads the JSON from a file."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--option {item!r}: expected KEY=VALUE")
+    if raw.startswith("@"):
+        try:
+            return key.strip(), json.loads(Path(raw[1:]).read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"--option {key.strip()}: cannot read JSON from {raw[1:]!r}: "
+                             f"{exc}") from None
+    try:
+        return key.strip(), json.loads(raw)
+    except ValueError:
+        return key.strip(), raw
 
 
 def config_create(args: argparse.Namespace) -> int:
@@ -252,6 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--base-url")
         p.add_argument("--token", help="messages API token (stored, never shown)")
         p.add_argument("--inactive", action="store_true")
+        p.add_argument("--option", action="append", metavar="KEY=VALUE",
+                       help="set an option (repeatable); VALUE is JSON if it parses "
+                            "(30, true, null, [\"a\"], {\"mon\": [\"09:00-18:00\"]}), "
+                            "else text; KEY=@file.json reads it from a file")
 
     create = config.add_parser("create", help="create a workflow config")
     config_fields(create)

@@ -35,9 +35,9 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from zapreply import events
+from zapreply import budget, events
 from zapreply.db import session_scope
-from zapreply.models import Message
+from zapreply.models import Message, ReplyRun, utcnow
 from zapreply.settings import Settings
 from zapreply.wuzapi import storable
 
@@ -192,6 +192,8 @@ def _transcribe(
         reference["transcribed"] = True
         extra["media"] = reference
         row.content, row.extra = text, extra
+        budget.record_transcription(session, session.get(ReplyRun, run_id).workflow_config_id,
+                                    options, transcript.cost, utcnow())
         events.record(session, events.MEDIA_TRANSCRIBED, conversation_id=conversation_id,
                       run_id=run_id, message_id=item.message_id, model=transcript.model,
                       source=source, chars=len(text), seconds=transcript.seconds,
