@@ -188,3 +188,23 @@ def test_a_voice_notes_transcription_counts_toward_the_cost_budget(db, receiver,
     wait_for(lambda: len(wuzapi.sent()) >= 2)
     assert replies(wuzapi)[-1] == FALLBACK
     assert len(llm.chat_requests()) == 1
+
+
+def business_types(receiver: str, text: str) -> None:
+    body = envelope("message_from_me.json")
+    body["event"]["Message"] = {"conversation": text}
+    send(receiver, body)
+
+
+def test_the_resume_keyword_is_not_part_of_what_the_model_reads(db, receiver, wuzapi, llm):
+    make_config(wuzapi.url, options={"resume_keyword": "#bot"})
+    business_types(receiver, "Oi, aqui é a Ana da loja")
+    wait_for_event("conversation.paused")
+    business_types(receiver, "#BOT")
+    wait_for_event("conversation.resumed")
+
+    customer_says(receiver, "e o frete?")
+    wuzapi.wait_for(lambda r: len(r) >= 1)
+    history = [(m["role"], m["content"]) for m in llm.chat_requests()[0]["body"]["messages"]
+               if m["role"] != "system"]
+    assert history == [("assistant", "Oi, aqui é a Ana da loja"), ("user", "e o frete?")]

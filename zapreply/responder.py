@@ -404,6 +404,8 @@ def _llm_context(
         row for row in rows
         # The fallback of this very run is not part of what it answers (after a replay).
         if not (row.reply_run_id == run.id and (row.extra or {}).get("fallback"))
+        # The business's resume keyword was said to the bot, not to the customer.
+        and not (row.extra or {}).get("resume")
     ]))
     rows = _current_session(rows, options.get("session_idle_hours"))
     messages: list[dict[str, Any]] = []
