@@ -214,7 +214,8 @@ class LLMStub(_Server):
             if "#handoff" in turn:
                 return 200, _completion(body, content="Vou te passar para um atendente.")
             return 200, _completion(body, content="")
-        if "#handoff" in turn:
+        if "#handoff" in turn or "#quiet-handoff" in turn:
+            # "#quiet-handoff": handed over with nothing to say (an empty answer after the tool).
             return 200, _completion(body, tool_call=("handoff_to_human", {"reason": "pediu humano"}))
         if "#tool" in turn:
             return 200, _completion(body, tool_call=("send_whatsapp", {"message": "Via ferramenta"}))

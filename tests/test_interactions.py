@@ -208,3 +208,15 @@ def test_the_resume_keyword_is_not_part_of_what_the_model_reads(db, receiver, wu
     history = [(m["role"], m["content"]) for m in llm.chat_requests()[0]["body"]["messages"]
                if m["role"] != "system"]
     assert history == [("assistant", "Oi, aqui é a Ana da loja"), ("user", "e o frete?")]
+
+
+def test_a_silent_handoff_clears_typing(db, receiver, wuzapi, llm):
+    make_config(wuzapi.url)  # typing_indicator on, no handoff_text
+    customer_says(receiver, "quero falar com alguém #quiet-handoff")
+    wait_for_event("handoff.requested")
+    wait_for(lambda: len(wuzapi.signals) >= 2)
+
+    assert wuzapi.sent() == []
+    assert [(s["path"], s["body"]["State"], s["status"]) for s in wuzapi.signals] == [
+        ("/chat/presence", "composing", 200), ("/chat/presence", "paused", 200)]
+    assert wuzapi.signals[-1]["body"]["Phone"] == CUSTOMER

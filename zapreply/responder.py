@@ -636,11 +636,16 @@ def _generate_and_store(
         rows = _store_draft(session, conversation_id, step.run_id, step.context, draft)
         budget.record_usage(session, step.context.config_id, options, draft.completions,
                             utcnow())
-        if not rows:
-            return _plan(session, conversation_id, token, settings, finished)
-        return _Deliver(step.run_id, step.send, step.to,
-                        [_Outgoing(m.id, m.content, m.wa_message_id or "") for m in rows],
-                        step.context.options)
+        if rows:
+            return _Deliver(step.run_id, step.send, step.to,
+                            [_Outgoing(m.id, m.content, m.wa_message_id or "") for m in rows],
+                            step.context.options)
+        following = _plan(session, conversation_id, token, settings, finished)
+    if options.get("typing_indicator") and not isinstance(following, _Deliver):
+        # Nothing to send (a handoff without handoff_text): "typing…" must not linger.
+        messaging.set_typing(step.send, to=step.to, typing=False,
+                             timeout=settings.send_timeout_seconds)
+    return following
 
 
 def _record_discarded_calls(conversation_id: int, token: int, run_id: int, settings: Settings,
