@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+_MAX_PAUSE_MINUTES = 366 * 24 * 60  # as the admin API allows
 
 
 def _print(data: Any) -> None:
@@ -214,6 +215,18 @@ def _pause_or_resume(args: argparse.Namespace, *, pause: bool) -> int:
     from zapreply.db import session_scope
     from zapreply.models import Conversation, utcnow
 
+    if pause:
+        # As the admin API checks them.
+        length = Conversation.__table__.c.pause_reason.type.length
+        if args.minutes is not None and not 0 < args.minutes <= _MAX_PAUSE_MINUTES:
+            print(f"error: --minutes must be above 0 and at most {_MAX_PAUSE_MINUTES} (leave "
+                  "it out to pause until resumed)", file=sys.stderr)
+            return 2
+        if not args.reason.strip() or (length and len(args.reason.strip()) > length):
+            print(f"error: --reason must be a non-empty text of at most {length} characters",
+                  file=sys.stderr)
+            return 2
+        args.reason = args.reason.strip()
     with session_scope() as session:
         conversation = session.get(Conversation, args.id)
         if conversation is None:

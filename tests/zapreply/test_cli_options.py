@@ -14,7 +14,7 @@ from tests.conftest import ROOT
 from zapreply import cli, events
 from zapreply.configs import MASK, OPTION_DEFAULTS
 from zapreply.db import session_scope
-from zapreply.models import WorkflowConfig
+from zapreply.models import Conversation, Event, WorkflowConfig, utcnow
 
 BASE = ["--name", "Loja", "--instance", "loja-cli", "--model", "openai/gpt-4o-mini",
         "--driver", "wuzapi", "--base-url", "http://wuzapi:8080", "--token", "user-token"]
@@ -143,3 +143,28 @@ def test_the_readme_lists_every_event_type():
     assert len(types) >= 19
     section = _readme().split("### Events", 1)[1]
     assert [t for t in types if f"`{t}`" not in section] == []
+
+
+def test_an_operator_pauses_and_resumes_a_conversation_from_the_cli(db, capsys):
+    with session_scope() as session:
+        conversation = Conversation(instance="loja", chat_jid="5511900000001@s.whatsapp.net",
+                                    status="active", lease_token=0)
+        session.add(conversation)
+        session.flush()
+        conversation_id = conversation.id
+
+    for bad in (["--minutes", "-5"], ["--minutes", "0"], ["--reason", "   "]):
+        assert cli.main(["conversation", "pause", str(conversation_id), *bad]) == 2
+        assert "error:" in capsys.readouterr().err
+    assert cli.main(["conversation", "pause", str(conversation_id), "--minutes", "30",
+                     "--reason", "cliente VIP"]) == 0
+    shown = created(capsys)
+    assert (shown["status"], shown["pause_reason"]) == ("paused", "cliente VIP")
+    assert shown["paused_until"] > utcnow().isoformat()
+
+    assert cli.main(["conversation", "resume", str(conversation_id)]) == 0
+    assert created(capsys)["status"] == "active"
+    with session_scope() as session:
+        trail = [(e.type, e.payload["actor"]) for e in session.scalars(
+            select(Event).where(Event.conversation_id == conversation_id).order_by(Event.id))]
+    assert trail == [("conversation.paused", "operator"), ("conversation.resumed", "operator")]
