@@ -220,3 +220,22 @@ def test_a_silent_handoff_clears_typing(db, receiver, wuzapi, llm):
     assert [(s["path"], s["body"]["State"], s["status"]) for s in wuzapi.signals] == [
         ("/chat/presence", "composing", 200), ("/chat/presence", "paused", 200)]
     assert wuzapi.signals[-1]["body"]["Phone"] == CUSTOMER
+
+
+def test_in_a_group_the_loop_guard_counts_the_replies_to_each_member(db, receiver, wuzapi, llm):
+    make_config(wuzapi.url, options={"groups": "on", "loop_guard_replies": 2})
+    members = [("100000000000002@lid", "5511900000002", "Ana"),
+               ("100000000000003@lid", "5511900000003", "Bruno"),
+               ("100000000000004@lid", "5511900000004", "Carla")]
+    for count, member in enumerate(members, start=1):
+        group_says(receiver, f"pergunta {count}", *member)
+        wuzapi.wait_for(lambda r, count=count: len(r) >= count)
+    assert events_of("conversation.paused") == []
+
+    # One member the bot keeps answering (another bot, say) does trip it.
+    group_says(receiver, "de novo", *members[0])
+    wuzapi.wait_for(lambda r: len(r) >= 4)
+    group_says(receiver, "e de novo", *members[0])
+    wait_for(lambda: any(e.payload.get("reason") == "loop guard"
+                         for e in events_of("message.ignored")))
+    assert len(wuzapi.sent()) == 4

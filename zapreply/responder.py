@@ -245,7 +245,9 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
         skip_reason = "no active workflow config"
     elif conversations.is_paused(conversation, now):
         skip_reason = "conversation paused"
-    elif _looping(session, conversation_id, option_values(config), now):
+    elif _looping(session, conversation_id, option_values(config), now,
+                  member=(pending[-1].extra or {}).get("sender")
+                  if groups.is_group_chat(conversation.chat_jid) else None):
         # Another bot is probably answering ours: stop before the costs run away.
         conversations.pause(session, conversation, reason="loop guard", until=None,
                             actor="loop guard")
@@ -306,17 +308,25 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
 
 
 def _looping(session: Session, conversation_id: int, options: dict[str, Any],
-             now: datetime) -> bool:
+             now: datetime, member: str | None = None) -> bool:
     most, minutes = options.get("loop_guard_replies"), options.get("loop_guard_minutes")
     if not most or not minutes:
         return False
     # Replies, not messages: one answer split into paragraphs is one reply.
-    sent = session.scalar(select(func.count(func.distinct(Message.reply_run_id))).where(
+    clauses = [
         Message.conversation_id == conversation_id,
         Message.role == "assistant",
         Message.status == "sent",
         Message.sent_at > now - timedelta(minutes=minutes),
-    )) or 0
+    ]
+    if member:
+        # In a group, replies to this member: a busy group is not another bot.
+        asked = Message.__table__.alias("asked")
+        clauses.append(exists().where(
+            asked.c.reply_run_id == Message.reply_run_id, asked.c.role == "customer",
+            asked.c.extra["sender"].as_string() == member))
+    sent = session.scalar(
+        select(func.count(func.distinct(Message.reply_run_id))).where(*clauses)) or 0
     return sent >= most
 
 
