@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -239,3 +240,22 @@ def test_in_a_group_the_loop_guard_counts_the_replies_to_each_member(db, receive
     wait_for(lambda: any(e.payload.get("reason") == "loop guard"
                          for e in events_of("message.ignored")))
     assert len(wuzapi.sent()) == 4
+
+
+def test_a_pause_that_ran_out_is_recorded_as_ended(db, receiver, wuzapi, llm):
+    make_config(wuzapi.url, options={"human_pause_minutes": 10})
+    business_types(receiver, "Oi, sou eu")
+    wait_for_event("conversation.paused")
+    with session_scope() as session:
+        conversation = session.scalars(select(Conversation)).one()
+        ended = utcnow() - timedelta(seconds=1)
+        conversation.paused_until = ended  # ten minutes later, as far as the bot can tell
+
+    customer_says(receiver, "ainda tem?")
+    wuzapi.wait_for(lambda r: len(r) >= 1)
+    [resumed] = events_of("conversation.resumed")
+    assert resumed.payload == {"reason": "human took over", "until": ended.isoformat(),
+                               "actor": "expired"}
+    with session_scope() as session:
+        conversation = session.scalars(select(Conversation)).one()
+        assert (conversation.status, conversation.paused_until) == ("active", None)

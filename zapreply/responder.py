@@ -241,6 +241,7 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
     )
     skip_reason = None
     closed: hours.Closed | None = None
+    conversations.end_expired_pause(session, conversation, now)  # its event, once
     if config is None or not config.is_active:
         skip_reason = "no active workflow config"
     elif conversations.is_paused(conversation, now):
