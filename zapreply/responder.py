@@ -230,6 +230,15 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
             run.finished_at = now
             finished[0] += 1
             return "again"
+        if conversations.is_paused(conversation, now):
+            # A person took the conversation over while this run waited for a retry: the bot
+            # must not answer after them.
+            run.status = "skipped"
+            run.error = "conversation paused"
+            run.finished_at = now
+            events.record(session, events.MESSAGE_IGNORED, conversation_id=conversation_id,
+                          run_id=run.id, reason="conversation paused")
+            return "again"
         return _generate_step(session, conversation, run, settings)
 
     # 3. Customer messages no run has taken: open a run for the whole burst.

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from zapreply import inbound, leases, replay, responder, sweeper
+from zapreply import conversations, inbound, leases, replay, responder, sweeper
 from zapreply import settings as settings_module
 from zapreply.db import session_scope
 from zapreply.models import Conversation, Event, Message, ReplyRun, WorkflowConfig, utcnow
@@ -344,3 +344,21 @@ def test_replaying_a_failed_away_message_sends_it_again_without_the_model(
     assert [r["body"]["Body"] for r in wuzapi.sent()] == ["Fechados agora."]
     assert llm.requests == []
     assert run_of(conversation_id).status == "sent"
+
+
+def test_a_run_waiting_for_a_retry_stops_once_a_person_takes_over(fast_retries, llm, wuzapi):
+    conversation_id = receive(make_config(wuzapi), "oi", "P1")
+    llm.fail_status = 500
+    fail_retryably(conversation_id, times=1)
+    with session_scope() as session:  # the business answers from its phone meanwhile
+        conversations.pause(session, session.get(Conversation, conversation_id),
+                            reason="human took over", actor="business")
+    llm.fail_status = None
+    calls = len(llm.requests)
+
+    answer(conversation_id)
+
+    assert len(llm.requests) == calls and wuzapi.sent() == []
+    run = run_of(conversation_id)
+    assert (run.status, run.error) == ("skipped", "conversation paused")
+    assert "message.ignored" in event_types(conversation_id)
