@@ -214,7 +214,8 @@ class LLMStub(_Server):
             if "#handoff" in turn:
                 return 200, _completion(body, content="Vou te passar para um atendente.")
             return 200, _completion(body, content="")
-        if "#handoff" in turn:
+        if "#handoff" in turn or "#quiet-handoff" in turn:
+            # "#quiet-handoff": handed over with nothing to say (an empty answer after the tool).
             return 200, _completion(body, tool_call=("handoff_to_human", {"reason": "pediu humano"}))
         if "#tool" in turn:
             return 200, _completion(body, tool_call=("send_whatsapp", {"message": "Via ferramenta"}))
@@ -314,10 +315,17 @@ class MessagesStub(_Server):
         if path.startswith("/chat/download"):
             return self._download(entry)
         if path in ("/chat/presence", "/chat/markread"):
-            # Typing and read receipts: kept apart from the sends the tests count.
+            # Typing and read receipts: kept apart from the sends the tests count. Checked as
+            # WuzAPI's handlers check them (ChatPresence: Phone, State; MarkRead: Id, Chat).
+            payload = body if isinstance(body, dict) else {}
+            required = ("Phone", "State") if path == "/chat/presence" else ("Id", "Chat")
+            missing = [key for key in required if not payload.get(key)]
             with self.changed:
-                self.signals.append(entry)
+                self.signals.append({**entry, "status": 400 if missing else 200})
                 self.changed.notify_all()
+            if missing:
+                return 400, {"code": 400, "error": f"Missing {missing[0]} in Payload",
+                             "success": False}
             return 200, {"code": 200, "success": True, "data": {"Details": "ok"}}
         with self.lock:
             failure = self.failures.pop(0) if self.failures else None

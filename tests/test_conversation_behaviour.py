@@ -163,7 +163,9 @@ def test_it_shows_typing_splits_paragraphs_and_marks_messages_read(db, receiver,
     # message clears it in WhatsApp.
     assert signals[1:] == [("/chat/presence", "composing")] * 3
     read = wuzapi.signals[0]["body"]
-    assert read["ChatPhone"] == CUSTOMER and len(read["Id"]) == 1
+    # WuzAPI's /chat/markread: Id (a list) and Chat; Sender only for a group's messages.
+    assert read["Chat"] == CUSTOMER and len(read["Id"]) == 1 and "Sender" not in read
+    assert all(s["status"] == 200 for s in wuzapi.signals)
 
 
 def test_typing_and_splitting_can_be_turned_off(db, receiver, wuzapi, llm):

@@ -3,7 +3,8 @@
 spends a cost budget), over a day in the config's `timezone`.
 
 What a config spent is one `daily_usage` row per day, added to in the transaction that stores
-each reply and read by primary key before a new reply is generated: nothing is kept, and
+each reply (and each voice-note transcription, in cost) and read by primary key before a new
+reply is generated: nothing is kept, and
 nothing is checked, for configs without a budget.
 
 The check happens before the LLM is called, and usage is added after: replies that were already
@@ -64,6 +65,14 @@ def record_usage(session: Session, config_id: int, options: dict[str, Any],
     cost = sum(c.cost or 0.0 for c in completions)
     if tokens or cost:
         _add(session, config_id, day_of(now, options), tokens, cost)
+
+
+def record_transcription(session: Session, config_id: int | None, options: dict[str, Any],
+                         cost: float | None, now: datetime) -> None:
+    """Add what a voice note's transcription cost to the config's day (only if it has a
+    budget): it is paid to an LLM provider like a completion."""
+    if config_id is not None and cost and has_budget(options):
+        _add(session, config_id, day_of(now, options), 0, cost)
 
 
 def turn_away(session: Session, conversation: Conversation, run: ReplyRun,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+_MAX_PAUSE_MINUTES = 366 * 24 * 60  # as the admin API allows
 
 
 def _print(data: Any) -> None:
@@ -113,7 +114,28 @@ def _config_body(args: argparse.Namespace) -> dict[str, Any]:
                                              ("token", args.token)) if v is not None}}
     if getattr(args, "inactive", False):
         body["is_active"] = False
+    for item in getattr(args, "option", None) or []:
+        key, value = _option(item)
+        body.setdefault("options", {})[key] = value
     return body
+
+
+def _option(item: str) -> tuple[str, Any]:
+    """KEY=VALUE: VALUE as JSON if it reads as JSON (numbers, true/false, null, lists,
+    objects), else as a plain string; KEY=@file reads the JSON from a file."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--option {item!r}: expected KEY=VALUE")
+    if raw.startswith("@"):
+        try:
+            return key.strip(), json.loads(Path(raw[1:]).read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"--option {key.strip()}: cannot read JSON from {raw[1:]!r}: "
+                             f"{exc}") from None
+    try:
+        return key.strip(), json.loads(raw)
+    except ValueError:
+        return key.strip(), raw
 
 
 def config_create(args: argparse.Namespace) -> int:
@@ -193,6 +215,18 @@ def _pause_or_resume(args: argparse.Namespace, *, pause: bool) -> int:
     from zapreply.db import session_scope
     from zapreply.models import Conversation, utcnow
 
+    if pause:
+        # As the admin API checks them.
+        length = Conversation.__table__.c.pause_reason.type.length
+        if args.minutes is not None and not 0 < args.minutes <= _MAX_PAUSE_MINUTES:
+            print(f"error: --minutes must be above 0 and at most {_MAX_PAUSE_MINUTES} (leave "
+                  "it out to pause until resumed)", file=sys.stderr)
+            return 2
+        if not args.reason.strip() or (length and len(args.reason.strip()) > length):
+            print(f"error: --reason must be a non-empty text of at most {length} characters",
+                  file=sys.stderr)
+            return 2
+        args.reason = args.reason.strip()
     with session_scope() as session:
         conversation = session.get(Conversation, args.id)
         if conversation is None:
@@ -252,6 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--base-url")
         p.add_argument("--token", help="messages API token (stored, never shown)")
         p.add_argument("--inactive", action="store_true")
+        p.add_argument("--option", action="append", metavar="KEY=VALUE",
+                       help="set an option (repeatable); VALUE is JSON if it parses "
+                            "(30, true, null, [\"a\"], {\"mon\": [\"09:00-18:00\"]}), "
+                            "else text; KEY=@file.json reads it from a file")
 
     create = config.add_parser("create", help="create a workflow config")
     config_fields(create)

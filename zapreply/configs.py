@@ -295,6 +295,11 @@ def apply(config: WorkflowConfig, values: dict[str, Any]) -> None:
             config.send = {**value, "token": (config.send or {}).get("token")}
         else:
             setattr(config, key, value)
+    # Checked on the result, so a PATCH of either one is checked against the other.
+    if ((config.options or {}).get("groups") or "off") != "off" \
+            and (config.send or {}).get("driver") != "wuzapi":
+        raise InvalidConfig("option 'groups' needs the wuzapi driver (LivChat sends only to "
+                            "phone numbers, and a group has none)")
 
 
 def public_view(config: WorkflowConfig) -> dict[str, Any]:

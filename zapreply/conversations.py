@@ -81,6 +81,24 @@ def resume(
     return True
 
 
+def end_expired_pause(session: Session, conversation: Conversation, now: datetime) -> bool:
+    """A pause whose end has passed is over already; when the conversation next has work,
+    record that (event `conversation.resumed`, actor `expired`, `until` when it ended) and
+    clear the fields. False when there was no such pause."""
+    if conversation.status != PAUSED or conversation.paused_until is None \
+            or conversation.paused_until > now:
+        return False
+    ended_reason, ended_until = conversation.pause_reason, conversation.paused_until
+    conversation.status = ACTIVE
+    conversation.paused_until = None
+    conversation.pause_reason = None
+    events.record(
+        session, events.CONVERSATION_RESUMED, conversation_id=conversation.id,
+        reason=ended_reason, until=_iso(ended_until), actor="expired",
+    )
+    return True
+
+
 def public_view(conversation: Conversation, now: datetime) -> dict[str, Any]:
     """What the admin API shows: no lease fields, and the status as it is now."""
     paused = is_paused(conversation, now)

@@ -116,6 +116,9 @@ def record_inbound(
     reset = not from_me and is_keyword(text, options["reset_keyword"])
     if reset:
         extra["reset"] = True
+    resume = from_me and is_keyword(text, options["resume_keyword"])
+    if resume:
+        extra["resume"] = True  # a command to the bot, not words to the customer
     inserted = insert_unless_exists(session, Message, {
         "conversation_id": conversation.id,
         "instance": instance,
@@ -136,7 +139,7 @@ def record_inbound(
                   wa_message_id=wa_id, role="business" if from_me else "customer",
                   media_type=message.get("media_type"))
     if from_me:
-        if is_keyword(text, options["resume_keyword"]):
+        if resume:
             conversations.resume(session, conversation, actor="business")
             return Recorded(conversation.id, True, _has_unanswered(session, conversation.id),
                             debounce)

@@ -35,9 +35,9 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from zapreply import events
+from zapreply import budget, events
 from zapreply.db import session_scope
-from zapreply.models import Message
+from zapreply.models import Message, ReplyRun, utcnow
 from zapreply.settings import Settings
 from zapreply.wuzapi import storable
 
@@ -99,9 +99,12 @@ class Item:
     caption: str = ""
     # Whether the model gets something it can read or see from this message.
     understood: bool = False
+    # In a group, who wrote it: what the model reads starts with "[label]" (zapreply.groups).
+    label: str = ""
 
     @classmethod
-    def of(cls, row: Message, index: int, options: dict[str, Any], model: str) -> Item:
+    def of(cls, row: Message, index: int, options: dict[str, Any], model: str,
+           label: str = "") -> Item:
         reference = (row.extra or {}).get("media") or {}
         action = None
         if not reference.get("failed"):
@@ -112,7 +115,15 @@ class Item:
                 action = "attach"
         return cls(row.id, index, row.media_type, action, reference,
                    caption="" if row.media_type == "audio" else row.content,
-                   understood=bool(row.content.strip()))
+                   understood=bool(row.content.strip()), label=label)
+
+    def show(self, messages: list[dict[str, Any]], content: Any) -> None:
+        """Put what the model gets from this message in its place, attributed in a group."""
+        if self.label and isinstance(content, str):
+            content = f"[{self.label}] {content}"
+        elif self.label and isinstance(content, list):
+            content = [{"type": "text", "text": f"[{self.label}]"}, *content]
+        messages[self.index]["content"] = content
 
 
 def _vision(options: dict[str, Any], model: str) -> bool:
@@ -181,11 +192,13 @@ def _transcribe(
         reference["transcribed"] = True
         extra["media"] = reference
         row.content, row.extra = text, extra
+        budget.record_transcription(session, session.get(ReplyRun, run_id).workflow_config_id,
+                                    options, transcript.cost, utcnow())
         events.record(session, events.MEDIA_TRANSCRIBED, conversation_id=conversation_id,
                       run_id=run_id, message_id=item.message_id, model=transcript.model,
                       source=source, chars=len(text), seconds=transcript.seconds,
                       cost=transcript.cost, latency_ms=transcript.latency_ms)
-        messages[item.index]["content"] = describe(row)
+        item.show(messages, describe(row))
     item.understood = bool(text)
 
 
@@ -200,7 +213,7 @@ def _attach(messages: list[dict[str, Any]], item: Item, send: dict[str, Any],
         parts.append({"type": "text", "text": item.caption})
     url = f"data:{mimetype};base64,{base64.b64encode(data).decode('ascii')}"
     parts.append({"type": "image_url", "image_url": {"url": url}})
-    messages[item.index]["content"] = parts
+    item.show(messages, parts)
     item.understood = True
 
 

@@ -96,11 +96,25 @@ def set_typing(send: dict[str, Any], *, to: str, typing: bool, timeout: float) -
                  {"Phone": to, "State": "composing" if typing else "paused"}, timeout)
 
 
-def mark_read(send: dict[str, Any], *, chat: str, message_ids: list[str], timeout: float) -> None:
-    """Blue ticks on the customer's messages (WuzAPI only). Best effort, like set_typing."""
-    if send.get("driver") != "wuzapi" or not message_ids:
+def mark_read(send: dict[str, Any], *, chat: str, messages: list[tuple[str, str | None]],
+              timeout: float) -> None:
+    """Blue ticks on the customer's messages, given as (WhatsApp id, sender JID) pairs (WuzAPI
+    only). Best effort, like set_typing.
+
+    WuzAPI's /chat/markread takes `Id` (a list), `Chat` and `Sender`; WhatsApp needs the
+    sender of a group message, so a group's messages are marked one request per member.
+    """
+    if send.get("driver") != "wuzapi" or not messages:
         return
-    _best_effort(send, "/chat/markread", {"Id": message_ids, "ChatPhone": chat}, timeout)
+    group = chat.endswith("@g.us")
+    by_sender: dict[str | None, list[str]] = {}
+    for message_id, sender in messages:
+        by_sender.setdefault(sender if group else None, []).append(message_id)
+    for sender, ids in by_sender.items():
+        body: dict[str, Any] = {"Id": ids, "Chat": chat}
+        if sender:
+            body["Sender"] = sender
+        _best_effort(send, "/chat/markread", body, timeout)
 
 
 def _best_effort(send: dict[str, Any], path: str, body: dict[str, Any], timeout: float) -> None:

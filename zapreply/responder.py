@@ -113,8 +113,8 @@ class _Generate:
     send: dict[str, Any] = field(default_factory=dict)
     to: str = ""
     chat: str = ""
-    # WhatsApp ids of the customer messages this run answers (to mark them read).
-    read_ids: list[str] = field(default_factory=list)
+    # (WhatsApp id, sender JID) of the customer messages this run answers (to mark them read).
+    read_ids: list[tuple[str, str | None]] = field(default_factory=list)
 
 
 @dataclass
@@ -231,6 +231,15 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
             run.finished_at = now
             finished[0] += 1
             return "again"
+        if conversations.is_paused(conversation, now):
+            # A person took the conversation over while this run waited for a retry: the bot
+            # must not answer after them.
+            run.status = "skipped"
+            run.error = "conversation paused"
+            run.finished_at = now
+            events.record(session, events.MESSAGE_IGNORED, conversation_id=conversation_id,
+                          run_id=run.id, reason="conversation paused")
+            return "again"
         return _generate_step(session, conversation, run, settings)
 
     # 3. Customer messages no run has taken: open a run for the whole burst.
@@ -242,11 +251,14 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
     )
     skip_reason = None
     closed: hours.Closed | None = None
+    conversations.end_expired_pause(session, conversation, now)  # its event, once
     if config is None or not config.is_active:
         skip_reason = "no active workflow config"
     elif conversations.is_paused(conversation, now):
         skip_reason = "conversation paused"
-    elif _looping(session, conversation_id, option_values(config), now):
+    elif _looping(session, conversation_id, option_values(config), now,
+                  member=(pending[-1].extra or {}).get("sender")
+                  if groups.is_group_chat(conversation.chat_jid) else None):
         # Another bot is probably answering ours: stop before the costs run away.
         conversations.pause(session, conversation, reason="loop guard", until=None,
                             actor="loop guard")
@@ -279,7 +291,7 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
     )
     for message in pending:
         set_committed_value(message, "reply_run_id", run.id)
-        if skip_reason:
+        if skip_reason or closed is not None:  # not answered (the away message is no answer)
             media.drop_inline(message)
     if closed is not None and closed.away_text is not None:
         # Sent like any reply (outbox row, deterministic id, delivered by step 1); the
@@ -307,16 +319,25 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
 
 
 def _looping(session: Session, conversation_id: int, options: dict[str, Any],
-             now: datetime) -> bool:
+             now: datetime, member: str | None = None) -> bool:
     most, minutes = options.get("loop_guard_replies"), options.get("loop_guard_minutes")
     if not most or not minutes:
         return False
-    sent = session.scalar(select(func.count()).where(
+    # Replies, not messages: one answer split into paragraphs is one reply.
+    clauses = [
         Message.conversation_id == conversation_id,
         Message.role == "assistant",
         Message.status == "sent",
         Message.sent_at > now - timedelta(minutes=minutes),
-    )) or 0
+    ]
+    if member:
+        # In a group, replies to this member: a busy group is not another bot.
+        asked = Message.__table__.alias("asked")
+        clauses.append(exists().where(
+            asked.c.reply_run_id == Message.reply_run_id, asked.c.role == "customer",
+            asked.c.extra["sender"].as_string() == member))
+    sent = session.scalar(
+        select(func.count(func.distinct(Message.reply_run_id))).where(*clauses)) or 0
     return sent >= most
 
 
@@ -327,11 +348,11 @@ def _generate_step(
     context = _llm_context(session, conversation, run, settings, config, newest)
     config = config or configs.get(session, context.config_id)
     send = dict(config.send or {})
-    read_ids = list(session.scalars(
-        select(Message.wa_message_id)
+    read_ids = [(wa_id, sender) for wa_id, sender in session.execute(
+        select(Message.wa_message_id, Message.extra["sender"].as_string())
         .where(Message.reply_run_id == run.id, Message.role == "customer")
         .order_by(Message.id)
-    )) if context.options.get("mark_read") else []
+    )] if context.options.get("mark_read") else []
     return _Generate(
         run.id, context, send=send, chat=conversation.chat_jid, read_ids=read_ids,
         to=messaging.recipient(conversation.chat_jid, conversation.contact_phone,
@@ -404,6 +425,8 @@ def _llm_context(
         row for row in rows
         # The fallback of this very run is not part of what it answers (after a replay).
         if not (row.reply_run_id == run.id and (row.extra or {}).get("fallback"))
+        # The business's resume keyword was said to the bot, not to the customer.
+        and not (row.extra or {}).get("resume")
     ]))
     rows = _current_session(rows, options.get("session_idle_hours"))
     messages: list[dict[str, Any]] = []
@@ -417,7 +440,8 @@ def _llm_context(
     for row in rows:
         content = media.describe(row) if row.media_type else row.content
         if row.role == "customer" and row.reply_run_id == run.id:
-            burst.append(media.Item.of(row, len(messages), options, config.model))
+            burst.append(media.Item.of(row, len(messages), options, config.model,
+                                       label=groups.sender_label(row) if group else ""))
         if row.role == "customer":
             if group:
                 content = groups.attributed(row, content)
@@ -428,7 +452,10 @@ def _llm_context(
         else:
             messages.append({"role": "assistant", "content": content})
     if group:
+        before = len(messages)
         groups.tell_the_model(messages, rows)
+        for item in burst:  # a system note put in front of them moves them on
+            item.index += len(messages) - before
     return _Context(config.id, config.model, messages, options, instance=conversation.instance,
                     burst=burst)
 
@@ -606,7 +633,7 @@ def _generate_and_store(
 
     options = step.context.options
     if options.get("mark_read"):
-        messaging.mark_read(step.send, chat=step.chat, message_ids=step.read_ids,
+        messaging.mark_read(step.send, chat=step.chat, messages=step.read_ids,
                             timeout=settings.send_timeout_seconds)
     if options.get("typing_indicator"):
         messaging.set_typing(step.send, to=step.to, typing=True,
@@ -638,11 +665,16 @@ def _generate_and_store(
         rows = _store_draft(session, conversation_id, step.run_id, step.context, draft)
         budget.record_usage(session, step.context.config_id, options, draft.completions,
                             utcnow())
-        if not rows:
-            return _plan(session, conversation_id, token, settings, finished)
-        return _Deliver(step.run_id, step.send, step.to,
-                        [_Outgoing(m.id, m.content, m.wa_message_id or "") for m in rows],
-                        step.context.options)
+        if rows:
+            return _Deliver(step.run_id, step.send, step.to,
+                            [_Outgoing(m.id, m.content, m.wa_message_id or "") for m in rows],
+                            step.context.options)
+        following = _plan(session, conversation_id, token, settings, finished)
+    if options.get("typing_indicator") and not isinstance(following, _Deliver):
+        # Nothing to send (a handoff without handoff_text): "typing…" must not linger.
+        messaging.set_typing(step.send, to=step.to, typing=False,
+                             timeout=settings.send_timeout_seconds)
+    return following
 
 
 def _record_discarded_calls(conversation_id: int, token: int, run_id: int, settings: Settings,

@@ -27,7 +27,8 @@ def stranded_conversations(
     session: Session, now: datetime, grace_seconds: float, limit: int = 200
 ) -> list[int]:
     """Conversations with nobody holding the lease and work older than the grace period: an
-    open run past its backoff, or a customer message no run has taken."""
+    open run past its backoff, a customer message no run has taken, or a closed run's text
+    not yet sent."""
     cutoff = now - timedelta(seconds=grace_seconds)
     open_run = exists().where(
         ReplyRun.conversation_id == Conversation.id,
@@ -43,11 +44,21 @@ def stranded_conversations(
         Message.reply_run_id.is_(None),
         Message.created_at < cutoff,
     )
+    # A text written for a run that is already closed (a fallback or handoff text for a spent
+    # budget, the fallback of a failed run) and not yet sent: no open run points at it.
+    unsent = exists().where(
+        Message.conversation_id == Conversation.id,
+        Message.role == "assistant",
+        Message.status == "pending",
+        Message.created_at < cutoff,
+        ReplyRun.id == Message.reply_run_id,
+        ReplyRun.status != "running",
+    )
     return list(session.scalars(
         select(Conversation.id)
         .where(
             or_(Conversation.lease_expires_at.is_(None), Conversation.lease_expires_at < now),
-            or_(open_run, unanswered),
+            or_(open_run, unanswered, unsent),
         )
         .order_by(Conversation.id)
         .limit(limit)

@@ -6,9 +6,14 @@ import unicodedata
 
 
 def normalize(text: str) -> str:
+    return " ".join(without_accents(text).casefold().split())
+
+
+def without_accents(text: str) -> str:
+    """The text with its accents dropped, nothing else changed (safe for a regex: its
+    escapes are ASCII letters, which keep their case)."""
     decomposed = unicodedata.normalize("NFKD", text)
-    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return " ".join(stripped.casefold().split())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
 def is_keyword(text: str, keyword: str | None) -> bool:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from zapreply import configs
 from zapreply.configs import option_values
 from zapreply.models import Conversation, Message, ReplyRun, WorkflowConfig
-from zapreply.text import normalize
+from zapreply.text import normalize, without_accents
 
 OPERATORS = ("equals", "contains", "starts_with", "regex")
 
@@ -25,7 +25,9 @@ def matches(text: str, options: dict[str, Any]) -> bool:
     said = normalize(text)
     for keyword in options.get("trigger_keywords") or []:
         if operator == "regex":
-            if re.search(keyword, said, re.IGNORECASE) or re.search(keyword, text, re.IGNORECASE):
+            # Accents aside on both sides: "pedído" and "pedido" match either way.
+            if re.search(keyword, said, re.IGNORECASE) or re.search(keyword, text, re.IGNORECASE) \
+                    or re.search(without_accents(keyword), said, re.IGNORECASE):
                 return True
             continue
         wanted = normalize(keyword)

@@ -736,3 +736,22 @@ def test_it_answers_503_when_the_database_is_unreachable(db, base_env, admin_hea
     assert [r.status_code for r in responses] == [503] * 5
     assert responses[0].get_json() == {"error": "database unavailable"}
     assert all(SECRET not in r.get_data(as_text=True) for r in responses)
+
+
+def test_groups_need_the_wuzapi_driver(client, admin_headers) -> None:
+    livchat = {"driver": "livchat", "base_url": "https://livchat.example", "token": SECRET}
+    refused = client.post("/api/workflow-configs", headers=admin_headers,
+                          json=config_body(send=livchat, options={"groups": "on"}))
+    assert refused.status_code == 400 and "wuzapi driver" in refused.get_json()["error"]
+
+    config = create_config(client, admin_headers, send=livchat)
+    patched = client.patch(f"/api/workflow-configs/{config['id']}", headers=admin_headers,
+                           json={"options": {"groups": "mention"}})
+    assert patched.status_code == 400 and "wuzapi driver" in patched.get_json()["error"]
+    with session_scope() as session:
+        assert (session.get(WorkflowConfig, config["id"]).options or {}).get("groups") is None
+
+    grouped = create_config(client, admin_headers, options={"groups": "on"})
+    moved = client.patch(f"/api/workflow-configs/{grouped['id']}", headers=admin_headers,
+                         json={"send": livchat})
+    assert moved.status_code == 400

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from zapreply import inbound, leases, replay, responder, sweeper
+from zapreply import conversations, inbound, leases, replay, responder, sweeper
 from zapreply import settings as settings_module
 from zapreply.db import session_scope
 from zapreply.models import Conversation, Event, Message, ReplyRun, WorkflowConfig, utcnow
@@ -293,3 +293,72 @@ def test_a_message_that_arrives_mid_reply_is_answered_next_with_that_reply_in_it
     assert [r["body"]["Body"] for r in wuzapi.sent()] == ["Resposta: primeira", "Resposta: segunda"]
     second_request = [m["content"] for m in llm.requests[1]["body"]["messages"]]
     assert second_request[1:] == ["primeira", "Resposta: primeira", "segunda"]
+
+
+def test_the_sweeper_finds_a_closed_runs_text_left_unsent(fast_retries, llm, wuzapi):
+    # As a worker killed between storing a spent budget's fallback text and sending it leaves
+    # things: the run is already closed (skipped), so no open run points at the text.
+    conversation_id = receive(make_config(wuzapi), "oi", "S1")
+    with session_scope() as session:
+        run = ReplyRun(conversation_id=conversation_id, status="skipped", attempts=0,
+                       error="daily budget spent",
+                       workflow_config_id=session.get(Conversation, conversation_id)
+                       .workflow_config_id)
+        session.add(run)
+        session.flush()
+        session.scalars(select(Message)).one().reply_run_id = run.id
+        session.add(Message(
+            conversation_id=conversation_id, instance="loja", role="assistant",
+            content="Limite do dia", reply_run_id=run.id, status="pending", seq=0,
+            wa_message_id=responder.outbound_message_id("loja", run.id, 0),
+            extra={"fallback": True}, created_at=utcnow() - timedelta(minutes=5),
+        ))
+
+    with session_scope() as session:
+        assert sweeper.stranded_conversations(session, utcnow(), grace_seconds=30) \
+            == [conversation_id]
+    answer(conversation_id)
+
+    assert [r["body"]["Body"] for r in wuzapi.sent()] == ["Limite do dia"]
+    assert llm.requests == []
+    with session_scope() as session:
+        assert sweeper.stranded_conversations(session, utcnow(), grace_seconds=0) == []
+
+
+def test_replaying_a_failed_away_message_sends_it_again_without_the_model(
+    fast_retries, llm, wuzapi
+):
+    # Open one hour a week, three days from today: closed now.
+    day = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[(utcnow().weekday() + 3) % 7]
+    conversation_id = receive(make_config(wuzapi, opening_hours={day: ["10:00-11:00"]},
+                                          away_message="Fechados agora."), "oi", "W1")
+    wuzapi.failures = [400]  # refused: the run fails at once
+    answer(conversation_id)
+    run = run_of(conversation_id)
+    assert run.status == "failed"
+
+    with session_scope() as session:
+        replay.reopen_run(session, run.id, actor="operator")
+    answer(conversation_id)
+
+    assert [r["body"]["Body"] for r in wuzapi.sent()] == ["Fechados agora."]
+    assert llm.requests == []
+    assert run_of(conversation_id).status == "sent"
+
+
+def test_a_run_waiting_for_a_retry_stops_once_a_person_takes_over(fast_retries, llm, wuzapi):
+    conversation_id = receive(make_config(wuzapi), "oi", "P1")
+    llm.fail_status = 500
+    fail_retryably(conversation_id, times=1)
+    with session_scope() as session:  # the business answers from its phone meanwhile
+        conversations.pause(session, session.get(Conversation, conversation_id),
+                            reason="human took over", actor="business")
+    llm.fail_status = None
+    calls = len(llm.requests)
+
+    answer(conversation_id)
+
+    assert len(llm.requests) == calls and wuzapi.sent() == []
+    run = run_of(conversation_id)
+    assert (run.status, run.error) == ("skipped", "conversation paused")
+    assert "message.ignored" in event_types(conversation_id)
