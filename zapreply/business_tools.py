@@ -27,6 +27,8 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from zapreply.http import shared_client
+
 NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 DEFAULT_METHOD = "POST"
@@ -314,20 +316,11 @@ def _query(arguments: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-_client: httpx.Client | None = None
-_client_lock = threading.Lock()
-
-
 def _http() -> httpx.Client:
-    global _client
-    if _client is None:
-        with _client_lock:
-            if _client is None:
-                _client = httpx.Client(
-                    limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
-                    follow_redirects=False,
-                )
-    return _client
+    return shared_client("business-tools", lambda: httpx.Client(
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        follow_redirects=False,
+    ))
 
 
 class _QuietWhileCalling(logging.Filter):

@@ -27,7 +27,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from zapreply import budget, events
 from zapreply.db import session_scope
+from zapreply.http import shared_client
 from zapreply.models import Message, ReplyRun, utcnow
 from zapreply.settings import Settings
 from zapreply.wuzapi import storable
@@ -302,17 +302,8 @@ def fetch(reference: dict[str, Any], media_type: str | None, send: dict[str, Any
                       retry_after=max((f.retry_after or 0 for f in failures), default=0) or None)
 
 
-_client: httpx.Client | None = None
-_client_lock = threading.Lock()
-
-
 def _http() -> httpx.Client:
-    global _client
-    if _client is None:
-        with _client_lock:
-            if _client is None:
-                _client = httpx.Client(follow_redirects=True, max_redirects=3)
-    return _client
+    return shared_client("media", lambda: httpx.Client(follow_redirects=True, max_redirects=3))
 
 
 def _get(url: str, settings: Settings) -> bytes:

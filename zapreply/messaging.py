@@ -7,10 +7,11 @@ any other 4xx means the request itself is wrong and repeating it only repeats th
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 import httpx
+
+from zapreply.http import shared_client
 
 log = logging.getLogger(__name__)
 
@@ -22,20 +23,11 @@ class SendError(Exception):
         self.status = status
 
 
-_client: httpx.Client | None = None
-_client_lock = threading.Lock()
-
-
 def _http() -> httpx.Client:
-    global _client
-    if _client is None:
-        with _client_lock:
-            if _client is None:
-                _client = httpx.Client(
-                    limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-                    follow_redirects=False,
-                )
-    return _client
+    return shared_client("messages-api", lambda: httpx.Client(
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        follow_redirects=False,
+    ))
 
 
 def recipient(chat_jid: str, contact_phone: str | None, driver: str) -> str:
