@@ -30,6 +30,9 @@ FIXTURE_CANDIDATES = (
 WRK_SCRIPT = Path(__file__).resolve().parent / "wrk_post.lua"
 INSTANCE = "loja-teste"
 ADMIN_TOKEN = "bench-admin-token"
+# A model litellm knows (priced, capabilities on file), as a real config names one; the LLM
+# stand-in answers whatever model is asked for.
+BENCH_MODEL = "openai/gpt-4o-mini"
 QUEUE = "zapreply"  # zapreply.queue.QUEUE; not imported, the harness stays out of the app
 
 Tick = Callable[[], None]
@@ -154,7 +157,7 @@ class Bench:
             headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=10,
             json={
                 "name": "Bench", "instance": INSTANCE, "is_active": True,
-                "model": "openai/bench-model", "system_prompt": "Você é o atendente da Loja.",
+                "model": BENCH_MODEL, "system_prompt": "Você é o atendente da Loja.",
                 "send": {"driver": "wuzapi", "base_url": self.url("wuzapi"),
                          "token": "bench-user-token"},
                 "debounce_seconds": 0.0,

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import services
-from bench.harness import ROOT, find_fixture, free_port
+from bench.harness import BENCH_MODEL, ROOT, find_fixture, free_port
 from bench.procs import wait_http_ok
 
 DATABASE = "zapreply_inprocess"
@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="answer the messages from this many threads at once")
     parser.add_argument("--show-sql", action="store_true",
                         help="print the statements of the last message")
+    parser.add_argument("--model", default=BENCH_MODEL,
+                        help="the config's model (the LLM stand-in answers any)")
     parser.add_argument("--option", action="append", default=[], metavar="NAME=JSON",
                         help="a config option, e.g. typing_indicator=false")
     args = parser.parse_args(argv)
@@ -101,7 +103,7 @@ def _run(args: argparse.Namespace, wuzapi_port: int, options: dict[str, Any]) ->
 
     with session_scope() as session:
         config = WorkflowConfig(
-            name="Bench", instance=INSTANCE, is_active=True, model="openai/bench-model",
+            name="Bench", instance=INSTANCE, is_active=True, model=args.model,
             system_prompt="Você é o atendente da Loja.", debounce_seconds=0.0,
             send={"driver": "wuzapi", "base_url": f"http://127.0.0.1:{wuzapi_port}",
                   "token": "bench-user-token"},
