@@ -81,12 +81,17 @@ def resume(
     return True
 
 
+def pause_expired(conversation: Conversation, now: datetime) -> bool:
+    """Paused until a time that has passed: over, but not yet recorded as over."""
+    return conversation.status == PAUSED and conversation.paused_until is not None \
+        and conversation.paused_until <= now
+
+
 def end_expired_pause(session: Session, conversation: Conversation, now: datetime) -> bool:
     """A pause whose end has passed is over already; when the conversation next has work,
     record that (event `conversation.resumed`, actor `expired`, `until` when it ended) and
     clear the fields. False when there was no such pause."""
-    if conversation.status != PAUSED or conversation.paused_until is None \
-            or conversation.paused_until > now:
+    if not pause_expired(conversation, now):
         return False
     ended_reason, ended_until = conversation.pause_reason, conversation.paused_until
     conversation.status = ACTIVE

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import Row, bindparam, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -15,9 +15,19 @@ from zapreply.configs import OPTION_DEFAULTS, option_values
 from zapreply.models import Conversation, Message, ReplyRun, WorkflowConfig, utcnow
 from zapreply.text import is_keyword
 
+_conversations = Conversation.__table__
+_messages = Message.__table__
 
-def _insert_for(session: Session):  # type: ignore[no-untyped-def]
-    dialect = session.get_bind().dialect.name
+# Statements built once per dialect and shape: building one per call costs more CPU than
+# running it (see zapreply.leases).
+_built: dict[tuple[Any, ...], Any] = {}
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
+def _insert_for(dialect: str):  # type: ignore[no-untyped-def]
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
@@ -25,12 +35,17 @@ def insert_unless_exists(
     session: Session, model: type, values: dict[str, Any], conflict: list[str]
 ) -> int | None:
     """INSERT … ON CONFLICT DO NOTHING in the session's dialect: the new id, or None."""
-    statement = (
-        _insert_for(session)(model).values(**values)
-        .on_conflict_do_nothing(index_elements=conflict)
-        .returning(model.id)  # type: ignore[attr-defined]
-    )
-    return session.execute(statement).scalar()
+    dialect = _dialect(session)
+    key = ("insert", dialect, model, tuple(values), tuple(conflict))
+    statement = _built.get(key)
+    if statement is None:
+        table = model.__table__  # type: ignore[attr-defined]
+        statement = _built[key] = (
+            _insert_for(dialect)(table).values({name: bindparam(name) for name in values})
+            .on_conflict_do_nothing(index_elements=conflict)
+            .returning(table.c.id)
+        )
+    return session.connection().execute(statement, values).scalar()
 
 
 @dataclass(frozen=True)
@@ -43,35 +58,55 @@ class Recorded:
     debounce_seconds: float
 
 
+def _upsert_statement(dialect: str) -> Any:
+    key = ("conversation", dialect)
+    if key not in _built:
+        table = _conversations
+        insert = _insert_for(dialect)(table).values(
+            instance=bindparam("instance"), chat_jid=bindparam("chat_jid"),
+            contact_phone=bindparam("contact_phone"), contact_name=bindparam("contact_name"),
+            workflow_config_id=bindparam("config_id"), status="active", lease_token=0,
+            last_inbound_at=bindparam("inbound_at"), created_at=bindparam("created_at"),
+            updated_at=bindparam("updated_at"),
+        )
+        _built[key] = insert.on_conflict_do_update(
+            index_elements=["instance", "chat_jid"],
+            set_={
+                "contact_name": func.coalesce(insert.excluded.contact_name,
+                                              table.c.contact_name),
+                "contact_phone": func.coalesce(table.c.contact_phone,
+                                               insert.excluded.contact_phone),
+                # The conversation keeps the config that answers it (see
+                # triggers.choose_config).
+                "workflow_config_id": func.coalesce(
+                    table.c.workflow_config_id, insert.excluded.workflow_config_id),
+                "last_inbound_at": func.coalesce(
+                    insert.excluded.last_inbound_at, table.c.last_inbound_at),
+                "updated_at": insert.excluded.updated_at,
+            },
+        ).returning(*table.c)
+    return _built[key]
+
+
 def conversation_for(
     session: Session, *, instance: str, chat_jid: str, contact_phone: str | None,
     contact_name: str | None, config_id: int | None, inbound_at: datetime | None = None,
-) -> Conversation:
+) -> Row[Any]:
     """Get or create the conversation in one statement (an upsert), refreshing what the
-    latest message tells about the contact."""
+    latest message tells about the contact. Its row as it is now: to change the conversation,
+    load it (`session.get(Conversation, row.id)`)."""
     now = utcnow()
-    table = Conversation.__table__
-    insert = _insert_for(session)(Conversation).values(
-        instance=instance, chat_jid=chat_jid, contact_phone=contact_phone,
-        contact_name=contact_name, workflow_config_id=config_id, status="active",
-        lease_token=0, last_inbound_at=inbound_at, created_at=now, updated_at=now,
-    )
-    statement = insert.on_conflict_do_update(
-        index_elements=["instance", "chat_jid"],
-        set_={
-            "contact_name": func.coalesce(insert.excluded.contact_name, table.c.contact_name),
-            "contact_phone": func.coalesce(table.c.contact_phone, insert.excluded.contact_phone),
-            # The conversation keeps the config that answers it (see triggers.choose_config).
-            "workflow_config_id": func.coalesce(
-                table.c.workflow_config_id, insert.excluded.workflow_config_id),
-            "last_inbound_at": func.coalesce(
-                insert.excluded.last_inbound_at, table.c.last_inbound_at),
-            "updated_at": now,
-        },
-    ).returning(Conversation)
-    return session.scalars(
-        statement, execution_options={"populate_existing": True}
-    ).one()
+    return session.connection().execute(_upsert_statement(_dialect(session)), {
+        "instance": instance, "chat_jid": chat_jid, "contact_phone": contact_phone,
+        "contact_name": contact_name, "config_id": config_id, "inbound_at": inbound_at,
+        "created_at": now, "updated_at": now,
+    }).one()
+
+
+_SET_CONFIG = (
+    update(_conversations).where(_conversations.c.id == bindparam("conversation_id"))
+    .values(workflow_config_id=bindparam("config_id"))
+)
 
 
 def record_inbound(
@@ -91,9 +126,8 @@ def record_inbound(
     debounce = config.debounce_seconds if config else 0.0
     wa_id = message["wa_message_id"]
 
-    if from_me and session.scalar(select(exists().where(
-        Message.instance == instance, Message.provider_message_id == wa_id,
-    ))):
+    if from_me and session.connection().execute(
+            _OWN_ECHO, {"instance": instance, "wa_id": wa_id}).scalar():
         # Our own reply echoed back: not a human taking over.
         events.record(session, events.MESSAGE_IGNORED, conversation_id=conversation.id,
                       reason="own reply echoed", wa_message_id=wa_id)
@@ -140,7 +174,8 @@ def record_inbound(
                   media_type=message.get("media_type"))
     if from_me:
         if resume:
-            conversations.resume(session, conversation, actor="business")
+            conversations.resume(session, session.get(Conversation, conversation.id),
+                                 actor="business")
             return Recorded(conversation.id, True, _has_unanswered(session, conversation.id),
                             debounce)
         # A person at the business answered from the phone: the bot steps aside.
@@ -148,8 +183,8 @@ def record_inbound(
         minutes = options["human_pause_minutes"]
         until = now + timedelta(minutes=float(minutes)) if minutes is not None else None
         if minutes != 0 and not _pause_outlasts(conversation, until, now):
-            conversations.pause(session, conversation, reason="human took over", until=until,
-                                actor="business")
+            conversations.pause(session, session.get(Conversation, conversation.id),
+                                reason="human took over", until=until, actor="business")
         return Recorded(conversation.id, True, False, debounce)
 
     chosen = triggers.choose_config(session, conversation, config, text, now, inserted,
@@ -161,7 +196,8 @@ def record_inbound(
         _set_aside(session, conversation.id, inserted, config, reason)
         return Recorded(conversation.id, True, False, debounce)
     if chosen.id != conversation.workflow_config_id:
-        conversation.workflow_config_id = chosen.id
+        session.connection().execute(
+            _SET_CONFIG, {"conversation_id": conversation.id, "config_id": chosen.id})
     config, options, debounce = chosen, option_values(chosen), chosen.debounce_seconds
     refused = triggers.contact_refused(chosen, conversation,
                                        also=groups.sender_ids(message) if group else ())
@@ -190,16 +226,30 @@ def record_inbound(
     return Recorded(conversation.id, True, True, debounce)
 
 
+_RECENT = select(func.count()).where(
+    _messages.c.conversation_id == bindparam("conversation_id"),
+    _messages.c.role == "customer",
+    _messages.c.created_at > bindparam("since"),
+)
+_RECENT_FROM = _RECENT.where(_messages.c.extra["sender"].as_string() == bindparam("sender"))
+_OWN_ECHO = select(exists().where(
+    _messages.c.instance == bindparam("instance"),
+    _messages.c.provider_message_id == bindparam("wa_id"),
+))
+_UNANSWERED = select(exists().where(
+    _messages.c.conversation_id == bindparam("conversation_id"),
+    _messages.c.role == "customer",
+    _messages.c.reply_run_id.is_(None),
+))
+
+
 def _recent_customer_messages(session: Session, conversation_id: int, now: datetime,
                               sender: str | None = None) -> int:
-    clauses = [
-        Message.conversation_id == conversation_id,
-        Message.role == "customer",
-        Message.created_at > now - timedelta(minutes=1),
-    ]
+    params = {"conversation_id": conversation_id, "since": now - timedelta(minutes=1)}
     if sender:
-        clauses.append(Message.extra["sender"].as_string() == sender)
-    return session.scalar(select(func.count()).where(*clauses)) or 0
+        return session.connection().execute(_RECENT_FROM, {**params, "sender": sender}) \
+            .scalar() or 0
+    return session.connection().execute(_RECENT, params).scalar() or 0
 
 
 def _set_aside(session: Session, conversation_id: int, message_id: int,
@@ -227,11 +277,8 @@ def _pause_outlasts(conversation: Conversation, until: datetime | None, now: dat
 
 
 def _has_unanswered(session: Session, conversation_id: int) -> bool:
-    return bool(session.scalar(select(exists().where(
-        Message.conversation_id == conversation_id,
-        Message.role == "customer",
-        Message.reply_run_id.is_(None),
-    ))))
+    return bool(session.connection().execute(
+        _UNANSWERED, {"conversation_id": conversation_id}).scalar())
 
 
 def record_ignored(

@@ -12,8 +12,9 @@ import logging
 import threading
 import time
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import or_, tuple_, update
+from sqlalchemy import Row, bindparam, or_, tuple_, update
 from sqlalchemy.orm import Session
 
 from zapreply.db import session_scope
@@ -29,59 +30,64 @@ class LeaseLost(Exception):
     """Another worker holds the conversation now; stop without writing."""
 
 
+# Built once: a statement built per call costs more CPU than running it (SQLAlchemy
+# coerces every clause and computes its cache key again), and these run several times for each
+# message. Core, on the session's connection: no ORM unit of work for a lease.
+_CLAIM = (
+    update(_conversations)
+    .where(
+        _conversations.c.id == bindparam("conversation_id"),
+        or_(_conversations.c.lease_expires_at.is_(None),
+            _conversations.c.lease_expires_at < bindparam("now")),
+    )
+    .values(
+        lease_token=_conversations.c.lease_token + 1,
+        lease_owner=bindparam("owner"),
+        lease_expires_at=bindparam("expires_at"),
+    )
+    .returning(*_conversations.c)
+)
+_RENEW = (
+    update(_conversations)
+    .where(_conversations.c.id == bindparam("conversation_id"),
+           _conversations.c.lease_token == bindparam("token"))
+    .values(lease_expires_at=bindparam("expires_at"))
+)
+_RELEASE = (
+    update(_conversations)
+    .where(_conversations.c.id == bindparam("conversation_id"),
+           _conversations.c.lease_token == bindparam("token"))
+    .values(lease_expires_at=None, lease_owner=None)
+)
+
+
 def claim_conversation(
     session: Session, conversation_id: int, owner: str, seconds: float
 ) -> int | None:
     """Take the lease if it is free or expired; return the fencing token, or None."""
-    now = utcnow()
-    # Core statements on the session's connection, here and below: a quarter of the CPU of
-    # the same UPDATE through the ORM, and these run several times per message.
-    token = session.connection().execute(
-        update(_conversations)
-        .where(
-            _conversations.c.id == conversation_id,
-            or_(_conversations.c.lease_expires_at.is_(None),
-                _conversations.c.lease_expires_at < now),
-        )
-        .values(
-            lease_token=_conversations.c.lease_token + 1,
-            lease_owner=owner[:200],
-            lease_expires_at=now + timedelta(seconds=seconds),
-        )
-        .returning(_conversations.c.lease_token)
-    ).scalar()
-    return token
+    claimed = claim_and_load(session, conversation_id, owner, seconds)
+    return claimed.lease_token if claimed is not None else None
 
 
 def claim_and_load(
     session: Session, conversation_id: int, owner: str, seconds: float
-) -> Conversation | None:
-    """claim_conversation, returning the conversation itself (its `lease_token` is the
-    fencing token): one statement where a claim and a load would be two."""
+) -> Row[Any] | None:
+    """Take the lease if it is free or expired; return the conversation's row as it is now
+    (its `lease_token` is the fencing token), or None: one statement where a claim and a load
+    would be two. A row, not an ORM object: read it, and load the entity to change it."""
     now = utcnow()
-    return session.scalars(
-        update(Conversation)
-        .where(
-            Conversation.id == conversation_id,
-            or_(Conversation.lease_expires_at.is_(None), Conversation.lease_expires_at < now),
-        )
-        .values(
-            lease_token=Conversation.lease_token + 1,
-            lease_owner=owner[:200],
-            lease_expires_at=now + timedelta(seconds=seconds),
-        )
-        .returning(Conversation),
-        execution_options={"populate_existing": True, "synchronize_session": False},
-    ).first()
+    return session.connection().execute(_CLAIM, {
+        "conversation_id": conversation_id, "now": now, "owner": owner[:200],
+        "expires_at": now + timedelta(seconds=seconds),
+    }).first()
 
 
 def renew(session: Session, conversation_id: int, token: int, seconds: float) -> bool:
     """Extend the lease if it is still ours; say whether it is."""
-    result = session.connection().execute(
-        update(_conversations)
-        .where(_conversations.c.id == conversation_id, _conversations.c.lease_token == token)
-        .values(lease_expires_at=utcnow() + timedelta(seconds=seconds))
-    )
+    result = session.connection().execute(_RENEW, {
+        "conversation_id": conversation_id, "token": token,
+        "expires_at": utcnow() + timedelta(seconds=seconds),
+    })
     return result.rowcount == 1
 
 
@@ -94,10 +100,7 @@ def fence(session: Session, conversation_id: int, token: int, seconds: float) ->
 def release_conversation(session: Session, conversation_id: int, token: int) -> bool:
     """Give the lease up; say whether it was still ours."""
     result = session.connection().execute(
-        update(_conversations)
-        .where(_conversations.c.id == conversation_id, _conversations.c.lease_token == token)
-        .values(lease_expires_at=None, lease_owner=None)
-    )
+        _RELEASE, {"conversation_id": conversation_id, "token": token})
     return result.rowcount == 1
 
 

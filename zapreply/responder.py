@@ -31,9 +31,8 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import and_, exists, func, insert, or_, select, update
+from sqlalchemy import Row, and_, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from zapreply import (
     budget,
@@ -57,6 +56,91 @@ log = logging.getLogger(__name__)
 
 _messages = Message.__table__
 _runs = ReplyRun.__table__
+_conversations = Conversation.__table__
+
+# The statements of the common path, built once: building a statement per call costs more CPU
+# than running it (see zapreply.leases). Core on the session's connection, rows back: the ORM
+# loads an object only where one is changed (a pause, a run that is resumed or closed).
+# Core statements do not autoflush: `_plan_once` flushes before it reads.
+_CONVERSATION = select(*_conversations.c).where(
+    _conversations.c.id == bindparam("conversation_id"))
+_WAITING = (
+    select(*_messages.c)
+    .where(_messages.c.conversation_id == bindparam("conversation_id"), or_(
+        and_(_messages.c.role == "assistant", _messages.c.status == "pending"),
+        and_(_messages.c.role == "customer", _messages.c.reply_run_id.is_(None)),
+    ))
+    .order_by(_messages.c.id)
+)
+_RUNNING = (
+    select(_runs.c.id)
+    .where(_runs.c.conversation_id == bindparam("conversation_id"), _runs.c.status == "running")
+    .order_by(_runs.c.id)
+    .limit(1)
+)
+_OPEN_RUN = insert(_runs).returning(_runs.c.id)
+_TAKE_BURST = (
+    update(_messages).where(_messages.c.id.in_(bindparam("ids", expanding=True)))
+    .values(reply_run_id=bindparam("run_id"))
+)
+_REPLIES_SENT = select(func.count(func.distinct(_messages.c.reply_run_id))).where(
+    _messages.c.conversation_id == bindparam("conversation_id"),
+    _messages.c.role == "assistant",
+    _messages.c.status == "sent",
+    _messages.c.sent_at > bindparam("since"),
+)
+_HISTORY = (
+    select(*_messages.c)
+    .where(
+        _messages.c.conversation_id == bindparam("conversation_id"),
+        _messages.c.role.in_(("customer", "assistant", "business")),
+        # Customer messages up to this run's burst (later ones belong to the next run);
+        # everything we (or the business) sent, even if written after the burst arrived.
+        (_messages.c.role != "customer") | (_messages.c.id <= bindparam("newest")),
+        (_messages.c.role != "assistant") | (_messages.c.status == "sent"),
+    )
+    .order_by(_messages.c.id.desc())
+    .limit(bindparam("limit"))
+)
+_READ_IDS = (
+    select(_messages.c.wa_message_id, _messages.c.extra["sender"].as_string())
+    .where(_messages.c.reply_run_id == bindparam("run_id"), _messages.c.role == "customer")
+    .order_by(_messages.c.id)
+)
+_NEXT_SEQ = select(func.coalesce(func.max(_messages.c.seq) + 1, 0)).where(
+    _messages.c.reply_run_id == bindparam("run_id"), _messages.c.role == "assistant")
+_ADD_OUTBOX = insert(_messages).returning(_messages.c.id, sort_by_parameter_order=True)
+_CLOSE_SENT_RUN = (
+    update(_runs).where(_runs.c.id == bindparam("run_id"), _runs.c.status == "running")
+    .values(status="sent", finished_at=bindparam("finished_at"))
+)
+_MORE_WAITING = select(exists().where(
+    _messages.c.conversation_id == bindparam("conversation_id"),
+    or_(
+        and_(_messages.c.role == "customer", _messages.c.reply_run_id.is_(None)),
+        and_(_messages.c.role == "assistant", _messages.c.status == "pending"),
+    ),
+))
+_MARK_SENT = (
+    update(_messages).where(_messages.c.id == bindparam("row_id"))
+    .values(status="sent", provider_message_id=bindparam("provider_id"),
+            sent_at=bindparam("sent_at"))
+)
+
+
+@dataclass(frozen=True)
+class _RunRef:
+    """A run opened in this transaction: what the next steps read of it."""
+
+    id: int
+    workflow_config_id: int | None
+
+
+def _entity(session: Session, conversation: Conversation | Row[Any]) -> Conversation:
+    """The conversation as an ORM object, to change it (it is read as a row)."""
+    if isinstance(conversation, Conversation):
+        return conversation
+    return session.get(Conversation, conversation.id)
 
 
 class Busy(Exception):
@@ -139,8 +223,8 @@ def answer_conversation(conversation_id: int, *, owner: str) -> int:
         claimed = leases.claim_and_load(session, conversation_id, owner, settings.lease_seconds)
         if claimed is None:
             raise Busy(retry_in=random.uniform(0.5, 1.5))
-        token = claimed.lease_token  # _plan finds the conversation loaded
-        step = _plan(session, conversation_id, token, settings, finished)
+        token = claimed.lease_token
+        step = _plan(session, conversation_id, token, settings, finished, claimed)
     if step is None or isinstance(step, _Wait):
         return _finish(step, finished)
     leases.keeper.hold(conversation_id, token)
@@ -167,11 +251,14 @@ def _finish(step: _Step, finished: list[int]) -> int:
 
 
 def _plan(
-    session: Session, conversation_id: int, token: int, settings: Settings, finished: list[int]
+    session: Session, conversation_id: int, token: int, settings: Settings, finished: list[int],
+    claimed: Row[Any] | None = None,
 ) -> _Step:
-    """The next step for a conversation whose lease this transaction holds."""
+    """The next step for a conversation whose lease this transaction holds (`claimed`: its
+    row as the claim returned it, if nothing changed it since)."""
     while True:
-        step = _plan_once(session, conversation_id, settings, finished)
+        step = _plan_once(session, conversation_id, settings, finished, claimed)
+        claimed = None
         if step == "again":
             continue
         if step is None or isinstance(step, _Wait):
@@ -180,23 +267,21 @@ def _plan(
 
 
 def _plan_once(  # noqa: C901 - one decision table, read top to bottom
-    session: Session, conversation_id: int, settings: Settings, finished: list[int]
+    session: Session, conversation_id: int, settings: Settings, finished: list[int],
+    conversation: Conversation | Row[Any] | None = None,
 ) -> _Step | str:
-    conversation = session.get(Conversation, conversation_id)
+    session.flush()  # what the ORM changed must be seen by the Core reads below
+    connection = session.connection()
     if conversation is None:
-        return None
+        conversation = connection.execute(
+            _CONVERSATION, {"conversation_id": conversation_id}).first()
+        if conversation is None:
+            return None
     now = utcnow()
 
     # What is waiting: outbox rows not confirmed sent, and customer messages no run has taken
     # (one query for both).
-    waiting = session.scalars(
-        select(Message)
-        .where(Message.conversation_id == conversation_id, or_(
-            and_(Message.role == "assistant", Message.status == "pending"),
-            and_(Message.role == "customer", Message.reply_run_id.is_(None)),
-        ))
-        .order_by(Message.id)
-    ).all()
+    waiting = connection.execute(_WAITING, {"conversation_id": conversation_id}).all()
 
     # 1. Replies already written but not confirmed sent: send them first, in order (this
     #    includes the fallback text of a run that failed).
@@ -210,13 +295,9 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
                              [m for m in undelivered if m.reply_run_id == run.id])
 
     # 2. A run left open (a retry, a crash, a replay): resume it.
-    run = session.scalars(
-        select(ReplyRun)
-        .where(ReplyRun.conversation_id == conversation_id, ReplyRun.status == "running")
-        .order_by(ReplyRun.id)
-        .limit(1)
-    ).first()
-    if run is not None:
+    open_id = connection.execute(_RUNNING, {"conversation_id": conversation_id}).scalar()
+    if open_id is not None:
+        run = session.get(ReplyRun, open_id)
         if run.next_attempt_at is not None and run.next_attempt_at > now:
             return _Wait((run.next_attempt_at - now).total_seconds())
         # A fallback text sent by an earlier failed attempt is not an answer (see replay).
@@ -251,7 +332,9 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
     )
     skip_reason = None
     closed: hours.Closed | None = None
-    conversations.end_expired_pause(session, conversation, now)  # its event, once
+    if conversations.pause_expired(conversation, now):
+        conversation = _entity(session, conversation)
+        conversations.end_expired_pause(session, conversation, now)  # its event, once
     if config is None or not config.is_active:
         skip_reason = "no active workflow config"
     elif conversations.is_paused(conversation, now):
@@ -260,6 +343,7 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
                   member=(pending[-1].extra or {}).get("sender")
                   if groups.is_group_chat(conversation.chat_jid) else None):
         # Another bot is probably answering ours: stop before the costs run away.
+        conversation = _entity(session, conversation)
         conversations.pause(session, conversation, reason="loop guard", until=None,
                             actor="loop guard")
         skip_reason = "loop guard"
@@ -275,24 +359,21 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
             skip_reason = "outside opening hours"
         elif closed is None and budget.is_spent(session, config.id, option_values(config), now):
             skip_reason = budget.SPENT
-    run = ReplyRun(
-        conversation_id=conversation_id,
-        workflow_config_id=config.id if config else None,
-        status="skipped" if skip_reason else "running",
-        attempts=0,
-        error=skip_reason,
-        finished_at=now if skip_reason else None,
-    )
-    session.add(run)
-    session.flush()
-    session.connection().execute(
-        update(_messages).where(_messages.c.id.in_([m.id for m in pending]))
-        .values(reply_run_id=run.id)
-    )
-    for message in pending:
-        set_committed_value(message, "reply_run_id", run.id)
-        if skip_reason or closed is not None:  # not answered (the away message is no answer)
-            media.drop_inline(message)
+    run = _RunRef(connection.execute(_OPEN_RUN, {
+        "conversation_id": conversation_id,
+        "workflow_config_id": config.id if config else None,
+        "status": "skipped" if skip_reason else "running",
+        "attempts": 0,
+        "next_attempt_at": None,
+        "error": skip_reason,
+        "created_at": now,
+        "finished_at": now if skip_reason else None,
+    }).scalar_one(), config.id if config else None)
+    connection.execute(_TAKE_BURST, {"ids": [m.id for m in pending], "run_id": run.id})
+    if skip_reason or closed is not None:  # not answered (the away message is no answer)
+        for message in pending:
+            if message.media_type:
+                media.drop_inline(session.get(Message, message.id))
     if closed is not None and closed.away_text is not None:
         # Sent like any reply (outbox row, deterministic id, delivered by step 1); the
         # customer's messages stay in the history for when the business opens.
@@ -300,7 +381,7 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
                            extra={"away": True})
         events.record(session, events.AWAY_QUEUED, conversation_id=conversation_id,
                       run_id=run.id, closed_since=closed.since.isoformat(),
-                      message_ids=[row.id for row in away],
+                      message_ids=[row.row_id for row in away],
                       wa_message_ids=[m.wa_message_id for m in pending])
         return "again"
     if skip_reason:
@@ -309,6 +390,7 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
             reason=skip_reason, wa_message_ids=[m.wa_message_id for m in pending],
         )
         if skip_reason == budget.SPENT:
+            conversation = _entity(session, conversation)
             texts = budget.turn_away(session, conversation, run, option_values(config), now)
             _add_outbox(session, conversation, run.id, texts, fallback=True, first_seq=0)
         return "again"
@@ -336,8 +418,13 @@ def _looping(session: Session, conversation_id: int, options: dict[str, Any],
         clauses.append(exists().where(
             asked.c.reply_run_id == Message.reply_run_id, asked.c.role == "customer",
             asked.c.extra["sender"].as_string() == member))
-    sent = session.scalar(
-        select(func.count(func.distinct(Message.reply_run_id))).where(*clauses)) or 0
+    if member:
+        sent = session.scalar(
+            select(func.count(func.distinct(Message.reply_run_id))).where(*clauses)) or 0
+    else:
+        sent = session.connection().execute(_REPLIES_SENT, {
+            "conversation_id": conversation_id, "since": now - timedelta(minutes=minutes),
+        }).scalar() or 0
     return sent >= most
 
 
@@ -348,10 +435,8 @@ def _generate_step(
     context = _llm_context(session, conversation, run, settings, config, newest)
     config = config or configs.get(session, context.config_id)
     send = dict(config.send or {})
-    read_ids = [(wa_id, sender) for wa_id, sender in session.execute(
-        select(Message.wa_message_id, Message.extra["sender"].as_string())
-        .where(Message.reply_run_id == run.id, Message.role == "customer")
-        .order_by(Message.id)
+    read_ids = [(wa_id, sender) for wa_id, sender in session.connection().execute(
+        _READ_IDS, {"run_id": run.id}
     )] if context.options.get("mark_read") else []
     return _Generate(
         run.id, context, send=send, chat=conversation.chat_jid, read_ids=read_ids,
@@ -408,19 +493,9 @@ def _llm_context(
             .where(Message.reply_run_id == run.id, Message.role == "customer")
         )
     limit = options.get("history_limit") or settings.history_limit
-    rows = session.scalars(
-        select(Message)
-        .where(
-            Message.conversation_id == conversation.id,
-            Message.role.in_(("customer", "assistant", "business")),
-            # Customer messages up to this run's burst (later ones belong to the next run);
-            # everything we (or the business) sent, even if written after the burst arrived.
-            (Message.role != "customer") | (Message.id <= (newest or 0)),
-            (Message.role != "assistant") | (Message.status == "sent"),
-        )
-        .order_by(Message.id.desc())
-        .limit(limit)
-    ).all()
+    rows = session.connection().execute(_HISTORY, {
+        "conversation_id": conversation.id, "newest": newest or 0, "limit": limit,
+    }).all()
     rows = _in_typed_order(_in_reply_order(session, [
         row for row in rows
         # The fallback of this very run is not part of what it answers (after a replay).
@@ -605,18 +680,11 @@ def _close_sent_run(
     finished: list[int],
 ) -> _Step:
     """Every row of the run went out: close it, and stop here unless more came in meanwhile."""
-    closed = session.connection().execute(
-        update(_runs).where(_runs.c.id == run_id, _runs.c.status == "running")
-        .values(status="sent", finished_at=utcnow())
-    ).rowcount
+    connection = session.connection()
+    closed = connection.execute(
+        _CLOSE_SENT_RUN, {"run_id": run_id, "finished_at": utcnow()}).rowcount
     finished[0] += closed
-    more = session.scalar(select(exists().where(
-        Message.conversation_id == conversation_id,
-        or_(
-            and_(Message.role == "customer", Message.reply_run_id.is_(None)),
-            and_(Message.role == "assistant", Message.status == "pending"),
-        ),
-    )))
+    more = connection.execute(_MORE_WAITING, {"conversation_id": conversation_id}).scalar()
     if more or not closed:
         if not leases.renew(session, conversation_id, token, settings.lease_seconds):
             raise leases.LeaseLost(f"conversation {conversation_id}: lease lost after a send")
@@ -666,9 +734,7 @@ def _generate_and_store(
         budget.record_usage(session, step.context.config_id, options, draft.completions,
                             utcnow())
         if rows:
-            return _Deliver(step.run_id, step.send, step.to,
-                            [_Outgoing(m.id, m.content, m.wa_message_id or "") for m in rows],
-                            step.context.options)
+            return _Deliver(step.run_id, step.send, step.to, rows, step.context.options)
         following = _plan(session, conversation_id, token, settings, finished)
     if options.get("typing_indicator") and not isinstance(following, _Deliver):
         # Nothing to send (a handoff without handoff_text): "typing…" must not linger.
@@ -695,7 +761,7 @@ def _record_discarded_calls(conversation_id: int, token: int, run_id: int, setti
 
 def _store_draft(
     session: Session, conversation_id: int, run_id: int, context: _Context, draft: _Draft
-) -> list[Message]:
+) -> list[_Outgoing]:
     """Store what the run produced; return the outbox rows to deliver (none when it ends
     without a message: a silent handoff, or a failure)."""
     if any(item.media_type for item in context.burst):
@@ -754,14 +820,14 @@ class _ConversationRef:
 
 def _add_outbox(session: Session, conversation: Conversation | _ConversationRef, run_id: int,
                 texts: list[str], *, fallback: bool = False, first_seq: int | None = None,
-                extra: dict[str, Any] | None = None) -> list[Message]:
+                extra: dict[str, Any] | None = None) -> list[_Outgoing]:
     """Insert the outbox rows (Core, one statement) and return them, with their ids."""
+    # Rows added through the ORM in this transaction (tool calls) keep the lower ids.
+    session.flush()
     # After a replay the run may already hold a sent fallback row: number on from it, since
     # the message id is derived from the position.
-    start = first_seq if first_seq is not None else session.scalar(
-        select(func.coalesce(func.max(Message.seq) + 1, 0))
-        .where(Message.reply_run_id == run_id, Message.role == "assistant")
-    )
+    start = first_seq if first_seq is not None else session.connection().execute(
+        _NEXT_SEQ, {"run_id": run_id}).scalar()
     now = utcnow()
     values = [
         {
@@ -775,12 +841,9 @@ def _add_outbox(session: Session, conversation: Conversation | _ConversationRef,
     ]
     if not values:
         return []
-    # Rows added through the ORM in this transaction (tool calls) keep the lower ids.
-    session.flush()
-    ids = session.connection().execute(
-        insert(_messages).returning(_messages.c.id, sort_by_parameter_order=True), values
-    ).scalars().all()
-    return [Message(id=row_id, **row) for row_id, row in zip(ids, values, strict=True)]
+    ids = session.connection().execute(_ADD_OUTBOX, values).scalars().all()
+    return [_Outgoing(row_id, row["content"], row["wa_message_id"])
+            for row_id, row in zip(ids, values, strict=True)]
 
 
 def _close_failed(session: Session, run: ReplyRun, conversation_id: int, reason: str,
@@ -899,10 +962,8 @@ def _deliver_rows(
         last = index == len(step.rows) - 1
         with session_scope() as session:
             # The send happened: record it whatever became of the lease meanwhile.
-            session.connection().execute(
-                update(_messages).where(_messages.c.id == row.row_id)
-                .values(status="sent", provider_message_id=provider_id, sent_at=utcnow())
-            )
+            session.connection().execute(_MARK_SENT, {
+                "row_id": row.row_id, "provider_id": provider_id, "sent_at": utcnow()})
             events.record(session, events.MESSAGE_SENT, conversation_id=conversation_id,
                           run_id=step.run_id, message_id=row.row_id,
                           provider_message_id=provider_id)
