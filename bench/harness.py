@@ -327,10 +327,15 @@ class Bench:
     def stub_stats(self) -> dict[str, Any]:
         return httpx.get(self.url("wuzapi", "/_bench/stats"), timeout=10).json()
 
-    def replies(self) -> dict[str, float]:
+    def sends(self) -> list[tuple[float, str]]:
+        """Every send the WuzAPI stand-in received: (its time.monotonic(), Phone)."""
+        return [(at, phone) for at, phone in
+                httpx.get(self.url("wuzapi", "/_bench/sends"), timeout=30).json()]
+
+    def replies(self, sends: list[tuple[float, str]] | None = None) -> dict[str, float]:
         """When the WuzAPI stand-in received the first reply to each chat."""
         first: dict[str, float] = {}
-        for at, phone in httpx.get(self.url("wuzapi", "/_bench/sends"), timeout=30).json():
+        for at, phone in self.sends() if sends is None else sends:
             first.setdefault(phone, at)
         return first
 

@@ -166,7 +166,8 @@ def concurrency(bench: Bench, report: Report) -> None:
                         rate=options.concurrency_rate, tick=sample)
     bench.wait_for_every_reply(result, timeout=options.llm_delay + 60, tick=sample)
     stats = bench.stub_stats()
-    replied = bench.replies()
+    sends = bench.sends()  # one snapshot: the backlog may still be draining
+    replied = bench.replies(sends)
     # Steady state: from when the first replies are due (LLM delay + 2 s) to the end of the
     # offered load; replies after it are the backlog draining.
     window_start, window_end = result.start + options.llm_delay + 2.0, result.end
@@ -185,7 +186,7 @@ def concurrency(bench: Bench, report: Report) -> None:
             f"× {options.worker_concurrency})",
             peak_rss / MB, "{:.0f} MB", Goal("<=", 1536, "MB")),
     )
-    repeated = int(stats["send_count"]) - len(replied)
+    repeated = len(sends) - len(replied)
     if repeated:
         report.note(f"concurrency run: {repeated} replies were sent again with the same "
                     f"WhatsApp id (a send that timed out is retried; WhatsApp keeps one)")
