@@ -5,6 +5,7 @@ the WuzAPI stand-in; the tables tell the story."""
 from __future__ import annotations
 
 import json
+import os
 
 import httpx
 import pytest
@@ -21,6 +22,7 @@ from tests.e2e import (
     wait_for,
     wait_for_event,
 )
+from zapreply import settings
 from zapreply.db import session_scope
 from zapreply.models import Conversation, Message, ReplyRun
 
@@ -192,3 +194,21 @@ def test_a_burst_within_the_debounce_window_gets_one_reply_to_all_of_it(db, rece
     wait_for_event("message.sent")
     assert [r["body"]["Body"] for r in wuzapi.sent()] == ["Resposta: oi | tudo bem? | qual o horário?"]
     assert len(llm.requests) == 1
+
+
+def _niceness(pid: int) -> int:
+    # /proc/<pid>/stat: the 19th field, counted after the command's closing parenthesis.
+    stat = open(f"/proc/{pid}/stat").read()
+    return int(stat.rsplit(")", 1)[1].split()[16])
+
+
+def test_the_worker_yields_the_cpu_to_the_receiver(worker_process):
+    # WORKER_NICE (default 10) on top of the niceness it was started with (this process's).
+    assert _niceness(worker_process.pid) == min(os.nice(0) + 10, 19)
+
+
+@pytest.mark.parametrize("value", ["-1", "20", "ten"])
+def test_a_worker_nice_outside_0_to_19_is_refused(value, monkeypatch):
+    monkeypatch.setenv("WORKER_NICE", value)
+    with pytest.raises(ValueError, match="WORKER_NICE"):
+        settings.load()

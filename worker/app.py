@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from celery import signals
 
 from zapreply.db import reset_engines, skip_pre_ping
 from zapreply.queue import make_celery
-from zapreply.settings import apply_litellm_environment
+from zapreply.settings import apply_litellm_environment, get_settings
 
 apply_litellm_environment()
 
@@ -27,6 +28,14 @@ def _start_sweeper(**_: object) -> None:
     from zapreply.queue import REPLY
 
     sweeper.start(lambda conversation_id: app.send_task(REPLY, args=[conversation_id]))
+
+
+@signals.worker_init.connect
+def _yield_cpu_to_the_receiver(**_: object) -> None:
+    # Before the pool starts: its threads or processes inherit it.
+    nice = get_settings().worker_nice
+    if nice:
+        os.nice(nice)
 
 
 @signals.worker_init.connect

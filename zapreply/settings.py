@@ -66,6 +66,9 @@ class Settings:
     # Worker side.
     worker_pool: str
     worker_concurrency: int
+    # Added to the worker's niceness: on a host it shares with the receiver, saturated
+    # workers must not starve the webhooks (WuzAPI would time out and deliver again later).
+    worker_nice: int
     llm_timeout_seconds: float
     llm_max_attempts: int
     send_timeout_seconds: float
@@ -108,6 +111,7 @@ def load(overrides: dict[str, str] | None = None) -> Settings:
         config_cache_seconds=_float(env, "CONFIG_CACHE_SECONDS", 5.0),
         worker_pool=_str(env, "WORKER_POOL", "threads"),
         worker_concurrency=_int(env, "WORKER_CONCURRENCY", 32),
+        worker_nice=_int(env, "WORKER_NICE", 10),
         llm_timeout_seconds=_float(env, "LLM_TIMEOUT_SECONDS", 30.0),
         llm_max_attempts=_int(env, "LLM_MAX_ATTEMPTS", 5),
         send_timeout_seconds=_float(env, "SEND_TIMEOUT_SECONDS", 15.0),
@@ -132,6 +136,8 @@ def load(overrides: dict[str, str] | None = None) -> Settings:
         raise ImproperlyConfigured(
             "VISIBILITY_TIMEOUT_SECONDS must be at least twice TASK_TIME_LIMIT_SECONDS"
         )
+    if not 0 <= settings.worker_nice <= 19:
+        raise ImproperlyConfigured("WORKER_NICE must be between 0 and 19")
     if settings.lease_seconds < 3:
         raise ImproperlyConfigured("LEASE_SECONDS must be at least 3 (it is renewed every third)")
     longest_run = settings.llm_timeout_seconds * (settings.max_tool_rounds + 1)
