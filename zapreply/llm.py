@@ -179,12 +179,18 @@ def _provider_message(text: str) -> str:
 
 
 def _retry_after(exc: Exception) -> float | None:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None) or {}
-    try:
-        return float(headers.get("retry-after"))
-    except (TypeError, ValueError):
-        return None
+    """The provider's Retry-After, in seconds. litellm's mapped errors carry the provider's
+    headers in `litellm_response_headers` (their `response` is a stand-in without headers);
+    the OpenAI client's own errors (transcription) carry them on `response`."""
+    for headers in (getattr(exc, "litellm_response_headers", None),
+                    getattr(getattr(exc, "response", None), "headers", None)):
+        value = next((v for k, v in (headers or {}).items()
+                      if isinstance(k, str) and k.lower() == "retry-after"), None)
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            continue
+    return None
 
 
 # --- media -----------------------------------------------------------------------------------
