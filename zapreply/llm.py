@@ -6,6 +6,7 @@ so litellm and the OpenAI client underneath are told not to retry on their own.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -155,18 +156,41 @@ def warm_up() -> None:
 def _describe(exc: Exception) -> str:
     """A short reason for events and logs: the class and status, never request headers."""
     status = getattr(exc, "status_code", None)
-    text = str(exc).splitlines()[0][:300] if str(exc) else ""
+    text = _provider_message(str(exc)).splitlines()[0][:300] if str(exc) else ""
     label = type(exc).__name__ + (f" ({status})" if status else "")
     return f"{label}: {text}" if text else label
 
 
-def _retry_after(exc: Exception) -> float | None:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None) or {}
+def _provider_message(text: str) -> str:
+    """litellm's HTTP handler quotes the provider's error body whole (`OpenAIException -
+    {"error": {"message": ...}}`) where the OpenAI SDK gave only its message: keep the message."""
+    start = text.find("{")
+    if start < 0:
+        return text
     try:
-        return float(headers.get("retry-after"))
-    except (TypeError, ValueError):
-        return None
+        body, end = json.JSONDecoder().raw_decode(text, start)
+    except ValueError:
+        return text
+    error = body.get("error", body) if isinstance(body, dict) else None
+    message = error.get("message") if isinstance(error, dict) else error
+    if not isinstance(message, str) or not message.strip():
+        return text
+    return text[:start] + message.strip() + text[end:]
+
+
+def _retry_after(exc: Exception) -> float | None:
+    """The provider's Retry-After, in seconds. litellm's mapped errors carry the provider's
+    headers in `litellm_response_headers` (their `response` is a stand-in without headers);
+    the OpenAI client's own errors (transcription) carry them on `response`."""
+    for headers in (getattr(exc, "litellm_response_headers", None),
+                    getattr(getattr(exc, "response", None), "headers", None)):
+        value = next((v for k, v in (headers or {}).items()
+                      if isinstance(k, str) and k.lower() == "retry-after"), None)
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            continue
+    return None
 
 
 # --- media -----------------------------------------------------------------------------------

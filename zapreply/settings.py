@@ -169,5 +169,17 @@ def apply_litellm_environment() -> None:
 
     Without the local cost map litellm downloads a price list at import and, offline,
     retries for several seconds before falling back to the copy it ships.
+
+    OpenAI and OpenAI-compatible chat calls go through litellm's own HTTP handler instead of
+    the OpenAI SDK: the same request, response, error classes and price, for ~40% less CPU
+    per call (the SDK re-walks every message and tool schema against its request types).
+    That handler sends no OpenAI-Organization/OpenAI-Project headers, so it stays off when
+    one is configured; `EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER=false` turns it off.
     """
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    if not any(os.environ.get(name) for name in _OPENAI_SCOPE_VARIABLES):
+        os.environ.setdefault("EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER", "true")
+
+
+# Where litellm and the OpenAI SDK read an organization or project for the request headers.
+_OPENAI_SCOPE_VARIABLES = ("OPENAI_ORGANIZATION", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID")
