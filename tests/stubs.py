@@ -37,6 +37,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 class _Server:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
+        # Sent with every answer (e.g. Retry-After beside a 429).
+        self.extra_headers: dict[str, str] = {}
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
         outer = self
@@ -68,6 +70,8 @@ class _Server:
             def _answer(self, status: int, data: bytes, content_type: str) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
+                for name, value in outer.extra_headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -100,6 +104,7 @@ class _Server:
     def reset(self) -> None:
         with self.lock:
             self.requests.clear()
+            self.extra_headers = {}
 
     def wait_for(self, predicate, timeout: float = 20.0) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
         """Block until predicate(requests) is true; return a copy of the requests."""

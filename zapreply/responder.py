@@ -168,10 +168,11 @@ class RetryLater(Exception):
 
 
 def backoff(settings: Settings, attempt: int, at_least: float | None = None) -> float:
-    """Exponential backoff with full jitter around the nominal delay."""
+    """Exponential backoff with jitter around the nominal delay; at least `at_least` (a
+    provider's Retry-After), but never more than RETRY_MAX_SECONDS for it: a customer waits."""
     nominal = min(settings.retry_max_seconds, settings.retry_base_seconds * 2 ** (attempt - 1))
     delay = nominal * random.uniform(0.5, 1.5)
-    return max(delay, at_least or 0.0)
+    return max(delay, min(at_least or 0.0, settings.retry_max_seconds))
 
 
 @dataclass

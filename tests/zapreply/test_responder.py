@@ -362,3 +362,31 @@ def test_a_run_waiting_for_a_retry_stops_once_a_person_takes_over(fast_retries, 
     run = run_of(conversation_id)
     assert (run.status, run.error) == ("skipped", "conversation paused")
     assert "message.ignored" in event_types(conversation_id)
+
+
+@pytest.mark.parametrize(("retry_after", "low", "high"), [("7", 7.0, 30.0), ("3600", 0.0, 30.0)])
+def test_a_rate_limited_llm_is_asked_again_after_its_retry_after_within_the_cap(
+    db, base_env, llm, wuzapi, retry_after, low, high,
+):
+    settings_module.override(settings_module.load({
+        **base_env, "RETRY_BASE_SECONDS": "0.01", "RETRY_MAX_SECONDS": "30"}))
+    try:
+        conversation_id = receive(make_config(wuzapi), "oi", "RA1")
+        llm.fail_status = 429
+        llm.extra_headers = {"Retry-After": retry_after}
+
+        with pytest.raises(responder.RetryLater) as raised:
+            answer(conversation_id)
+    finally:
+        llm.fail_status = None
+        settings_module.override(settings_module.load(base_env))
+
+    assert low <= raised.value.retry_in <= high
+    run = run_of(conversation_id)
+    assert run.status == "running" and run.attempts == 1
+    assert (run.next_attempt_at - utcnow()).total_seconds() > low - 1
+    with session_scope() as session:
+        failed = session.scalars(select(Event).where(
+            Event.conversation_id == conversation_id, Event.type == "llm.failed")).all()
+        assert [(e.payload["will_retry"], "429" in e.payload["error"]) for e in failed] \
+            == [(True, True)]
