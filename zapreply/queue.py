@@ -10,7 +10,9 @@ import base64
 import json
 import os
 import socket
+import threading
 import uuid
+from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any
 
 from zapreply.settings import Settings, get_settings
@@ -108,17 +110,24 @@ class Publisher:
     """Publishes tasks by name, for the receiver.
 
     With a Redis broker a task is the one LPUSH that Celery itself would make: the same
-    protocol-2 message, on one long-lived client. Going through `send_task` costs the receiver
-    about as much CPU again as the rest of a webhook (kombu builds a new Redis client, a
-    producer and its envelope for every publish; docs/PERFORMANCE.md), and the Celery app and
+    protocol-2 message, on one long-lived connection. Going through `send_task` costs the
+    receiver about as much CPU again as the rest of a webhook (kombu builds a new Redis client,
+    a producer and its envelope for every publish; docs/PERFORMANCE.md), and the Celery app and
     kombu's transport ~8 MB of every receiver process. Other brokers (RabbitMQ, the embedded
     SQLite one) go through a Celery app, made on first use.
+
+    The LPUSH goes straight through one redis-py `Connection` this publisher holds, not through
+    `Redis.execute_command`: the client's pool, retry and observability layers cost more CPU
+    than the round trip itself, on every webhook (docs/PERFORMANCE.md, "Receiver").
     """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._celery: Celery | None = None
-        self._redis: Any = None
+        self._pool: Any = None
+        self._connection: Any = None
+        self._connection_pid = 0
+        self._lock = threading.Lock()
         if settings.broker_url.startswith(("redis://", "rediss://")):
             import redis
             from redis.backoff import NoBackoff
@@ -126,12 +135,13 @@ class Publisher:
 
             # A broker that is down must fail the webhook fast (503, WuzAPI retries): no
             # retry and 2 s timeouts, as for send_task; and no CLIENT SETINFO round trip on
-            # connecting, which a hung server would make wait too.
-            self._redis = redis.Redis.from_url(
+            # connecting, which a hung server would make wait too. Nothing connects until the
+            # first publish (a gunicorn --preload master never holds the worker's socket).
+            self._pool = redis.ConnectionPool.from_url(
                 settings.broker_url, socket_connect_timeout=2, socket_timeout=2,
                 retry=Retry(NoBackoff(), 0), health_check_interval=30, driver_info=None,
             )
-        self._origin = f"gen{os.getpid()}@{socket.gethostname()}"
+        self._origin = _json_string(f"gen{os.getpid()}@{socket.gethostname()}")
 
     @property
     def celery(self) -> Celery:
@@ -142,7 +152,7 @@ class Publisher:
     @property
     def errors(self) -> tuple[type[BaseException], ...]:
         """What a publish (or `ping`) raises when the broker cannot take the task."""
-        if self._redis is None:
+        if self._pool is None:
             return ()
         import redis
 
@@ -150,8 +160,8 @@ class Publisher:
 
     def ping(self) -> None:
         """Raise unless the broker answers (within 2 s, no retry)."""
-        if self._redis is not None:
-            self._redis.ping()
+        if self._pool is not None:
+            self._command(("PING",))
             return
         # No retry: a probe polls again by itself, and orchestrators time a probe out after
         # about a second (kombu's first retry alone would sleep two).
@@ -163,35 +173,57 @@ class Publisher:
         args = list(args or [])
         kwargs = kwargs or {}
         argsrepr = repr(tuple(args))
-        if self._redis is None:
+        if self._pool is None:
             return self.celery.send_task(name, args=args, kwargs=kwargs, argsrepr=argsrepr,
                                          kwargsrepr=kwargsrepr).id
         task_id = str(uuid.uuid4())
         body = json.dumps([args, kwargs, _NO_CALLBACKS]).encode()
-        message = {
+        message = _MESSAGE % {
             "body": base64.b64encode(body).decode("ascii"),
-            "content-encoding": "utf-8",
-            "content-type": "application/json",
-            "headers": {
-                "lang": "py", "task": name, "id": task_id, "shadow": None, "eta": None,
-                "expires": None, "group": None, "group_index": None, "retries": 0,
-                "timelimit": [None, None], "root_id": task_id, "parent_id": None,
-                "argsrepr": argsrepr, "kwargsrepr": kwargsrepr, "origin": self._origin,
-                "ignore_result": None, "replaced_task_nesting": 0, "stamped_headers": None,
-                "stamps": {},
-            },
-            "properties": {
-                "correlation_id": task_id,
-                "delivery_mode": 2,
-                "delivery_info": {"exchange": "", "routing_key": QUEUE},
-                "priority": 0,
-                "body_encoding": "base64",
-                "delivery_tag": str(uuid.uuid4()),
-            },
+            "task": _json_string(name),
+            "id": task_id,
+            "argsrepr": _json_string(argsrepr),
+            "kwargsrepr": _json_string(kwargsrepr),
+            "origin": self._origin,
+            "delivery_tag": uuid.uuid4(),
         }
         # kombu's Redis transport keeps priority 0 in the list named after the queue.
-        self._redis.lpush(QUEUE, json.dumps(message))
+        self._command(("LPUSH", QUEUE, message))
         return task_id
+
+    def _command(self, command: tuple[str, ...]) -> Any:
+        """One command on the publisher's connection; it (re)connects on first use. After any
+        failure the connection is dropped, so a reply left unread (a timeout, an interrupted
+        read) can never be taken for the next command's."""
+        with self._lock:
+            connection = self._connection
+            if connection is None or self._connection_pid != os.getpid():
+                # A forked child never shares its parent's socket.
+                connection = self._connection = self._pool.make_connection()
+                self._connection_pid = os.getpid()
+            try:
+                connection.send_command(*command)
+                return connection.read_response()
+            except BaseException:
+                connection.disconnect()
+                raise
 
 
 _NO_CALLBACKS = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+
+# A Celery protocol-2 message as kombu's Redis transport stores it (body base64-encoded); the
+# fields that vary are filled in as JSON text, which costs a third of json.dumps on a dict of
+# ~30 keys. tests/zapreply/test_queue.py checks it against the message Celery's send_task makes.
+_MESSAGE = (
+    '{"body": "%(body)s", "content-encoding": "utf-8", "content-type": "application/json", '
+    '"headers": {"lang": "py", "task": %(task)s, "id": "%(id)s", "shadow": null, "eta": null, '
+    '"expires": null, "group": null, "group_index": null, "retries": 0, '
+    '"timelimit": [null, null], "root_id": "%(id)s", "parent_id": null, '
+    '"argsrepr": %(argsrepr)s, "kwargsrepr": %(kwargsrepr)s, "origin": %(origin)s, '
+    '"ignore_result": null, "replaced_task_nesting": 0, "stamped_headers": null, "stamps": {}}, '
+    '"properties": {"correlation_id": "%(id)s", "delivery_mode": 2, '
+    '"delivery_info": {"exchange": "", "routing_key": "' + QUEUE + '"}, "priority": 0, '
+    '"body_encoding": "base64", "delivery_tag": "%(delivery_tag)s"}}'
+)
+# A str as a JSON string literal, quotes included (what json.dumps does with one).
+_json_string = encode_basestring_ascii
