@@ -81,19 +81,22 @@ def receive(instance: str | None = None):  # type: ignore[no-untyped-def]
         if isinstance(message, str):
             # read_message checked that Info.ID and Info.Chat are present strings.
             info = envelope.event["Info"]
-            publisher.send(RECORD_IGNORED, {
+            with publisher.publishing(RECORD_IGNORED, {
                 "instance": config.instance, "reason": message,
                 "wa_message_id": wuzapi.storable(info["ID"]),
                 "chat_jid": wuzapi.storable(info["Chat"]),
-            }, kwargsrepr=f"{{'instance': {config.instance!r}, ...}}")
-            return _answer("ignored", reason=message)
+            }, kwargsrepr=f"{{'instance': {config.instance!r}, ...}}"):
+                answer = _answer("ignored", reason=message)
+            return answer
         if routing.recently_enqueued(config.instance, message.wa_message_id):
             return _answer("duplicate", message_id=message.wa_message_id)
         # The task header shown in Flower names the message, never what the customer wrote
         # (and building Celery's default repr of the whole payload costs CPU on every webhook).
-        publisher.send(HANDLE_INBOUND, {
+        with publisher.publishing(HANDLE_INBOUND, {
             "config_id": config.id, "instance": config.instance, "message": message.as_payload(),
-        }, kwargsrepr=f"{{'config_id': {config.id}, 'wa_message_id': {message.wa_message_id!r}}}")
+        }, kwargsrepr=f"{{'config_id': {config.id}, 'wa_message_id': {message.wa_message_id!r}}}"):
+            # Built while Redis takes the task; it goes out only once Redis has it.
+            answer = _answer("queued", message_id=message.wa_message_id)
     except SQLAlchemyError:
         log.warning("database unreachable while receiving a webhook", exc_info=True)
         return _error("database unavailable, retry later", 503)
@@ -101,4 +104,4 @@ def receive(instance: str | None = None):  # type: ignore[no-untyped-def]
         log.warning("broker unreachable while receiving a webhook", exc_info=True)
         return _error("queue unavailable, retry later", 503)
     routing.remember_enqueued(config.instance, message.wa_message_id)
-    return _answer("queued", message_id=message.wa_message_id)
+    return answer

@@ -11,7 +11,8 @@ import json
 import os
 import socket
 import threading
-import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any
 
@@ -161,7 +162,7 @@ class Publisher:
     def ping(self) -> None:
         """Raise unless the broker answers (within 2 s, no retry)."""
         if self._pool is not None:
-            self._command(("PING",))
+            self._command("PING")
             return
         # No retry: a probe polls again by itself, and orchestrators time a probe out after
         # about a second (kombu's first retry alone would sleep two).
@@ -170,13 +171,32 @@ class Publisher:
 
     def send(self, name: str, kwargs: dict[str, Any] | None = None, kwargsrepr: str = "{}",
              args: list[Any] | None = None) -> str:
+        """Publish a task and return its id once the broker has it."""
+        with self.publishing(name, kwargs, kwargsrepr, args) as task_id:
+            pass
+        return task_id
+
+    @contextmanager
+    def publishing(self, name: str, kwargs: dict[str, Any] | None = None,
+                   kwargsrepr: str = "{}", args: list[Any] | None = None) -> Iterator[str]:
+        """Publish a task (its id is the `as` target); the with-block runs while Redis takes
+        it, and leaving the block waits for Redis's answer, raising one of `errors` if the task
+        was not taken. What the block does overlaps the round trip: a receiver that only then
+        waits often finds the answer there instead of sleeping on the socket, and a gunicorn
+        worker that sleeps mid-request costs several times the CPU of the wait itself
+        (docs/PERFORMANCE.md, "Receiver").
+
+        If the block raises, the connection is dropped unread (the task may or may not have been
+        taken) and the exception goes on.
+        """
         args = list(args or [])
         kwargs = kwargs or {}
         argsrepr = repr(tuple(args))
         if self._pool is None:
-            return self.celery.send_task(name, args=args, kwargs=kwargs, argsrepr=argsrepr,
-                                         kwargsrepr=kwargsrepr).id
-        task_id = str(uuid.uuid4())
+            yield self.celery.send_task(name, args=args, kwargs=kwargs, argsrepr=argsrepr,
+                                        kwargsrepr=kwargsrepr).id
+            return
+        task_id = _new_id()
         body = json.dumps([args, kwargs, _NO_CALLBACKS]).encode()
         message = _MESSAGE % {
             "body": base64.b64encode(body).decode("ascii"),
@@ -185,28 +205,39 @@ class Publisher:
             "argsrepr": _json_string(argsrepr),
             "kwargsrepr": _json_string(kwargsrepr),
             "origin": self._origin,
-            "delivery_tag": uuid.uuid4(),
+            "delivery_tag": _new_id(),
         }
-        # kombu's Redis transport keeps priority 0 in the list named after the queue.
-        self._command(("LPUSH", QUEUE, message))
-        return task_id
-
-    def _command(self, command: tuple[str, ...]) -> Any:
-        """One command on the publisher's connection; it (re)connects on first use. After any
-        failure the connection is dropped, so a reply left unread (a timeout, an interrupted
-        read) can never be taken for the next command's."""
         with self._lock:
-            connection = self._connection
-            if connection is None or self._connection_pid != os.getpid():
-                # A forked child never shares its parent's socket.
-                connection = self._connection = self._pool.make_connection()
-                self._connection_pid = os.getpid()
+            connection = self._held_connection()
+            try:
+                # kombu's Redis transport keeps priority 0 in the list named after the queue.
+                connection.send_command("LPUSH", QUEUE, message)
+                yield task_id
+                connection.read_response()
+            except BaseException:
+                # Never leave a reply unread (a timeout, an interrupted read, a failed block):
+                # the next command would take it for its own.
+                connection.disconnect()
+                raise
+
+    def _command(self, *command: str) -> Any:
+        with self._lock:
+            connection = self._held_connection()
             try:
                 connection.send_command(*command)
                 return connection.read_response()
             except BaseException:
                 connection.disconnect()
                 raise
+
+    def _held_connection(self) -> Any:
+        """The publisher's one connection (under its lock); it connects on first use and again
+        after a failure dropped it."""
+        if self._connection is None or self._connection_pid != os.getpid():
+            # A forked child never shares its parent's socket.
+            self._connection = self._pool.make_connection()
+            self._connection_pid = os.getpid()
+        return self._connection
 
 
 _NO_CALLBACKS = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
@@ -225,5 +256,16 @@ _MESSAGE = (
     '"delivery_info": {"exchange": "", "routing_key": "' + QUEUE + '"}, "priority": 0, '
     '"body_encoding": "base64", "delivery_tag": "%(delivery_tag)s"}}'
 )
+
+def _new_id() -> str:
+    """A random (version 4) UUID in its usual text form, as Celery's task ids and kombu's
+    delivery tags are; without building a uuid.UUID, a third of the cost."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_UUID_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+# The RFC 4122 variant: the top two bits of the 17th hex digit are 10.
+_UUID_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
 # A str as a JSON string literal, quotes included (what json.dumps does with one).
 _json_string = encode_basestring_ascii

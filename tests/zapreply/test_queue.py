@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -109,3 +110,29 @@ def test_an_unreachable_broker_raises_one_of_its_errors() -> None:
         publisher.send(REPLY, args=[1])
     with pytest.raises(publisher.errors):
         publisher.ping()
+
+
+def test_the_task_is_queued_when_the_block_ends(broker, publisher) -> None:
+    with publisher.publishing(REPLY, args=[1]) as task_id:
+        answer = f"queued {task_id}"
+    assert answer.endswith(task_id)
+    assert [message["headers"]["id"] for message in queued(broker)] == [task_id]
+
+
+def test_a_block_that_raises_leaves_no_reply_behind(broker, publisher) -> None:
+    with pytest.raises(RuntimeError), publisher.publishing(REPLY, args=[1]):
+        raise RuntimeError("failed while the task was being published")
+    # The next command gets its own reply, not the LPUSH's left unread.
+    publisher.ping()
+    task_id = publisher.send(REPLY, args=[2])
+    assert queued(broker)[-1]["headers"]["id"] == task_id
+
+
+def test_task_ids_are_random_uuids(broker, publisher) -> None:
+    ids = [publisher.send(REPLY, args=[n]) for n in range(50)]
+    tags = [message["properties"]["delivery_tag"] for message in queued(broker)]
+    for value in ids + tags:
+        parsed = uuid.UUID(value)
+        assert str(parsed) == value
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    assert len(set(ids + tags)) == 100
