@@ -136,11 +136,13 @@ class Publisher:
 
             # A broker that is down must fail the webhook fast (503, WuzAPI retries): no
             # retry and 2 s timeouts, as for send_task; and no CLIENT SETINFO round trip on
-            # connecting, which a hung server would make wait too. Nothing connects until the
-            # first publish (a gunicorn --preload master never holds the worker's socket).
+            # connecting, which a hung server would make wait too. No health-check PING either:
+            # without a retry it could only fail the webhook the way the LPUSH itself would.
+            # Nothing connects until the first publish (a gunicorn --preload master never holds
+            # the worker's socket).
             self._pool = redis.ConnectionPool.from_url(
                 settings.broker_url, socket_connect_timeout=2, socket_timeout=2,
-                retry=Retry(NoBackoff(), 0), health_check_interval=30, driver_info=None,
+                retry=Retry(NoBackoff(), 0), health_check_interval=0, driver_info=None,
             )
         self._origin = _json_string(f"gen{os.getpid()}@{socket.gethostname()}")
 
@@ -196,22 +198,17 @@ class Publisher:
             yield self.celery.send_task(name, args=args, kwargs=kwargs, argsrepr=argsrepr,
                                         kwargsrepr=kwargsrepr).id
             return
-        task_id = _new_id()
-        body = json.dumps([args, kwargs, _NO_CALLBACKS]).encode()
-        message = _MESSAGE % {
-            "body": base64.b64encode(body).decode("ascii"),
-            "task": _json_string(name),
-            "id": task_id,
-            "argsrepr": _json_string(argsrepr),
-            "kwargsrepr": _json_string(kwargsrepr),
-            "origin": self._origin,
-            "delivery_tag": _new_id(),
-        }
+        task_id, delivery_tag = _new_ids()
+        body = base64.b64encode(json.dumps([args, kwargs, _NO_CALLBACKS]).encode())
+        message = _message(body.decode("ascii"), _json_string(name), task_id,
+                           _json_string(argsrepr), _json_string(kwargsrepr), self._origin,
+                           delivery_tag).encode()
+        # LPUSH zapreply <message>, framed here (RESP) rather than by redis-py's generic packer.
+        command = b"%s$%d\r\n%s\r\n" % (_LPUSH_QUEUE, len(message), message)
         with self._lock:
             connection = self._held_connection()
             try:
-                # kombu's Redis transport keeps priority 0 in the list named after the queue.
-                connection.send_command("LPUSH", QUEUE, message)
+                connection.send_packed_command([command], check_health=False)
                 yield task_id
                 connection.read_response()
             except BaseException:
@@ -242,25 +239,37 @@ class Publisher:
 
 _NO_CALLBACKS = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
-# A Celery protocol-2 message as kombu's Redis transport stores it (body base64-encoded); the
-# fields that vary are filled in as JSON text, which costs a third of json.dumps on a dict of
-# ~30 keys. tests/zapreply/test_queue.py checks it against the message Celery's send_task makes.
-_MESSAGE = (
-    '{"body": "%(body)s", "content-encoding": "utf-8", "content-type": "application/json", '
-    '"headers": {"lang": "py", "task": %(task)s, "id": "%(id)s", "shadow": null, "eta": null, '
-    '"expires": null, "group": null, "group_index": null, "retries": 0, '
-    '"timelimit": [null, null], "root_id": "%(id)s", "parent_id": null, '
-    '"argsrepr": %(argsrepr)s, "kwargsrepr": %(kwargsrepr)s, "origin": %(origin)s, '
-    '"ignore_result": null, "replaced_task_nesting": 0, "stamped_headers": null, "stamps": {}}, '
-    '"properties": {"correlation_id": "%(id)s", "delivery_mode": 2, '
-    '"delivery_info": {"exchange": "", "routing_key": "' + QUEUE + '"}, "priority": 0, '
-    '"body_encoding": "base64", "delivery_tag": "%(delivery_tag)s"}}'
-)
+def _message(body: str, task: str, task_id: str, argsrepr: str, kwargsrepr: str, origin: str,
+             delivery_tag: str) -> str:
+    """A Celery protocol-2 message as kombu's Redis transport stores it, the body base64-encoded.
+    `task`, `argsrepr`, `kwargsrepr` and `origin` come as JSON string literals. Built as text
+    instead of json.dumps of a dict of ~30 keys (a sixth of the cost); tests/zapreply/
+    test_queue.py checks it against the message Celery's send_task makes."""
+    return (
+        f'{{"body": "{body}", "content-encoding": "utf-8", "content-type": "application/json", '
+        f'"headers": {{"lang": "py", "task": {task}, "id": "{task_id}", "shadow": null, '
+        f'"eta": null, "expires": null, "group": null, "group_index": null, "retries": 0, '
+        f'"timelimit": [null, null], "root_id": "{task_id}", "parent_id": null, '
+        f'"argsrepr": {argsrepr}, "kwargsrepr": {kwargsrepr}, "origin": {origin}, '
+        f'"ignore_result": null, "replaced_task_nesting": 0, "stamped_headers": null, '
+        f'"stamps": {{}}}}, "properties": {{"correlation_id": "{task_id}", "delivery_mode": 2, '
+        f'"delivery_info": {{"exchange": "", "routing_key": "{QUEUE}"}}, "priority": 0, '
+        f'"body_encoding": "base64", "delivery_tag": "{delivery_tag}"}}}}'
+    )
 
-def _new_id() -> str:
-    """A random (version 4) UUID in its usual text form, as Celery's task ids and kombu's
-    delivery tags are; without building a uuid.UUID, a third of the cost."""
-    h = os.urandom(16).hex()
+
+# kombu's Redis transport keeps priority 0 in the list named after the queue.
+_LPUSH_QUEUE = b"*3\r\n$5\r\nLPUSH\r\n$%d\r\n%s\r\n" % (len(QUEUE), QUEUE.encode())
+
+
+def _new_ids() -> tuple[str, str]:
+    """Two random (version 4) UUIDs in their usual text form, as Celery's task ids and kombu's
+    delivery tags are; from one read of the OS's random bytes, without building uuid.UUIDs."""
+    random = os.urandom(32).hex()
+    return _uuid4_text(random[:32]), _uuid4_text(random[32:])
+
+
+def _uuid4_text(h: str) -> str:
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_UUID_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
