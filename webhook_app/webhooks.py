@@ -85,7 +85,8 @@ def receive(instance: str | None = None):  # type: ignore[no-untyped-def]
         return _error("missing or invalid x-hmac-signature", 401)
 
     try:
-        envelope = wuzapi.parse_envelope(request.headers.get("Content-Type"), body)
+        # From the WSGI environ: request.headers would build its EnvironHeaders for this alone.
+        envelope = wuzapi.parse_envelope(request.environ.get("CONTENT_TYPE"), body)
         message = wuzapi.read_message(envelope,
                                       inline_media_limit=settings.media_inline_max_bytes)
     except wuzapi.BadPayload as exc:
