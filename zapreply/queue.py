@@ -189,7 +189,8 @@ class Publisher:
         (docs/PERFORMANCE.md, "Receiver").
 
         If the block raises, the connection is dropped unread (the task may or may not have been
-        taken) and the exception goes on.
+        taken) and the exception goes on. The block must not publish itself: the publisher's one
+        connection is taken until the reply is read.
         """
         args = list(args or [])
         kwargs = kwargs or {}
@@ -238,6 +239,7 @@ class Publisher:
 
 
 _NO_CALLBACKS = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+
 
 def _message(body: str, task: str, task_id: str, argsrepr: str, kwargsrepr: str, origin: str,
              delivery_tag: str) -> str:
