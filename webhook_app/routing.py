@@ -33,13 +33,17 @@ _configs: dict[tuple[str, ...], tuple[float, ConfigRef | None]] = {}
 
 
 def active_config(candidates: list[str]) -> ConfigRef | None:
+    now = time.monotonic()
+    # Only names that reached the database are cached, so a hit needs no further checks.
+    cached = _configs.get(tuple(candidates))
+    if cached is not None and cached[0] > now:
+        return cached[1]
     # A name no config can have must not reach the database: NUL makes PostgreSQL refuse the
     # query (a 503, and WuzAPI retrying a client's mistake) and a lone surrogate cannot even be
     # encoded.
     key = tuple(name for name in candidates if _storable_name(name))
     if not key:
         return None
-    now = time.monotonic()
     cached = _configs.get(key)
     if cached is not None and cached[0] > now:
         return cached[1]

@@ -12,7 +12,8 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 from kombu.exceptions import KombuError, OperationalError
 from sqlalchemy.exc import SQLAlchemyError
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+from werkzeug.wsgi import get_content_length
 
 from webhook_app import routing
 from zapreply import wuzapi
@@ -31,31 +32,61 @@ def _error(message: str, code: int):  # type: ignore[no-untyped-def]
     return jsonify(error=message), code
 
 
-def _more_body_follows() -> bool:
-    """A chunked body (no Content-Length) is cut at the limit by werkzeug without a word; read
-    on past it to tell a body of exactly the limit from a longer one, which would otherwise be
-    parsed truncated and answered 400 or 401 instead of 413."""
+def _body(limit: int) -> bytes:
+    """The request body, or 413 if it is longer than `limit` bytes.
+
+    Werkzeug's rules, read straight from the WSGI input: behind gunicorn, with
+    MAX_CONTENT_LENGTH set, `request.get_data()` reads every body through a LimitedStream in
+    64 KB buffers, ~20 µs of a webhook's CPU (docs/PERFORMANCE.md, "Receiver"). A Content-Length
+    over the limit is refused unread; a body shorter than its Content-Length means the client
+    went away (400). A body without one (chunked) is read only from a server that marks its end
+    (`wsgi.input_terminated`, gunicorn does), one byte past the limit to tell a body of exactly
+    the limit from a longer one; from any other server it is empty.
+    """
+    environ = request.environ
+    length = get_content_length(environ)
+    if length is not None and length > limit:
+        raise RequestEntityTooLarge()
+    if length is None and "wsgi.input_terminated" not in environ:
+        return b""
+    wanted = limit + 1 if length is None else length
     try:
-        return bool(request.environ["wsgi.input"].read(1))
-    except OSError:  # the client went away mid-body
-        return True
+        body = _read(environ["wsgi.input"], wanted)
+    except OSError:
+        raise ClientDisconnected() from None
+    if length is None and len(body) > limit:
+        raise RequestEntityTooLarge()
+    if length is not None and len(body) < length:
+        raise ClientDisconnected()
+    return body
+
+
+def _read(stream: Any, size: int) -> bytes:
+    """`size` bytes, fewer only where the stream ends: a WSGI input may return less per read."""
+    data = stream.read(size)
+    if len(data) == size or not data:
+        return data
+    parts = [data]
+    size -= len(data)
+    while size > 0 and (data := stream.read(size)):
+        parts.append(data)
+        size -= len(data)
+    return b"".join(parts)
 
 
 @bp.post("/webhooks/wuzapi")
 @bp.post("/webhooks/wuzapi/<instance>")
 def receive(instance: str | None = None):  # type: ignore[no-untyped-def]
     settings = current_app.config["ZAPREPLY_SETTINGS"]
-    body = request.get_data(cache=False)
-    if request.content_length is None and len(body) >= settings.max_body_bytes \
-            and _more_body_follows():
-        raise RequestEntityTooLarge()
+    body = _body(settings.max_body_bytes)
     if settings.hmac_key and not wuzapi.verify_signature(
         settings.hmac_key, body, request.headers.get("x-hmac-signature")
     ):
         return _error("missing or invalid x-hmac-signature", 401)
 
     try:
-        envelope = wuzapi.parse_envelope(request.headers.get("Content-Type"), body)
+        # From the WSGI environ: request.headers would build its EnvironHeaders for this alone.
+        envelope = wuzapi.parse_envelope(request.environ.get("CONTENT_TYPE"), body)
         message = wuzapi.read_message(envelope,
                                       inline_media_limit=settings.media_inline_max_bytes)
     except wuzapi.BadPayload as exc:
@@ -81,19 +112,22 @@ def receive(instance: str | None = None):  # type: ignore[no-untyped-def]
         if isinstance(message, str):
             # read_message checked that Info.ID and Info.Chat are present strings.
             info = envelope.event["Info"]
-            publisher.send(RECORD_IGNORED, {
+            with publisher.publishing(RECORD_IGNORED, {
                 "instance": config.instance, "reason": message,
                 "wa_message_id": wuzapi.storable(info["ID"]),
                 "chat_jid": wuzapi.storable(info["Chat"]),
-            }, kwargsrepr=f"{{'instance': {config.instance!r}, ...}}")
-            return _answer("ignored", reason=message)
+            }, kwargsrepr=f"{{'instance': {config.instance!r}, ...}}"):
+                answer = _answer("ignored", reason=message)
+            return answer
         if routing.recently_enqueued(config.instance, message.wa_message_id):
             return _answer("duplicate", message_id=message.wa_message_id)
         # The task header shown in Flower names the message, never what the customer wrote
         # (and building Celery's default repr of the whole payload costs CPU on every webhook).
-        publisher.send(HANDLE_INBOUND, {
+        with publisher.publishing(HANDLE_INBOUND, {
             "config_id": config.id, "instance": config.instance, "message": message.as_payload(),
-        }, kwargsrepr=f"{{'config_id': {config.id}, 'wa_message_id': {message.wa_message_id!r}}}")
+        }, kwargsrepr=f"{{'config_id': {config.id}, 'wa_message_id': {message.wa_message_id!r}}}"):
+            # Built while Redis takes the task; it goes out only once Redis has it.
+            answer = _answer("queued", message_id=message.wa_message_id)
     except SQLAlchemyError:
         log.warning("database unreachable while receiving a webhook", exc_info=True)
         return _error("database unavailable, retry later", 503)
@@ -101,4 +135,4 @@ def receive(instance: str | None = None):  # type: ignore[no-untyped-def]
         log.warning("broker unreachable while receiving a webhook", exc_info=True)
         return _error("queue unavailable, retry later", 503)
     routing.remember_enqueued(config.instance, message.wa_message_id)
-    return _answer("queued", message_id=message.wa_message_id)
+    return answer

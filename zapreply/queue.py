@@ -10,7 +10,10 @@ import base64
 import json
 import os
 import socket
-import uuid
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any
 
 from zapreply.settings import Settings, get_settings
@@ -108,17 +111,24 @@ class Publisher:
     """Publishes tasks by name, for the receiver.
 
     With a Redis broker a task is the one LPUSH that Celery itself would make: the same
-    protocol-2 message, on one long-lived client. Going through `send_task` costs the receiver
-    about as much CPU again as the rest of a webhook (kombu builds a new Redis client, a
-    producer and its envelope for every publish; docs/PERFORMANCE.md), and the Celery app and
+    protocol-2 message, on one long-lived connection. Going through `send_task` costs the
+    receiver about as much CPU again as the rest of a webhook (kombu builds a new Redis client,
+    a producer and its envelope for every publish; docs/PERFORMANCE.md), and the Celery app and
     kombu's transport ~8 MB of every receiver process. Other brokers (RabbitMQ, the embedded
     SQLite one) go through a Celery app, made on first use.
+
+    The LPUSH goes straight through one redis-py `Connection` this publisher holds, not through
+    `Redis.execute_command`: the client's pool, retry and observability layers cost more CPU
+    than the round trip itself, on every webhook (docs/PERFORMANCE.md, "Receiver").
     """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._celery: Celery | None = None
-        self._redis: Any = None
+        self._pool: Any = None
+        self._connection: Any = None
+        self._connection_pid = 0
+        self._lock = threading.Lock()
         if settings.broker_url.startswith(("redis://", "rediss://")):
             import redis
             from redis.backoff import NoBackoff
@@ -126,12 +136,15 @@ class Publisher:
 
             # A broker that is down must fail the webhook fast (503, WuzAPI retries): no
             # retry and 2 s timeouts, as for send_task; and no CLIENT SETINFO round trip on
-            # connecting, which a hung server would make wait too.
-            self._redis = redis.Redis.from_url(
+            # connecting, which a hung server would make wait too. No health-check PING either:
+            # without a retry it could only fail the webhook the way the LPUSH itself would.
+            # Nothing connects until the first publish (a gunicorn --preload master never holds
+            # the worker's socket).
+            self._pool = redis.ConnectionPool.from_url(
                 settings.broker_url, socket_connect_timeout=2, socket_timeout=2,
-                retry=Retry(NoBackoff(), 0), health_check_interval=30, driver_info=None,
+                retry=Retry(NoBackoff(), 0), health_check_interval=0, driver_info=None,
             )
-        self._origin = f"gen{os.getpid()}@{socket.gethostname()}"
+        self._origin = _json_string(f"gen{os.getpid()}@{socket.gethostname()}")
 
     @property
     def celery(self) -> Celery:
@@ -142,7 +155,7 @@ class Publisher:
     @property
     def errors(self) -> tuple[type[BaseException], ...]:
         """What a publish (or `ping`) raises when the broker cannot take the task."""
-        if self._redis is None:
+        if self._pool is None:
             return ()
         import redis
 
@@ -150,8 +163,8 @@ class Publisher:
 
     def ping(self) -> None:
         """Raise unless the broker answers (within 2 s, no retry)."""
-        if self._redis is not None:
-            self._redis.ping()
+        if self._pool is not None:
+            self._command("PING")
             return
         # No retry: a probe polls again by itself, and orchestrators time a probe out after
         # about a second (kombu's first retry alone would sleep two).
@@ -160,38 +173,110 @@ class Publisher:
 
     def send(self, name: str, kwargs: dict[str, Any] | None = None, kwargsrepr: str = "{}",
              args: list[Any] | None = None) -> str:
+        """Publish a task and return its id once the broker has it."""
+        with self.publishing(name, kwargs, kwargsrepr, args) as task_id:
+            pass
+        return task_id
+
+    @contextmanager
+    def publishing(self, name: str, kwargs: dict[str, Any] | None = None,
+                   kwargsrepr: str = "{}", args: list[Any] | None = None) -> Iterator[str]:
+        """Publish a task (its id is the `as` target); the with-block runs while Redis takes
+        it, and leaving the block waits for Redis's answer, raising one of `errors` if the task
+        was not taken. What the block does overlaps the round trip: a receiver that only then
+        waits often finds the answer there instead of sleeping on the socket, and a gunicorn
+        worker that sleeps mid-request costs several times the CPU of the wait itself
+        (docs/PERFORMANCE.md, "Receiver").
+
+        If the block raises, the connection is dropped unread (the task may or may not have been
+        taken) and the exception goes on. The block must not publish itself: the publisher's one
+        connection is taken until the reply is read.
+        """
         args = list(args or [])
         kwargs = kwargs or {}
         argsrepr = repr(tuple(args))
-        if self._redis is None:
-            return self.celery.send_task(name, args=args, kwargs=kwargs, argsrepr=argsrepr,
-                                         kwargsrepr=kwargsrepr).id
-        task_id = str(uuid.uuid4())
-        body = json.dumps([args, kwargs, _NO_CALLBACKS]).encode()
-        message = {
-            "body": base64.b64encode(body).decode("ascii"),
-            "content-encoding": "utf-8",
-            "content-type": "application/json",
-            "headers": {
-                "lang": "py", "task": name, "id": task_id, "shadow": None, "eta": None,
-                "expires": None, "group": None, "group_index": None, "retries": 0,
-                "timelimit": [None, None], "root_id": task_id, "parent_id": None,
-                "argsrepr": argsrepr, "kwargsrepr": kwargsrepr, "origin": self._origin,
-                "ignore_result": None, "replaced_task_nesting": 0, "stamped_headers": None,
-                "stamps": {},
-            },
-            "properties": {
-                "correlation_id": task_id,
-                "delivery_mode": 2,
-                "delivery_info": {"exchange": "", "routing_key": QUEUE},
-                "priority": 0,
-                "body_encoding": "base64",
-                "delivery_tag": str(uuid.uuid4()),
-            },
-        }
-        # kombu's Redis transport keeps priority 0 in the list named after the queue.
-        self._redis.lpush(QUEUE, json.dumps(message))
-        return task_id
+        if self._pool is None:
+            yield self.celery.send_task(name, args=args, kwargs=kwargs, argsrepr=argsrepr,
+                                        kwargsrepr=kwargsrepr).id
+            return
+        task_id, delivery_tag = _new_ids()
+        body = base64.b64encode(json.dumps([args, kwargs, _NO_CALLBACKS]).encode())
+        message = _message(body.decode("ascii"), _json_string(name), task_id,
+                           _json_string(argsrepr), _json_string(kwargsrepr), self._origin,
+                           delivery_tag).encode()
+        # LPUSH zapreply <message>, framed here (RESP) rather than by redis-py's generic packer.
+        command = b"%s$%d\r\n%s\r\n" % (_LPUSH_QUEUE, len(message), message)
+        with self._lock:
+            connection = self._held_connection()
+            try:
+                connection.send_packed_command([command], check_health=False)
+                yield task_id
+                connection.read_response()
+            except BaseException:
+                # Never leave a reply unread (a timeout, an interrupted read, a failed block):
+                # the next command would take it for its own.
+                connection.disconnect()
+                raise
+
+    def _command(self, *command: str) -> Any:
+        with self._lock:
+            connection = self._held_connection()
+            try:
+                connection.send_command(*command)
+                return connection.read_response()
+            except BaseException:
+                connection.disconnect()
+                raise
+
+    def _held_connection(self) -> Any:
+        """The publisher's one connection (under its lock); it connects on first use and again
+        after a failure dropped it."""
+        if self._connection is None or self._connection_pid != os.getpid():
+            # A forked child never shares its parent's socket.
+            self._connection = self._pool.make_connection()
+            self._connection_pid = os.getpid()
+        return self._connection
 
 
 _NO_CALLBACKS = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+
+
+def _message(body: str, task: str, task_id: str, argsrepr: str, kwargsrepr: str, origin: str,
+             delivery_tag: str) -> str:
+    """A Celery protocol-2 message as kombu's Redis transport stores it, the body base64-encoded.
+    `task`, `argsrepr`, `kwargsrepr` and `origin` come as JSON string literals. Built as text
+    instead of json.dumps of a dict of ~30 keys (a sixth of the cost); tests/zapreply/
+    test_queue.py checks it against the message Celery's send_task makes."""
+    return (
+        f'{{"body": "{body}", "content-encoding": "utf-8", "content-type": "application/json", '
+        f'"headers": {{"lang": "py", "task": {task}, "id": "{task_id}", "shadow": null, '
+        f'"eta": null, "expires": null, "group": null, "group_index": null, "retries": 0, '
+        f'"timelimit": [null, null], "root_id": "{task_id}", "parent_id": null, '
+        f'"argsrepr": {argsrepr}, "kwargsrepr": {kwargsrepr}, "origin": {origin}, '
+        f'"ignore_result": null, "replaced_task_nesting": 0, "stamped_headers": null, '
+        f'"stamps": {{}}}}, "properties": {{"correlation_id": "{task_id}", "delivery_mode": 2, '
+        f'"delivery_info": {{"exchange": "", "routing_key": "{QUEUE}"}}, "priority": 0, '
+        f'"body_encoding": "base64", "delivery_tag": "{delivery_tag}"}}}}'
+    )
+
+
+# kombu's Redis transport keeps priority 0 in the list named after the queue.
+_LPUSH_QUEUE = b"*3\r\n$5\r\nLPUSH\r\n$%d\r\n%s\r\n" % (len(QUEUE), QUEUE.encode())
+
+
+def _new_ids() -> tuple[str, str]:
+    """Two random (version 4) UUIDs in their usual text form, as Celery's task ids and kombu's
+    delivery tags are; from one read of the OS's random bytes, without building uuid.UUIDs."""
+    random = os.urandom(32).hex()
+    return _uuid4_text(random[:32]), _uuid4_text(random[32:])
+
+
+def _uuid4_text(h: str) -> str:
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_UUID_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+# The RFC 4122 variant: the top two bits of the 17th hex digit are 10.
+_UUID_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+# A str as a JSON string literal, quotes included (what json.dumps does with one).
+_json_string = encode_basestring_ascii

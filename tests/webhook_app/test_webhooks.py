@@ -7,6 +7,7 @@ the Redis list.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import socket
@@ -585,6 +586,50 @@ def test_a_chunked_body_of_exactly_the_limit_is_queued(client_with) -> None:
     body = (FIXTURES / "message_text.raw.json").read_bytes()
     client = client_with(WEBHOOK_MAX_BODY_BYTES=len(body))
     assert _chunked(client, body, JSON).get_json()["status"] == "queued"
+
+
+class _Trickle(io.RawIOBase):
+    """A WSGI input that hands out at most 100 bytes per read, as a server's may."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def, override]
+        chunk = self._data.read(min(len(buffer), 100))
+        buffer[:len(chunk)] = chunk
+        return len(chunk)
+
+
+def _post_stream(client, stream, content_length: int | None):  # type: ignore[no-untyped-def]
+    """A POST whose WSGI input is `stream`, with that Content-Length or, for None, chunked (the
+    server marking the body's end, as gunicorn does)."""
+    environ = {"wsgi.input": stream}
+    headers = {"Content-Type": JSON}
+    if content_length is None:
+        environ["wsgi.input_terminated"] = True
+        headers["Transfer-Encoding"] = "chunked"
+    else:
+        environ["CONTENT_LENGTH"] = str(content_length)
+    return client.post("/webhooks/wuzapi", headers=headers, environ_overrides=environ)
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_body_that_arrives_in_pieces_is_read_whole(client, chunked: bool) -> None:
+    make_config()
+    body = (FIXTURES / "message_text.raw.json").read_bytes()
+    response = _post_stream(client, _Trickle(body), None if chunked else len(body))
+    assert response.get_json()["status"] == "queued"
+
+
+def test_a_body_shorter_than_its_content_length_gets_400(client) -> None:
+    make_config()
+    body = (FIXTURES / "message_text.raw.json").read_bytes()
+    response = _post_stream(client, io.BytesIO(body), len(body) + 10)
+    assert response.status_code == 400
+    assert queued_tasks() == []
 
 
 def test_a_body_just_under_the_limit_is_accepted(client_with) -> None:
