@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from json.encoder import encode_basestring_ascii
@@ -199,17 +200,17 @@ class Publisher:
             yield self.celery.send_task(name, args=args, kwargs=kwargs, argsrepr=argsrepr,
                                         kwargsrepr=kwargsrepr).id
             return
-        task_id, delivery_tag = _new_ids()
+        task_id, delivery_tag = str(uuid.uuid4()), str(uuid.uuid4())
         body = base64.b64encode(json.dumps([args, kwargs, _NO_CALLBACKS]).encode())
         message = _message(body.decode("ascii"), _json_string(name), task_id,
                            _json_string(argsrepr), _json_string(kwargsrepr), self._origin,
                            delivery_tag).encode()
-        # LPUSH zapreply <message>, framed here (RESP) rather than by redis-py's generic packer.
-        command = b"%s$%d\r\n%s\r\n" % (_LPUSH_QUEUE, len(message), message)
         with self._lock:
             connection = self._held_connection()
             try:
-                connection.send_packed_command([command], check_health=False)
+                # kombu's Redis transport keeps priority 0 in the list named after the queue.
+                connection.send_packed_command(connection.pack_command("LPUSH", QUEUE, message),
+                                               check_health=False)
                 yield task_id
                 connection.read_response()
             except BaseException:
@@ -259,24 +260,6 @@ def _message(body: str, task: str, task_id: str, argsrepr: str, kwargsrepr: str,
         f'"body_encoding": "base64", "delivery_tag": "{delivery_tag}"}}}}'
     )
 
-
-# kombu's Redis transport keeps priority 0 in the list named after the queue.
-_LPUSH_QUEUE = b"*3\r\n$5\r\nLPUSH\r\n$%d\r\n%s\r\n" % (len(QUEUE), QUEUE.encode())
-
-
-def _new_ids() -> tuple[str, str]:
-    """Two random (version 4) UUIDs in their usual text form, as Celery's task ids and kombu's
-    delivery tags are; from one read of the OS's random bytes, without building uuid.UUIDs."""
-    random = os.urandom(32).hex()
-    return _uuid4_text(random[:32]), _uuid4_text(random[32:])
-
-
-def _uuid4_text(h: str) -> str:
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_UUID_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
-
-
-# The RFC 4122 variant: the top two bits of the 17th hex digit are 10.
-_UUID_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 # A str as a JSON string literal, quotes included (what json.dumps does with one).
 _json_string = encode_basestring_ascii
