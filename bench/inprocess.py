@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             OPENAI_API_KEY="sk-bench-not-a-real-key", LITELLM_LOCAL_MODEL_COST_MAP="True",
             WORKER_CONCURRENCY="8",
         )
-        wait_http_ok(f"http://127.0.0.1:{wuzapi_port}/_bench/stats", _Proc(stubs), 15)
+        wait_http_ok(f"http://127.0.0.1:{wuzapi_port}/_bench/stats", StubProcess(stubs), 15)
         options = {name: json.loads(value) for name, value in
                    (item.split("=", 1) for item in args.option)}
         _run(args, wuzapi_port, options)
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-class _Proc:
+class StubProcess:
     """Enough of bench.procs.Child for wait_http_ok."""
 
     def __init__(self, popen: subprocess.Popen[bytes]) -> None:

@@ -24,6 +24,7 @@ import sys
 import time
 
 from bench.harness import BENCH_MODEL, ROOT, free_port
+from bench.inprocess import StubProcess
 from bench.procs import wait_http_ok
 
 HANDLER_SWITCH = "EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER"
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                           LITELLM_LOCAL_MODEL_COST_MAP="True")
         if args.openai_sdk:
             os.environ[HANDLER_SWITCH] = "false"
-        wait_http_ok(f"http://127.0.0.1:{wuzapi_port}/_bench/stats", _Proc(stubs), 15)
+        wait_http_ok(f"http://127.0.0.1:{wuzapi_port}/_bench/stats", StubProcess(stubs), 15)
         _measure(args, llm_port)
     finally:
         stubs.terminate()
@@ -116,16 +117,6 @@ def _compare(args: argparse.Namespace) -> int:
         for extra in (["--openai-sdk"], []):
             subprocess.run(base + extra, cwd=ROOT, check=True)
     return 0
-
-
-class _Proc:
-    """Enough of bench.procs.Child for wait_http_ok."""
-
-    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
-        self.process = popen
-
-    def tail(self, chars: int = 3000) -> str:
-        return ""
 
 
 if __name__ == "__main__":
