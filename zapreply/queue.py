@@ -231,12 +231,23 @@ class Publisher:
 
     def _held_connection(self) -> Any:
         """The publisher's one connection (under its lock); it connects on first use and again
-        after a failure dropped it."""
+        after a failure dropped it, or after the server closed it (a Redis restart) — checked
+        the way redis-py's pool checks a connection it hands out: nothing may be readable on a
+        connection that expects no reply (a poll, no round trip)."""
         if self._connection is None or self._connection_pid != os.getpid():
             # A forked child never shares its parent's socket.
             self._connection = self._pool.make_connection()
             self._connection_pid = os.getpid()
-        return self._connection
+        connection = self._connection
+        connection.connect()  # a no-op when connected
+        try:
+            stale = connection.can_read()
+        except (OSError, self.errors[0]):
+            stale = True
+        if stale:
+            connection.disconnect()
+            connection.connect()
+        return connection
 
 
 _NO_CALLBACKS = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
