@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -191,16 +192,17 @@ def queued_tasks() -> list[str]:
     return [json.loads(raw)["headers"]["task"] for raw in client.lrange("zapreply", 0, -1)]
 
 
-@pytest.fixture(scope="module")
-def worker_process(migrated: str, base_env: dict[str, str], tmp_path_factory) -> Iterator[subprocess.Popen]:
-    """A real `celery -A worker worker` process for the tests of one module. Module-scoped: other
-    modules inspect the queue and must not have a worker draining it."""
+@contextmanager
+def running_worker(base_env: dict[str, str], tmp_path_factory, name: str = "test",
+                   **extra_env: str) -> Iterator[subprocess.Popen]:
+    """A real `celery -A worker worker` process with the tests' environment (plus `extra_env`),
+    ready when entered and stopped on exit; its log is at `process.log_path`."""
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
-    env = {**os.environ, **base_env, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **base_env, "PYTHONUNBUFFERED": "1", **extra_env}
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "worker", "worker", "--loglevel", "INFO",
-             "--hostname", f"test-{os.getpid()}@%h"],
+             "--hostname", f"{name}-{os.getpid()}@%h"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
     deadline = time.monotonic() + 60
@@ -210,9 +212,19 @@ def worker_process(migrated: str, base_env: dict[str, str], tmp_path_factory) ->
             pytest.fail(f"worker did not start:\n{log_path.read_text()[-4000:]}", pytrace=False)
         time.sleep(0.1)
     process.log_path = log_path  # type: ignore[attr-defined]
-    yield process
-    process.terminate()
     try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def worker_process(migrated: str, base_env: dict[str, str], tmp_path_factory) -> Iterator[subprocess.Popen]:
+    """A real `celery -A worker worker` process for the tests of one module. Module-scoped: other
+    modules inspect the queue and must not have a worker draining it."""
+    with running_worker(base_env, tmp_path_factory) as process:
+        yield process

@@ -7,9 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import FIXTURES, ROOT
+from tests.conftest import FIXTURES, running_worker
 from tests.e2e import events_of, make_config, post, wait_for, wait_for_event
 from zapreply.db import session_scope
 from zapreply.models import Message
@@ -32,27 +29,9 @@ AUDIO_MIME = "audio/ogg; codecs=opus"
 @pytest.fixture(scope="module")
 def worker_process(migrated: str, base_env: dict[str, str], tmp_path_factory) -> Iterator[None]:
     """The worker as in conftest, with retries fast and few enough to run out in a test."""
-    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
-    env = {**os.environ, **base_env, "PYTHONUNBUFFERED": "1", "RETRY_BASE_SECONDS": "0.1",
-           "RETRY_MAX_SECONDS": "0.3", "LLM_MAX_ATTEMPTS": "3"}
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker", "worker", "--loglevel", "INFO",
-             "--hostname", f"test-media-{os.getpid()}@%h"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 60
-    while b"ready." not in log_path.read_bytes():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"worker did not start:\n{log_path.read_text()[-4000:]}", pytrace=False)
-        time.sleep(0.1)
-    yield
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    with running_worker(base_env, tmp_path_factory, "test-media", RETRY_BASE_SECONDS="0.1",
+                        RETRY_MAX_SECONDS="0.3", LLM_MAX_ATTEMPTS="3"):
+        yield
 
 
 def envelope(name: str) -> dict[str, Any]:
