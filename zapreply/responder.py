@@ -31,7 +31,21 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Row, and_, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Row,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from zapreply import (
@@ -49,7 +63,7 @@ from zapreply import (
 )
 from zapreply.configs import option_values
 from zapreply.db import session_scope
-from zapreply.models import Conversation, Message, ReplyRun, WorkflowConfig, utcnow
+from zapreply.models import Conversation, Event, Message, ReplyRun, WorkflowConfig, utcnow
 from zapreply.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -83,6 +97,35 @@ _TAKE_BURST = (
     update(_messages).where(_messages.c.id.in_(bindparam("ids", expanding=True)))
     .values(reply_run_id=bindparam("run_id"))
 )
+# PostgreSQL: the run opened and the burst bound to it in one round trip instead of two.
+_OPEN_RUN_FOR_BURST = text("""
+WITH run AS (
+    INSERT INTO reply_runs (conversation_id, workflow_config_id, status, attempts,
+                            next_attempt_at, error, created_at, finished_at)
+    VALUES (:conversation_id, :workflow_config_id, :status, :attempts, :next_attempt_at, :error,
+            :created_at, :finished_at)
+    RETURNING id
+), taken AS (
+    UPDATE messages SET reply_run_id = (SELECT id FROM run) WHERE id = ANY(:ids)
+)
+SELECT id FROM run
+""").bindparams(
+    bindparam("ids", type_=ARRAY(BigInteger())),
+    bindparam("created_at", type_=_runs.c.created_at.type),
+    bindparam("finished_at", type_=_runs.c.finished_at.type),
+    bindparam("next_attempt_at", type_=_runs.c.next_attempt_at.type),
+)
+
+
+def _open_run(connection: Connection, values: dict[str, Any], burst: list[int]) -> int:
+    """Open a run for the burst (the ids of its customer messages); its id."""
+    if connection.dialect.name == "postgresql":
+        return connection.execute(_OPEN_RUN_FOR_BURST, {**values, "ids": burst}).scalar_one()
+    run_id = connection.execute(_OPEN_RUN, values).scalar_one()
+    connection.execute(_TAKE_BURST, {"ids": burst, "run_id": run_id})
+    return run_id
+
+
 _REPLIES_SENT = select(func.count(func.distinct(_messages.c.reply_run_id))).where(
     _messages.c.conversation_id == bindparam("conversation_id"),
     _messages.c.role == "assistant",
@@ -125,6 +168,41 @@ _MARK_SENT = (
     update(_messages).where(_messages.c.id == bindparam("row_id"))
     .values(status="sent", provider_message_id=bindparam("provider_id"),
             sent_at=bindparam("sent_at"))
+)
+
+
+# PostgreSQL: the last row of a run sent, in one round trip instead of five (`_MARK_SENT`, its
+# event, `_close_sent_run`). Marks the row sent, writes its `message.sent` event, closes the run,
+# tells whether anything else is waiting, and gives the lease up when nothing is and the run was
+# still ours to close. Data-modifying CTEs all see the snapshot the statement started with: the
+# row being marked sent still reads `pending` there, so "anything else waiting" leaves it out.
+_LAST_SEND = text("""
+WITH sent AS (
+    UPDATE messages SET status = 'sent', provider_message_id = :provider_id, sent_at = :sent_at
+    WHERE id = :row_id
+), event AS (
+    INSERT INTO events (type, conversation_id, run_id, payload, created_at)
+    VALUES (:event_type, :conversation_id, :run_id, :payload, :sent_at)
+), closed AS (
+    UPDATE reply_runs SET status = 'sent', finished_at = :sent_at
+    WHERE id = :run_id AND status = 'running'
+    RETURNING id
+), waiting AS (
+    SELECT EXISTS (
+        SELECT 1 FROM messages
+        WHERE conversation_id = :conversation_id
+          AND ((role = 'customer' AND reply_run_id IS NULL)
+               OR (role = 'assistant' AND status = 'pending' AND id <> :row_id))
+    ) AS more
+), released AS (
+    UPDATE conversations SET lease_owner = NULL, lease_expires_at = NULL, updated_at = :sent_at
+    WHERE id = :conversation_id AND lease_token = :token
+      AND EXISTS (SELECT 1 FROM closed) AND NOT (SELECT more FROM waiting)
+)
+SELECT EXISTS (SELECT 1 FROM closed) AS closed, (SELECT more FROM waiting) AS more
+""").bindparams(
+    bindparam("payload", type_=Event.__table__.c.payload.type),
+    bindparam("sent_at", type_=_messages.c.sent_at.type),
 )
 
 
@@ -360,7 +438,7 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
             skip_reason = "outside opening hours"
         elif closed is None and budget.is_spent(session, config.id, option_values(config), now):
             skip_reason = budget.SPENT
-    run = _RunRef(connection.execute(_OPEN_RUN, {
+    run = _RunRef(_open_run(connection, {
         "conversation_id": conversation_id,
         "workflow_config_id": config.id if config else None,
         "status": "skipped" if skip_reason else "running",
@@ -369,8 +447,7 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
         "error": skip_reason,
         "created_at": now,
         "finished_at": now if skip_reason else None,
-    }).scalar_one(), config.id if config else None)
-    connection.execute(_TAKE_BURST, {"ids": [m.id for m in pending], "run_id": run.id})
+    }, [m.id for m in pending]), config.id if config else None)
     if skip_reason or closed is not None:  # not answered (the away message is no answer)
         for message in pending:
             if message.media_type:
@@ -695,6 +772,26 @@ def _close_sent_run(
     return None
 
 
+def _record_last_send(
+    session: Session, conversation_id: int, token: int, run_id: int, row: _Outgoing,
+    provider_id: str | None, settings: Settings, finished: list[int],
+) -> _Step:
+    """What `_MARK_SENT`, its event and `_close_sent_run` do, in one statement
+    (`_LAST_SEND`): the common end of every reply, on PostgreSQL."""
+    outcome = session.connection().execute(_LAST_SEND, {
+        "row_id": row.row_id, "provider_id": provider_id, "sent_at": utcnow(),
+        "conversation_id": conversation_id, "run_id": run_id, "token": token,
+        "event_type": events.MESSAGE_SENT,
+        "payload": {"message_id": row.row_id, "provider_message_id": provider_id},
+    }).one()
+    finished[0] += int(outcome.closed)
+    if outcome.closed and not outcome.more:
+        return None  # released, if the lease was still ours
+    if not leases.renew(session, conversation_id, token, settings.lease_seconds):
+        raise leases.LeaseLost(f"conversation {conversation_id}: lease lost after a send")
+    return _plan(session, conversation_id, token, settings, finished)
+
+
 def _generate_and_store(
     conversation_id: int, token: int, step: _Generate, settings: Settings, finished: list[int]
 ) -> _Step:
@@ -962,6 +1059,9 @@ def _deliver_rows(
                                  row_id=row.row_id, status=exc.status)
         last = index == len(step.rows) - 1
         with session_scope() as session:
+            if last and session.get_bind().dialect.name == "postgresql":
+                return _record_last_send(session, conversation_id, token, step.run_id, row,
+                                         provider_id, settings, finished)
             # The send happened: record it whatever became of the lease meanwhile.
             session.connection().execute(_MARK_SENT, {
                 "row_id": row.row_id, "provider_id": provider_id, "sent_at": utcnow()})
