@@ -83,6 +83,48 @@ def test_it_answers_a_burst_in_one_run(fast_retries, llm, wuzapi):
     assert answer(conversation_id) == 0  # nothing left: no second reply
 
 
+def test_the_last_send_records_the_row_its_event_the_closed_run_and_a_free_lease(
+    fast_retries, llm, wuzapi
+):
+    config_id = make_config(wuzapi)
+    conversation_id = receive(config_id, "oi", "L1")
+
+    assert answer(conversation_id) == 1
+
+    with session_scope() as session:
+        reply = session.scalars(select(Message).where(
+            Message.conversation_id == conversation_id, Message.role == "assistant")).one()
+        assert reply.status == "sent" and reply.sent_at is not None
+        assert reply.provider_message_id == wuzapi.sent()[0]["body"]["Id"]
+        sent = session.scalars(select(Event).where(
+            Event.conversation_id == conversation_id, Event.type == "message.sent")).one()
+        assert sent.run_id == reply.reply_run_id
+        assert sent.payload == {"message_id": reply.id,
+                                "provider_message_id": reply.provider_message_id}
+        run = session.get(ReplyRun, reply.reply_run_id)
+        assert run.status == "sent" and run.finished_at is not None
+        conversation = session.get(Conversation, conversation_id)
+        assert conversation.lease_owner is None and conversation.lease_expires_at is None
+    assert event_types(conversation_id) == ["message.received", "llm.completed", "message.sent"]
+
+
+def test_a_reply_in_paragraphs_is_sent_in_order_and_closed_once(fast_retries, llm, wuzapi):
+    config_id = make_config(wuzapi)
+    conversation_id = receive(config_id, "um\n\ndois\n\ntrês", "P1")
+
+    assert answer(conversation_id) == 1
+
+    assert [r["body"]["Body"] for r in wuzapi.sent()] == ["Resposta: um", "dois", "três"]
+    with session_scope() as session:
+        statuses = session.scalars(select(Message.status).where(
+            Message.conversation_id == conversation_id, Message.role == "assistant")
+            .order_by(Message.seq)).all()
+    assert statuses == ["sent", "sent", "sent"]
+    assert event_types(conversation_id).count("message.sent") == 3
+    assert run_of(conversation_id).status == "sent"
+    assert answer(conversation_id) == 0
+
+
 def test_a_transient_llm_failure_backs_off_then_succeeds(fast_retries, llm, wuzapi):
     conversation_id = receive(make_config(wuzapi), "oi", "B1")
     llm.fail_status = 503
