@@ -50,8 +50,11 @@ def celery_config(settings: Settings) -> dict[str, object]:
             "unacked_restore_interval": 5,
             "unacked_restore_throttle": 1,
         }
+    redis_broker = settings.broker_url.startswith(("redis://", "rediss://"))
     return {
         "broker_url": settings.broker_url,
+        # kombu's Redis transport, but one redis-py client per channel (zapreply.broker).
+        **({"broker_transport": "zapreply.broker:Transport"} if redis_broker else {}),
         "broker_transport_options": transport_options,
         "broker_connection_retry_on_startup": True,
         "broker_connection_timeout": 3,
