@@ -30,7 +30,10 @@ def make_engine(url: str, *, pool_size: int = 10, pre_ping: bool = True) -> Engi
     return create_engine(
         url,
         pool_size=pool_size,
-        max_overflow=max(pool_size // 2, 2),
+        # An overflow connection is closed as soon as it is returned: a saturated worker that
+        # keeps needing one opens and closes a PostgreSQL backend per transaction (a fork, a
+        # login, cold caches, statements no longer prepared). Most of the room is kept instead.
+        max_overflow=max(pool_size // 5, 2),
         pool_pre_ping=pre_ping,
         connect_args={"connect_timeout": 2} if url.startswith("postgresql") else {},
         pool_recycle=1800,
@@ -64,7 +67,7 @@ def get_engine() -> Engine:
     engine = _engines.get(settings.database_url)
     if engine is None:
         # Threads hold a connection only for short transactions, never across an LLM call.
-        size = _pool_size or min(settings.worker_concurrency, 20)
+        size = _pool_size or min(settings.worker_concurrency, 25)
         engine = make_engine(settings.database_url, pool_size=size, pre_ping=_pre_ping)
         _engines[settings.database_url] = engine
     return engine
