@@ -164,18 +164,16 @@ class _CpuShares:
 
     def __init__(self, bench: Bench) -> None:
         self.bench = bench
-        self.postgres_before = self._postgres()
+        options = bench.options
+        self.sessions_before = services.postgres_sessions(options.postgres_url, options.database)
         self.before = self._read()
-
-    def _postgres(self) -> dict[int, float]:
-        options = self.bench.options
-        return services.postgres_backend_cpu(options.postgres_url, options.database)
 
     def _read(self) -> dict[str, float]:
         bench, options = self.bench, self.bench.options
         return {
             "workers": sum(tree_cpu_seconds(child.pid) for child in bench.workers()),
             "receiver": tree_cpu_seconds(bench.children["receiver"].pid),
+            "Postgres": services.postgres_server_cpu(options.postgres_url),
             "Redis": services.redis_cpu_seconds(options.redis_url),
             "stand-ins": tree_cpu_seconds(bench.children["stubs"].pid),
             "machine": machine_busy_seconds(),
@@ -184,12 +182,16 @@ class _CpuShares:
     def per_reply_ms(self, replies: int, load_generator_cpu: float) -> dict[str, float]:
         after = self._read()
         used = {name: after[name] - self.before[name] for name in after}
-        used["Postgres"] = sum(cpu - self.postgres_before.get(pid, 0.0)
-                               for pid, cpu in self._postgres().items())
         used["load generator"] = load_generator_cpu
         parts = [name for name in used if name != "machine"]
         used["other"] = max(used["machine"] - sum(used[name] for name in parts), 0.0)
         return {name: _ms(seconds / max(replies, 1)) for name, seconds in used.items()}
+
+    def sessions(self) -> int:
+        """Database connections the run opened."""
+        options = self.bench.options
+        return services.postgres_sessions(options.postgres_url, options.database) \
+            - self.sessions_before
 
 
 def concurrency(bench: Bench, report: Report) -> None:
@@ -237,6 +239,7 @@ def concurrency(bench: Bench, report: Report) -> None:
         + ", ".join(f"{name} {cpu[name]:.1f}" for name in
                     ("workers", "receiver", "Postgres", "Redis", "stand-ins",
                      "load generator", "other"))
+        + f"; {shares.sessions()} database connections opened during it"
     )
     repeated = len(sends) - len(replied)
     if repeated:

@@ -15,7 +15,7 @@ import psycopg
 import redis
 from psycopg import sql
 
-from bench.procs import cpu_seconds
+from bench.procs import cpu_seconds, tree_cpu_seconds
 
 
 def sqlalchemy_url(server_url: str, role: str, database: str) -> str:
@@ -87,3 +87,22 @@ def postgres_backend_cpu(server_url: str, database: str) -> dict[int, float]:
         pids = [row[0] for row in conn.execute(
             "SELECT pid FROM pg_stat_activity WHERE datname = %s", (database,))]
     return {pid: cpu_seconds(pid) for pid in pids}
+
+
+def postgres_server_cpu(server_url: str) -> float:
+    """CPU of the whole PostgreSQL server: the postmaster, every live process under it and every
+    backend it has reaped (a backend that ended mid-run still counts; it is shared: other
+    users' work counts too)."""
+    with psycopg.connect(server_url, autocommit=True, connect_timeout=5) as conn:
+        backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    stat = Path(f"/proc/{backend}/stat").read_text()
+    postmaster = int(stat.rsplit(")", 1)[1].split()[1])
+    return tree_cpu_seconds(postmaster)
+
+
+def postgres_sessions(server_url: str, database: str) -> int:
+    """Connections ever opened to `database` (PostgreSQL 14+; 0 where it does not count)."""
+    with psycopg.connect(server_url, autocommit=True, connect_timeout=5) as conn:
+        row = conn.execute("SELECT sessions FROM pg_stat_database WHERE datname = %s",
+                           (database,)).fetchone()
+    return int(row[0] or 0) if row else 0
