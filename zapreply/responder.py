@@ -78,19 +78,30 @@ _conversations = Conversation.__table__
 # Core statements do not autoflush: `_plan_once` flushes before it reads.
 _CONVERSATION = select(*_conversations.c).where(
     _conversations.c.id == bindparam("conversation_id"))
-_WAITING = (
-    select(*_messages.c)
-    .where(_messages.c.conversation_id == bindparam("conversation_id"), or_(
-        and_(_messages.c.role == "assistant", _messages.c.status == "pending"),
-        and_(_messages.c.role == "customer", _messages.c.reply_run_id.is_(None)),
-    ))
-    .order_by(_messages.c.id)
-)
 _RUNNING = (
     select(_runs.c.id)
     .where(_runs.c.conversation_id == bindparam("conversation_id"), _runs.c.status == "running")
     .order_by(_runs.c.id)
     .limit(1)
+)
+_REPLIES_SENT = select(func.count(func.distinct(_messages.c.reply_run_id))).where(
+    _messages.c.conversation_id == bindparam("conversation_id"),
+    _messages.c.role == "assistant",
+    _messages.c.status == "sent",
+    _messages.c.sent_at > bindparam("since"),
+)
+# What is waiting (outbox rows not confirmed sent, customer messages no run has taken), and on
+# each of its rows what the planner asks next when there are some: the open run, if any, and
+# the replies sent since `since` (the loop guard's window): one round trip for three.
+_WAITING = (
+    select(*_messages.c, _RUNNING.scalar_subquery().label("open_run_id"),
+           # Its own `messages`, not the outer row's.
+           _REPLIES_SENT.correlate(None).scalar_subquery().label("replies_sent"))
+    .where(_messages.c.conversation_id == bindparam("conversation_id"), or_(
+        and_(_messages.c.role == "assistant", _messages.c.status == "pending"),
+        and_(_messages.c.role == "customer", _messages.c.reply_run_id.is_(None)),
+    ))
+    .order_by(_messages.c.id)
 )
 _OPEN_RUN = insert(_runs).returning(_runs.c.id)
 _TAKE_BURST = (
@@ -126,17 +137,13 @@ def _open_run(connection: Connection, values: dict[str, Any], burst: list[int]) 
     return run_id
 
 
-_REPLIES_SENT = select(func.count(func.distinct(_messages.c.reply_run_id))).where(
-    _messages.c.conversation_id == bindparam("conversation_id"),
-    _messages.c.role == "assistant",
-    _messages.c.status == "sent",
-    _messages.c.sent_at > bindparam("since"),
-)
 _HISTORY = (
     select(*_messages.c)
     .where(
         _messages.c.conversation_id == bindparam("conversation_id"),
-        _messages.c.role.in_(("customer", "assistant", "business")),
+        # Not `role IN (...)`: SQLAlchemy renders an IN list into the SQL at every execution.
+        or_(_messages.c.role == "customer", _messages.c.role == "assistant",
+            _messages.c.role == "business"),
         # Customer messages up to this run's burst (later ones belong to the next run);
         # everything we (or the business) sent, even if written after the burst arrived.
         (_messages.c.role != "customer") | (_messages.c.id <= bindparam("newest")),
@@ -359,8 +366,12 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
     now = utcnow()
 
     # What is waiting: outbox rows not confirmed sent, and customer messages no run has taken
-    # (one query for both).
-    waiting = connection.execute(_WAITING, {"conversation_id": conversation_id}).all()
+    # (one query for both, which also brings the open run and the loop guard's count).
+    config = configs.get(session, conversation.workflow_config_id)
+    loop_minutes = (option_values(config).get("loop_guard_minutes") if config else None) or 0
+    waiting = connection.execute(_WAITING, {
+        "conversation_id": conversation_id, "since": now - timedelta(minutes=loop_minutes),
+    }).all()
 
     # 1. Replies already written but not confirmed sent: send them first, in order (this
     #    includes the fallback text of a run that failed).
@@ -374,7 +385,8 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
                              [m for m in undelivered if m.reply_run_id == run.id])
 
     # 2. A run left open (a retry, a crash, a replay): resume it.
-    open_id = connection.execute(_RUNNING, {"conversation_id": conversation_id}).scalar()
+    open_id = waiting[0].open_run_id if waiting else connection.execute(
+        _RUNNING, {"conversation_id": conversation_id}).scalar()
     if open_id is not None:
         run = session.get(ReplyRun, open_id)
         if run.next_attempt_at is not None and run.next_attempt_at > now:
@@ -406,9 +418,6 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
     pending = [m for m in waiting if m.role == "customer"]
     if not pending:
         return None
-    config = (
-        configs.get(session, conversation.workflow_config_id)
-    )
     skip_reason = None
     closed: hours.Closed | None = None
     if conversations.pause_expired(conversation, now):
@@ -420,7 +429,8 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
         skip_reason = "conversation paused"
     elif _looping(session, conversation_id, option_values(config), now,
                   member=(pending[-1].extra or {}).get("sender")
-                  if groups.is_group_chat(conversation.chat_jid) else None):
+                  if groups.is_group_chat(conversation.chat_jid) else None,
+                  replies_sent=pending[0].replies_sent):
         # Another bot is probably answering ours: stop before the costs run away.
         conversation = _entity(session, conversation)
         conversations.pause(session, conversation, reason="loop guard", until=None,
@@ -479,7 +489,9 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
 
 
 def _looping(session: Session, conversation_id: int, options: dict[str, Any],
-             now: datetime, member: str | None = None) -> bool:
+             now: datetime, member: str | None = None, replies_sent: int | None = None) -> bool:
+    """Whether the conversation had as many replies in the loop guard's window as it allows
+    (`replies_sent`: the count for the whole conversation, when already read)."""
     most, minutes = options.get("loop_guard_replies"), options.get("loop_guard_minutes")
     if not most or not minutes:
         return False
@@ -499,6 +511,8 @@ def _looping(session: Session, conversation_id: int, options: dict[str, Any],
     if member:
         sent = session.scalar(
             select(func.count(func.distinct(Message.reply_run_id))).where(*clauses)) or 0
+    elif replies_sent is not None:
+        sent = replies_sent
     else:
         sent = session.connection().execute(_REPLIES_SENT, {
             "conversation_id": conversation_id, "since": now - timedelta(minutes=minutes),

@@ -432,3 +432,23 @@ def test_a_rate_limited_llm_is_asked_again_after_its_retry_after_within_the_cap(
             Event.conversation_id == conversation_id, Event.type == "llm.failed")).all()
         assert [(e.payload["will_retry"], "429" in e.payload["error"]) for e in failed] \
             == [(True, True)]
+
+
+def test_the_loop_guard_counts_only_the_replies_inside_its_window(fast_retries, llm, wuzapi):
+    config_id = make_config(wuzapi, loop_guard_replies=1, loop_guard_minutes=1.0)
+    conversation_id = receive(config_id, "um", "G1")
+    assert answer(conversation_id) == 1
+    with session_scope() as session:
+        for reply in session.scalars(select(Message).where(
+                Message.conversation_id == conversation_id, Message.role == "assistant")):
+            reply.sent_at = reply.sent_at - timedelta(minutes=2)
+
+    receive(config_id, "dois", "G2")
+    assert answer(conversation_id) == 1  # the first reply is outside the window
+    receive(config_id, "três", "G3")
+    answer(conversation_id)
+
+    assert [r["body"]["Body"] for r in wuzapi.sent()] == ["Resposta: um", "Resposta: dois"]
+    assert run_of(conversation_id).error == "loop guard"
+    with session_scope() as session:
+        assert session.get(Conversation, conversation_id).pause_reason == "loop guard"
