@@ -93,6 +93,8 @@ def test_the_model_calls_the_business_endpoint_and_answers_with_its_result(
     # The model sees what the tool is for, never where it lives or how it authenticates.
     assert SECRET not in json.dumps(llm.requests) and endpoint.url not in json.dumps(llm.requests)
 
+    rounds = [e.payload for e in events_of("llm.completed")]
+    assert [(r["round"], r["tool_calls"]) for r in rounds] == [(0, ["consultar_pedido"]), (1, [])]
     [event] = events_of("tool.called")
     assert event.payload["name"] == "consultar_pedido"
     assert event.payload["arguments"] == {"numero": "A 7", "detalhe": "curto"}

@@ -841,8 +841,10 @@ def _generate_and_store(
                              exc, permanent=exc.permanent, retry_after=exc.retry_after,
                              budget=settings.llm_max_attempts, finished=finished)
     with session_scope() as session:
-        leases.fence(session, conversation_id, token, settings.lease_seconds)
-        rows = _store_draft(session, conversation_id, step.run_id, step.context, draft)
+        written = _fence_and_record_llm_events(session, conversation_id, token, step.run_id,
+                                               draft, settings)
+        rows = _store_draft(session, conversation_id, step.run_id, step.context, draft,
+                            llm_events_written=written)
         budget.record_usage(session, step.context.config_id, options, draft.completions,
                             utcnow())
         if rows:
@@ -871,22 +873,69 @@ def _record_discarded_calls(conversation_id: int, token: int, run_id: int, setti
                           discarded=True, **call["details"])
 
 
+def _llm_events(draft: _Draft) -> list[dict[str, Any]]:
+    """The payload of each completion's `llm.completed` event."""
+    return [
+        {"model": completion.model, "round": round_number,
+         "prompt_tokens": completion.prompt_tokens,
+         "completion_tokens": completion.completion_tokens,
+         "cost": completion.cost, "latency_ms": completion.latency_ms,
+         "tool_calls": [c.name for c in completion.tool_calls]}
+        for round_number, completion in enumerate(draft.completions)
+    ]
+
+
+# PostgreSQL: the lease fenced and the run's `llm.completed` events written in one round trip
+# instead of one per statement. Nothing is written unless the lease is still ours.
+_FENCE_WITH_EVENTS = text("""
+WITH renewed AS (
+    UPDATE conversations SET lease_expires_at = :expires_at, updated_at = :now
+    WHERE id = :conversation_id AND lease_token = :token
+    RETURNING id
+), written AS (
+    INSERT INTO events (type, conversation_id, run_id, payload, created_at)
+    SELECT :event_type, :conversation_id, :run_id, event.payload, :now
+    FROM renewed, jsonb_array_elements(:payloads) WITH ORDINALITY AS event(payload, n)
+    ORDER BY event.n
+)
+SELECT count(*) FROM renewed
+""").bindparams(
+    bindparam("payloads", type_=Event.__table__.c.payload.type),
+    bindparam("now", type_=_conversations.c.updated_at.type),
+    bindparam("expires_at", type_=_conversations.c.lease_expires_at.type),
+)
+
+
+def _fence_and_record_llm_events(session: Session, conversation_id: int, token: int,
+                                 run_id: int, draft: _Draft, settings: Settings) -> bool:
+    """`leases.fence` plus the draft's `llm.completed` events, in one statement on PostgreSQL.
+    Says whether the events were written (elsewhere `_store_draft` writes them)."""
+    if session.get_bind().dialect.name != "postgresql":
+        leases.fence(session, conversation_id, token, settings.lease_seconds)
+        return False
+    now = utcnow()
+    renewed = session.connection().execute(_FENCE_WITH_EVENTS, {
+        "conversation_id": conversation_id, "token": token, "run_id": run_id, "now": now,
+        "expires_at": now + timedelta(seconds=settings.lease_seconds),
+        "event_type": events.LLM_COMPLETED, "payloads": _llm_events(draft),
+    }).scalar()
+    if not renewed:
+        raise leases.LeaseLost(f"conversation {conversation_id}: lease token {token} superseded")
+    return True
+
+
 def _store_draft(
-    session: Session, conversation_id: int, run_id: int, context: _Context, draft: _Draft
+    session: Session, conversation_id: int, run_id: int, context: _Context, draft: _Draft,
+    *, llm_events_written: bool = False,
 ) -> list[_Outgoing]:
     """Store what the run produced; return the outbox rows to deliver (none when it ends
     without a message: a silent handoff, or a failure)."""
     if any(item.media_type for item in context.burst):
         media.forget_inline(session, run_id)
-    for round_number, completion in enumerate(draft.completions):
-        events.record(
-            session, events.LLM_COMPLETED, conversation_id=conversation_id, run_id=run_id,
-            model=completion.model, round=round_number,
-            prompt_tokens=completion.prompt_tokens,
-            completion_tokens=completion.completion_tokens,
-            cost=completion.cost, latency_ms=completion.latency_ms,
-            tool_calls=[c.name for c in completion.tool_calls],
-        )
+    if not llm_events_written:
+        for payload in _llm_events(draft):
+            events.record(session, events.LLM_COMPLETED, conversation_id=conversation_id,
+                          run_id=run_id, **payload)
     for call in draft.effects.calls:
         events.record(session, events.TOOL_CALLED, conversation_id=conversation_id,
                       run_id=run_id, name=call["name"], arguments=call["arguments"],

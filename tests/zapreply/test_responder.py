@@ -106,6 +106,12 @@ def test_the_last_send_records_the_row_its_event_the_closed_run_and_a_free_lease
         conversation = session.get(Conversation, conversation_id)
         assert conversation.lease_owner is None and conversation.lease_expires_at is None
     assert event_types(conversation_id) == ["message.received", "llm.completed", "message.sent"]
+    with session_scope() as session:
+        completed = session.scalars(select(Event).where(
+            Event.conversation_id == conversation_id, Event.type == "llm.completed")).one()
+    assert completed.run_id == reply.reply_run_id
+    assert completed.payload["round"] == 0 and completed.payload["tool_calls"] == []
+    assert completed.payload["prompt_tokens"] > 0 and completed.payload["latency_ms"] >= 0
 
 
 def test_a_reply_in_paragraphs_is_sent_in_order_and_closed_once(fast_retries, llm, wuzapi):
