@@ -11,11 +11,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from zapreply.settings import apply_litellm_environment
+import httpx
+
+from zapreply.http import shared_client
+from zapreply.settings import apply_litellm_environment, get_settings
 
 apply_litellm_environment()
 
-import litellm  # noqa: E402 - the environment above must be set first
+# The environment above must be set first.
+import litellm  # noqa: E402
+from litellm.llms.custom_httpx.http_handler import HTTPHandler  # noqa: E402
+from litellm.secret_managers.main import get_secret_bool  # noqa: E402
 
 litellm.suppress_debug_info = True
 litellm.telemetry = False
@@ -92,6 +98,9 @@ def complete(
         kwargs["max_tokens"] = max_tokens
     if api_base:
         kwargs["api_base"] = api_base
+    client = _http_handler_for(model)
+    if client is not None:
+        kwargs["client"] = client
     started = time.perf_counter()
     try:
         response = litellm.completion(**kwargs)
@@ -121,6 +130,49 @@ def complete(
         latency_ms=latency_ms,
         model=getattr(response, "model", None) or model,
     )
+
+
+_through_http_handler: dict[str, bool] = {}
+
+
+def _http_handler_for(model: str) -> HTTPHandler | None:
+    """The HTTP client for a model whose calls go through litellm's own HTTP handler (OpenAI
+    and OpenAI-compatible chat, zapreply.settings.apply_litellm_environment), or None to leave
+    the choice to litellm.
+
+    litellm's own client is httpx's default: at most 100 connections a process, 20 of them kept
+    open. A worker holds one call per slot in flight, so beyond 100 slots calls queue for a
+    connection, and beyond 20 every call that finds no idle connection opens one (a TCP and TLS
+    handshake each) and drops it after the answer. This one is sized to the worker's slots.
+    Other routes take an SDK client of their own in `client=`, so they keep litellm's."""
+    routed = _through_http_handler.get(model)
+    if routed is None:
+        try:
+            provider = litellm.get_llm_provider(model=model)[1]
+        except Exception:  # noqa: BLE001 - an unknown provider fails in the call itself
+            provider = None
+        routed = _through_http_handler[model] = (
+            provider == "openai"
+            and bool(get_secret_bool("EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER"))
+        )
+    if not routed:
+        return None
+    return _shared_handler()
+
+
+_handler: HTTPHandler | None = None
+
+
+def _shared_handler() -> HTTPHandler:
+    global _handler
+    if _handler is None:
+        slots = max(get_settings().worker_concurrency, 1)
+        _handler = HTTPHandler(client=shared_client("llm", lambda: httpx.Client(
+            limits=httpx.Limits(max_connections=slots, max_keepalive_connections=slots),
+            timeout=httpx.Timeout(600.0, connect=5.0),  # each call passes its own timeout
+            follow_redirects=True,
+        )))
+    return _handler
 
 
 _unpriced: set[str] = set()
