@@ -41,6 +41,7 @@ Tick = Callable[[], None]
 @dataclass
 class Options:
     gunicorn_workers: int
+    gunicorn_threads: int  # 0: gunicorn's sync workers; N: gthread workers with N threads
     worker_pool: str
     worker_concurrency: int
     worker_processes: int
@@ -148,7 +149,10 @@ class Bench:
     def _gunicorn(self, name: str, app: str) -> None:
         """Both apps get exactly these settings."""
         argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.ports[name]}",
-                "--workers", str(self.options.gunicorn_workers), app]
+                "--workers", str(self.options.gunicorn_workers)]
+        if self.options.gunicorn_threads:
+            argv += ["--worker-class", "gthread", "--threads", str(self.options.gunicorn_threads)]
+        argv.append(app)
         self.children[name] = self.supervisor.start(name, argv, env=self.env(), cwd=ROOT)
 
     def _create_config(self) -> None:

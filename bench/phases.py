@@ -54,11 +54,15 @@ def ingest(bench: Bench, report: Report) -> float:
     )
     client_cpu = sum(run.client_cpu for run in best.values())
     requests = sum(run.requests for run in best.values())
+    kind = (f"gthread workers × {options.gunicorn_threads} threads"
+            if options.gunicorn_threads else "sync workers")
     report.note(
-        f"ingest: {options.gunicorn_workers} gunicorn sync workers for each app, {bare.client} "
+        f"ingest: {options.gunicorn_workers} gunicorn {kind} for each app, {bare.client} "
         f"closed loop with {options.ingest_connections} connections, best of "
-        f"{options.ingest_rounds} alternating {options.ingest_duration:g} s rounds; a new "
-        f"connection per request (sync workers close it). The load generator shares the "
+        f"{options.ingest_rounds} alternating {options.ingest_duration:g} s rounds; "
+        + ("connections kept alive. " if options.gunicorn_threads and bare.client == "wrk"
+           else "a new connection per request (sync workers close it). ")
+        + f"The load generator shares the "
         f"2 cores ({client_cpu / max(requests, 1) * 1e6:.0f} µs CPU per request). The Celery "
         f"worker was not running: tasks only queued in Redis. Failed requests: receiver "
         f"{receiver.failed}, bare {bare.failed}."
@@ -226,7 +230,9 @@ def concurrency(bench: Bench, report: Report) -> None:
             detail=f"{len(latencies)}/{len(result.ok)} answered; reply p50 "
                    f"{percentile(latencies, 50):.2f} s, p99 {percentile(latencies, 99):.2f} s"),
         Row("conversations in flight (max LLM calls open)", stats["llm_max_in_flight"],
-            "{:.0f}", Goal(">=", 200)),
+            "{:.0f}", Goal(">=", 200),
+            detail=f"{stats['llm_requests']} LLM calls on {stats['llm_connections']} "
+                   f"connections"),
         Row(f"worker RSS (max; {options.worker_processes} × pool {options.worker_pool} "
             f"× {options.worker_concurrency})",
             peak_rss / MB, "{:.0f} MB", Goal("<=", 1536, "MB")),
