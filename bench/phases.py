@@ -75,10 +75,15 @@ def half_rate_latency(bench: Bench, report: Report, max_rate: float) -> None:
     whatever the answers, each on its own connection, as WuzAPI's concurrent deliveries."""
     rate = max(max_rate / 2, 1.0)
     result = bench.load("receiver", duration=bench.options.half_rate_duration, rate=rate)
+    # The same client at the same rate against the bare app: what the client and the machine
+    # add to any app's tail at this rate.
+    bare = bench.load("bare", duration=bench.options.half_rate_duration, rate=rate)
     report.add(Row(f"webhook p99 at half max rate ({rate:.0f} req/s)",
                    _ms(percentile(result.latencies, 99)), "{:.1f} ms", Goal("<=", 25, "ms"),
                    detail=f"p50 {_ms(percentile(result.latencies, 50)):.1f} ms; "
-                          f"{result.rate:.0f} req/s answered"))
+                          f"{result.rate:.0f} req/s answered; the bare app at the same rate: "
+                          f"p99 {_ms(percentile(bare.latencies, 99)):.1f} ms, "
+                          f"p50 {_ms(percentile(bare.latencies, 50)):.1f} ms"))
     if result.failed:
         report.note(f"half-rate run: webhooks failed: {result.failures()}")
     report.note(f"half-rate run: the Python client (bench.loadgen) used "
