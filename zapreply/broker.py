@@ -9,7 +9,8 @@ the pool it was made for: redis-py's client is thread-safe, every command and pi
 its own connection from the pool, so nothing about the commands changes.
 
 Used by the worker's Celery app when the broker is Redis (`broker_transport`,
-zapreply.queue.celery_config).
+zapreply.queue.celery_config, which names it as a string so that the receiver, which builds the
+same config, never imports kombu).
 """
 
 from __future__ import annotations
@@ -38,6 +39,3 @@ class Channel(redis.Channel):
 
 class Transport(redis.Transport):
     Channel = Channel
-
-
-TRANSPORT = f"{__name__}:Transport"

@@ -50,11 +50,11 @@ def celery_config(settings: Settings) -> dict[str, object]:
             "unacked_restore_interval": 5,
             "unacked_restore_throttle": 1,
         }
-    redis_broker = settings.broker_url.startswith(("redis://", "rediss://"))
     return {
         "broker_url": settings.broker_url,
         # kombu's Redis transport, but one redis-py client per channel (zapreply.broker).
-        **({"broker_transport": "zapreply.broker:Transport"} if redis_broker else {}),
+        **({"broker_transport": "zapreply.broker:Transport"}
+           if _is_redis(settings.broker_url) else {}),
         "broker_transport_options": transport_options,
         "broker_connection_retry_on_startup": True,
         "broker_connection_timeout": 3,
@@ -101,6 +101,10 @@ def celery_config(settings: Settings) -> dict[str, object]:
     }
 
 
+def _is_redis(broker_url: str) -> bool:
+    return broker_url.startswith(("redis://", "rediss://"))
+
+
 def make_celery(settings: Settings | None = None) -> Celery:
     # Imported here: a receiver on Redis never needs Celery itself (see Publisher).
     from celery import Celery
@@ -133,7 +137,7 @@ class Publisher:
         self._connection: Any = None
         self._connection_pid = 0
         self._lock = threading.Lock()
-        if settings.broker_url.startswith(("redis://", "rediss://")):
+        if _is_redis(settings.broker_url):
             import redis
             from redis.backoff import NoBackoff
             from redis.retry import Retry

@@ -368,7 +368,8 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
     # What is waiting: outbox rows not confirmed sent, and customer messages no run has taken
     # (one query for both, which also brings the open run and the loop guard's count).
     config = configs.get(session, conversation.workflow_config_id)
-    loop_minutes = (option_values(config).get("loop_guard_minutes") if config else None) or 0
+    options = option_values(config) if config else {}
+    loop_minutes = options.get("loop_guard_minutes") or 0
     waiting = connection.execute(_WAITING, {
         "conversation_id": conversation_id, "since": now - timedelta(minutes=loop_minutes),
     }).all()
@@ -427,7 +428,7 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
         skip_reason = "no active workflow config"
     elif conversations.is_paused(conversation, now):
         skip_reason = "conversation paused"
-    elif _looping(session, conversation_id, option_values(config), now,
+    elif _looping(session, conversation_id, options, now,
                   member=(pending[-1].extra or {}).get("sender")
                   if groups.is_group_chat(conversation.chat_jid) else None,
                   replies_sent=pending[0].replies_sent):
@@ -442,11 +443,11 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
             return _Wait((ready_at - now).total_seconds())
         # Opening hours, judged when the burst arrived: outside them no model call, at most
         # the away message (zapreply.hours).
-        closed = hours.closed_for(session, conversation_id, option_values(config),
+        closed = hours.closed_for(session, conversation_id, options,
                                   pending[-1].created_at)
         if closed is not None and closed.away_text is None:
             skip_reason = "outside opening hours"
-        elif closed is None and budget.is_spent(session, config.id, option_values(config), now):
+        elif closed is None and budget.is_spent(session, config.id, options, now):
             skip_reason = budget.SPENT
     run = _RunRef(_open_run(connection, {
         "conversation_id": conversation_id,
@@ -479,7 +480,7 @@ def _plan_once(  # noqa: C901 - one decision table, read top to bottom
         )
         if skip_reason == budget.SPENT:
             conversation = _entity(session, conversation)
-            texts = budget.turn_away(session, conversation, run, option_values(config), now)
+            texts = budget.turn_away(session, conversation, run, options, now)
             _add_outbox(session, conversation, run.id, texts, fallback=True, first_seq=0)
         return "again"
     step = _generate_step(session, conversation, run, settings, config,
