@@ -27,7 +27,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from zapreply.http import shared_client
+from zapreply.http import per_shard_limit, shared_client, ssl_context
 
 NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -318,8 +318,10 @@ def _query(arguments: dict[str, Any]) -> dict[str, Any]:
 
 def _http() -> httpx.Client:
     return shared_client("business-tools", lambda: httpx.Client(
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        limits=httpx.Limits(max_connections=per_shard_limit(100),
+                            max_keepalive_connections=per_shard_limit(20)),
         follow_redirects=False,
+        verify=ssl_context(),
     ))
 
 

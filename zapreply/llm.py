@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from zapreply.http import shared_client
+from zapreply.http import per_shard_limit, shared, ssl_context
 from zapreply.settings import apply_litellm_environment, get_settings
 
 apply_litellm_environment()
@@ -143,7 +143,8 @@ def _http_handler_for(model: str) -> HTTPHandler | None:
     litellm's own client is httpx's default: at most 100 connections a process, 20 of them kept
     open. A worker holds one call per slot in flight, so beyond 100 slots calls queue for a
     connection, and beyond 20 every call that finds no idle connection opens one (a TCP and TLS
-    handshake each) and drops it after the answer. This one is sized to the worker's slots.
+    handshake each) and drops it after the answer. These hold a connection for every slot,
+    split over zapreply.http's shards.
     Other routes take an SDK client of their own in `client=`, so they keep litellm's."""
     routed = _through_http_handler.get(model)
     if routed is None:
@@ -160,19 +161,19 @@ def _http_handler_for(model: str) -> HTTPHandler | None:
     return _shared_handler()
 
 
-_handler: HTTPHandler | None = None
-
-
 def _shared_handler() -> HTTPHandler:
-    global _handler
-    if _handler is None:
-        slots = max(get_settings().worker_concurrency, 1)
-        _handler = HTTPHandler(client=shared_client("llm", lambda: httpx.Client(
-            limits=httpx.Limits(max_connections=slots, max_keepalive_connections=slots),
-            timeout=httpx.Timeout(600.0, connect=5.0),  # each call passes its own timeout
-            follow_redirects=True,
-        )))
-    return _handler
+    """The calling thread's handler (zapreply.http: a few per process, each thread on one)."""
+    return shared("llm", _make_handler)
+
+
+def _make_handler() -> HTTPHandler:
+    per_shard = per_shard_limit(get_settings().worker_concurrency)
+    return HTTPHandler(client=httpx.Client(
+        limits=httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard),
+        timeout=httpx.Timeout(600.0, connect=5.0),  # each call passes its own timeout
+        follow_redirects=True,
+        verify=ssl_context(),
+    ))
 
 
 _unpriced: set[str] = set()

@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from zapreply import budget, events
 from zapreply.db import session_scope
-from zapreply.http import shared_client
+from zapreply.http import per_shard_limit, shared_client, ssl_context
 from zapreply.models import Message, ReplyRun, utcnow
 from zapreply.settings import Settings
 from zapreply.wuzapi import storable
@@ -303,7 +303,11 @@ def fetch(reference: dict[str, Any], media_type: str | None, send: dict[str, Any
 
 
 def _http() -> httpx.Client:
-    return shared_client("media", lambda: httpx.Client(follow_redirects=True, max_redirects=3))
+    return shared_client("media", lambda: httpx.Client(
+        limits=httpx.Limits(max_connections=per_shard_limit(100),
+                            max_keepalive_connections=per_shard_limit(20)),
+        follow_redirects=True, max_redirects=3, verify=ssl_context(),
+    ))
 
 
 def _get(url: str, settings: Settings) -> bytes:

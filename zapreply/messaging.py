@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from zapreply.http import shared_client
+from zapreply.http import per_shard_limit, shared_client, ssl_context
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +25,10 @@ class SendError(Exception):
 
 def _http() -> httpx.Client:
     return shared_client("messages-api", lambda: httpx.Client(
-        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        limits=httpx.Limits(max_connections=per_shard_limit(200),
+                            max_keepalive_connections=per_shard_limit(50)),
         follow_redirects=False,
+        verify=ssl_context(),
     ))
 
 

@@ -15,10 +15,9 @@ from zapreply import settings as settings_module
 def slots(db, base_env, monkeypatch):  # type: ignore[no-untyped-def]
     """A worker with 150 slots, and the LLM client made afresh for it."""
     settings_module.override(settings_module.load({**base_env, "WORKER_CONCURRENCY": "150"}))
-    monkeypatch.setattr(boundary, "_handler", None)
-    monkeypatch.delitem(http._clients, "llm", raising=False)
+    http.forget("llm")
     yield 150
-    monkeypatch.delitem(http._clients, "llm", raising=False)
+    http.forget("llm")
     settings_module.override(settings_module.load(base_env))
 
 
@@ -47,12 +46,24 @@ def test_a_worker_can_have_more_calls_in_flight_than_httpx_allows_by_default(slo
     assert llm.max_in_flight == calls
 
 
-def test_the_client_keeps_a_connection_open_for_every_slot(slots) -> None:
+def test_the_clients_keep_a_connection_open_for_every_slot(slots) -> None:
     # httpx's default keeps 20 open: past 20 calls at once, each opens and drops a connection
     # (a TCP and TLS handshake per call to a real provider).
-    pool = boundary._http_handler_for("openai/gpt-4o-mini").client._transport._pool
-    assert pool._max_connections == slots
-    assert pool._max_keepalive_connections == slots
+    pools = []
+
+    def look() -> None:
+        pools.append(boundary._http_handler_for("openai/gpt-4o-mini").client._transport._pool)
+
+    threads = [threading.Thread(target=look) for _ in range(http.SHARDS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # One thread per shard, dealt in turn: every shard's client, each with its share.
+    assert len({id(pool) for pool in pools}) == http.SHARDS
+    assert sum(pool._max_connections for pool in pools) >= slots
+    assert sum(pool._max_keepalive_connections for pool in pools) >= slots
+    assert all(pool._max_connections == pool._max_keepalive_connections for pool in pools)
 
 
 def test_only_calls_through_litellms_http_handler_get_the_client(slots) -> None:
