@@ -8,8 +8,8 @@ from celery import Task
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from worker.app import app
-from worker.replies import answer_now_or_later, reply
-from zapreply import inbound
+from worker.replies import answer_now_or_later, owner, reply
+from zapreply import inbound, responder
 from zapreply.db import session_scope
 from zapreply.queue import HANDLE_INBOUND, RECORD_IGNORED
 
@@ -26,16 +26,34 @@ _DB_RETRY = {
 
 @app.task(name=HANDLE_INBOUND, bind=True, **_DB_RETRY)
 def handle_inbound(self: Task, config_id: int, instance: str, message: dict[str, Any]) -> str:
-    with session_scope() as session:
-        recorded = inbound.record_inbound(
-            session, config_id=config_id, instance=instance, message=message
-        )
+    # A message answered at once is recorded, claimed and planned in one transaction: one
+    # commit fewer for the common case.
+    planning = False
+    try:
+        with session_scope() as session:
+            recorded = inbound.record_inbound(
+                session, config_id=config_id, instance=instance, message=message
+            )
+            if recorded.needs_reply and recorded.debounce_seconds <= 0:
+                planning = True
+                started = responder.start(session, recorded.conversation_id, owner=owner(self))
+    except (OperationalError, InterfaceError):
+        raise  # retried whole: recording is idempotent
+    except Exception:
+        if planning:
+            # Planning failed, which rolled the message back with it: keep the message.
+            with session_scope() as session:
+                inbound.record_inbound(
+                    session, config_id=config_id, instance=instance, message=message
+                )
+        raise
     if not recorded.needs_reply:
         return "recorded" if recorded.is_new else "duplicate"
     if recorded.debounce_seconds > 0:
         reply.apply_async(args=[recorded.conversation_id], countdown=recorded.debounce_seconds)
         return "scheduled"
-    return answer_now_or_later(self, recorded.conversation_id)
+    return answer_now_or_later(self, recorded.conversation_id,
+                               lambda: responder.answer_started(started))
 
 
 @app.task(name=RECORD_IGNORED, **_DB_RETRY)

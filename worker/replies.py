@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 
 from celery import Task
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -18,14 +19,19 @@ from zapreply.settings import get_settings
 log = logging.getLogger(__name__)
 
 
-def _owner(task: Task) -> str:
+def owner(task: Task) -> str:
     return f"{task.request.hostname}:{os.getpid()}:{threading.get_ident()}:{task.request.id}"
 
 
-def answer_now_or_later(task: Task, conversation_id: int) -> str:
-    """Answer within this task; anything that must wait becomes a later `reply` task."""
+def answer_now_or_later(task: Task, conversation_id: int,
+                        answer: Callable[[], int] | None = None) -> str:
+    """Answer within this task (`answer`: how, if not `responder.answer_conversation`);
+    anything that must wait becomes a later `reply` task."""
     try:
-        finished = responder.answer_conversation(conversation_id, owner=_owner(task))
+        if answer is None:
+            finished = responder.answer_conversation(conversation_id, owner=owner(task))
+        else:
+            finished = answer()
     except (responder.Busy, responder.Waiting, responder.RetryLater) as exc:
         log.info("conversation %s: %s", conversation_id, exc)
         reply.apply_async(args=[conversation_id], countdown=exc.retry_in)

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from zapreply.settings import get_settings
 
 
-def make_engine(url: str, *, pool_size: int = 10, pre_ping: bool = True) -> Engine:
+def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 2,
+                pre_ping: bool = True) -> Engine:
     if url.startswith("sqlite"):
         # hide_parameters: statements may carry a config's messages-API token; errors get logged.
         engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
@@ -30,10 +31,7 @@ def make_engine(url: str, *, pool_size: int = 10, pre_ping: bool = True) -> Engi
     return create_engine(
         url,
         pool_size=pool_size,
-        # An overflow connection is closed as soon as it is returned: a saturated worker that
-        # keeps needing one opens and closes a PostgreSQL backend per transaction (a fork, a
-        # login, cold caches, statements no longer prepared). Most of the room is kept instead.
-        max_overflow=max(pool_size // 5, 2),
+        max_overflow=max_overflow,
         pool_pre_ping=pre_ping,
         connect_args={"connect_timeout": 2} if url.startswith("postgresql") else {},
         pool_recycle=1800,
@@ -66,9 +64,17 @@ def get_engine() -> Engine:
     settings = get_settings()
     engine = _engines.get(settings.database_url)
     if engine is None:
-        # Threads hold a connection only for short transactions, never across an LLM call.
-        size = _pool_size or min(settings.worker_concurrency, 25)
-        engine = make_engine(settings.database_url, pool_size=size, pre_ping=_pre_ping)
+        if _pool_size is not None:
+            size, overflow = _pool_size, max(_pool_size // 5, 2)
+        else:
+            # A worker's threads hold a connection only for short transactions, never across
+            # an LLM call. No overflow: SQLAlchemy closes an overflow connection as soon as it
+            # is returned, so a saturated worker that keeps needing one opens and closes a
+            # PostgreSQL backend per transaction (a fork, a login, cold caches). All of the
+            # room is kept instead; past it, a thread waits for a connection.
+            size, overflow = min(settings.worker_concurrency, 30), 0
+        engine = make_engine(settings.database_url, pool_size=size, max_overflow=overflow,
+                             pre_ping=_pre_ping)
         _engines[settings.database_url] = engine
     return engine
 
@@ -102,3 +108,11 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+@contextmanager
+def autocommit() -> Iterator[Connection]:
+    """A pooled connection in autocommit, for a single statement that is atomic by itself:
+    no BEGIN and COMMIT round trips. The pool restores the connection's isolation level."""
+    with get_engine().connect() as connection:
+        yield connection.execution_options(isolation_level="AUTOCOMMIT")

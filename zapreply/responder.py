@@ -62,7 +62,7 @@ from zapreply import (
     tools,
 )
 from zapreply.configs import option_values
-from zapreply.db import session_scope
+from zapreply.db import autocommit, get_engine, session_scope
 from zapreply.models import Conversation, Event, Message, ReplyRun, WorkflowConfig, utcnow
 from zapreply.settings import Settings, get_settings
 
@@ -297,22 +297,49 @@ class _Wait:
 _Step = _Generate | _Deliver | _Wait | None
 
 
+@dataclass
+class Started:
+    """A conversation claimed and its first step planned, in a transaction not yet committed."""
+    conversation_id: int
+    token: int
+    step: _Step
+    finished: list[int]
+
+
+def start(session: Session, conversation_id: int, *, owner: str) -> Started | None:
+    """Claim the conversation's lease and plan its first step in the caller's transaction;
+    None if another worker holds the lease. Carry on with `answer_started` once the
+    transaction has committed."""
+    settings = get_settings()
+    claimed = leases.claim_and_load(session, conversation_id, owner, settings.lease_seconds)
+    if claimed is None:
+        return None
+    finished = [0]
+    token = claimed.lease_token
+    step = _plan(session, conversation_id, token, settings, finished, claimed)
+    return Started(conversation_id, token, step, finished)
+
+
 def answer_conversation(conversation_id: int, *, owner: str) -> int:
     """Answer whatever is unanswered in the conversation; return how many runs were finished.
 
     Each transaction does one step and decides the next, so the common case (one burst, one
     reply) is three short transactions around the LLM call and the send.
     """
-    settings = get_settings()
-    finished = [0]
     with session_scope() as session:
-        claimed = leases.claim_and_load(session, conversation_id, owner, settings.lease_seconds)
-        if claimed is None:
-            raise Busy(retry_in=random.uniform(0.5, 1.5))
-        token = claimed.lease_token
-        step = _plan(session, conversation_id, token, settings, finished, claimed)
+        started = start(session, conversation_id, owner=owner)
+    return answer_started(started)
+
+
+def answer_started(started: Started | None) -> int:
+    """Go on from `start`, whose transaction has committed."""
+    if started is None:
+        raise Busy(retry_in=random.uniform(0.5, 1.5))
+    conversation_id, token, step, finished = (
+        started.conversation_id, started.token, started.step, started.finished)
     if step is None or isinstance(step, _Wait):
         return _finish(step, finished)
+    settings = get_settings()
     leases.keeper.hold(conversation_id, token)
     released = False
     try:
@@ -788,23 +815,27 @@ def _close_sent_run(
 
 
 def _record_last_send(
-    session: Session, conversation_id: int, token: int, run_id: int, row: _Outgoing,
-    provider_id: str | None, settings: Settings, finished: list[int],
+    conversation_id: int, token: int, run_id: int, row: _Outgoing, provider_id: str | None,
+    settings: Settings, finished: list[int],
 ) -> _Step:
     """What `_MARK_SENT`, its event and `_close_sent_run` do, in one statement
-    (`_LAST_SEND`): the common end of every reply, on PostgreSQL."""
-    outcome = session.connection().execute(_LAST_SEND, {
-        "row_id": row.row_id, "provider_id": provider_id, "sent_at": utcnow(),
-        "conversation_id": conversation_id, "run_id": run_id, "token": token,
-        "event_type": events.MESSAGE_SENT,
-        "payload": {"message_id": row.row_id, "provider_message_id": provider_id},
-    }).one()
+    (`_LAST_SEND`): the common end of every reply, on PostgreSQL. One statement is atomic by
+    itself, so it runs in autocommit (no BEGIN and COMMIT round trips); only when more is
+    waiting does a transaction follow, to renew the lease and plan the next step."""
+    with autocommit() as connection:
+        outcome = connection.execute(_LAST_SEND, {
+            "row_id": row.row_id, "provider_id": provider_id, "sent_at": utcnow(),
+            "conversation_id": conversation_id, "run_id": run_id, "token": token,
+            "event_type": events.MESSAGE_SENT,
+            "payload": {"message_id": row.row_id, "provider_message_id": provider_id},
+        }).one()
     finished[0] += int(outcome.closed)
     if outcome.closed and not outcome.more:
         return None  # released, if the lease was still ours
-    if not leases.renew(session, conversation_id, token, settings.lease_seconds):
-        raise leases.LeaseLost(f"conversation {conversation_id}: lease lost after a send")
-    return _plan(session, conversation_id, token, settings, finished)
+    with session_scope() as session:
+        if not leases.renew(session, conversation_id, token, settings.lease_seconds):
+            raise leases.LeaseLost(f"conversation {conversation_id}: lease lost after a send")
+        return _plan(session, conversation_id, token, settings, finished)
 
 
 def _generate_and_store(
@@ -1122,10 +1153,10 @@ def _deliver_rows(
                                  budget=settings.send_max_attempts, finished=finished,
                                  row_id=row.row_id, status=exc.status)
         last = index == len(step.rows) - 1
+        if last and get_engine().dialect.name == "postgresql":
+            return _record_last_send(conversation_id, token, step.run_id, row, provider_id,
+                                     settings, finished)
         with session_scope() as session:
-            if last and session.get_bind().dialect.name == "postgresql":
-                return _record_last_send(session, conversation_id, token, step.run_id, row,
-                                         provider_id, settings, finished)
             # The send happened: record it whatever became of the lease meanwhile.
             session.connection().execute(_MARK_SENT, {
                 "row_id": row.row_id, "provider_id": provider_id, "sent_at": utcnow()})
