@@ -26,27 +26,8 @@ _DB_RETRY = {
 
 @app.task(name=HANDLE_INBOUND, bind=True, **_DB_RETRY)
 def handle_inbound(self: Task, config_id: int, instance: str, message: dict[str, Any]) -> str:
-    # A message answered at once is recorded, claimed and planned in one transaction: one
-    # commit fewer for the common case.
-    planning = False
-    try:
-        with session_scope() as session:
-            recorded = inbound.record_inbound(
-                session, config_id=config_id, instance=instance, message=message
-            )
-            if recorded.needs_reply and recorded.debounce_seconds <= 0:
-                planning = True
-                started = responder.start(session, recorded.conversation_id, owner=owner(self))
-    except (OperationalError, InterfaceError):
-        raise  # retried whole: recording is idempotent
-    except Exception:
-        if planning:
-            # Planning failed, which rolled the message back with it: keep the message.
-            with session_scope() as session:
-                inbound.record_inbound(
-                    session, config_id=config_id, instance=instance, message=message
-                )
-        raise
+    recorded, started = responder.record_and_start(
+        config_id=config_id, instance=instance, message=message, owner=owner(self))
     if not recorded.needs_reply:
         return "recorded" if recorded.is_new else "duplicate"
     if recorded.debounce_seconds > 0:

@@ -46,6 +46,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from zapreply import (
@@ -56,6 +57,7 @@ from zapreply import (
     events,
     groups,
     hours,
+    inbound,
     leases,
     media,
     messaging,
@@ -318,6 +320,35 @@ def start(session: Session, conversation_id: int, *, owner: str) -> Started | No
     token = claimed.lease_token
     step = _plan(session, conversation_id, token, settings, finished, claimed)
     return Started(conversation_id, token, step, finished)
+
+
+def record_and_start(
+    *, config_id: int, instance: str, message: dict[str, Any], owner: str
+) -> tuple[inbound.Recorded, Started | None]:
+    """Record an inbound message and, when it is to be answered at once, claim and plan its
+    conversation in the same transaction: one commit fewer for the common case.
+
+    If planning fails, the message goes with the rolled-back transaction: it is recorded again
+    on its own before the error propagates, so a message is never lost with a plan. (A
+    database error propagates as it is: the task retries it whole, and recording is
+    idempotent.)"""
+    planning = False
+    try:
+        with session_scope() as session:
+            recorded = inbound.record_inbound(
+                session, config_id=config_id, instance=instance, message=message)
+            if not recorded.needs_reply or recorded.debounce_seconds > 0:
+                return recorded, None
+            planning = True
+            return recorded, start(session, recorded.conversation_id, owner=owner)
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception:
+        if planning:
+            with session_scope() as session:
+                inbound.record_inbound(
+                    session, config_id=config_id, instance=instance, message=message)
+        raise
 
 
 def answer_conversation(conversation_id: int, *, owner: str) -> int:
