@@ -72,7 +72,7 @@ def get_engine() -> Engine:
             # is returned, so a saturated worker that keeps needing one opens and closes a
             # PostgreSQL backend per transaction (a fork, a login, cold caches). All of the
             # room is kept instead; past it, a thread waits for a connection.
-            size, overflow = min(settings.worker_concurrency, 30), 0
+            size, overflow = min(settings.worker_concurrency, 25), 0
         engine = make_engine(settings.database_url, pool_size=size, max_overflow=overflow,
                              pre_ping=_pre_ping)
         _engines[settings.database_url] = engine

@@ -7,6 +7,7 @@ so litellm and the OpenAI client underneath are told not to retry on their own.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,12 @@ from litellm.secret_managers.main import get_secret_bool  # noqa: E402
 
 litellm.suppress_debug_info = True
 litellm.telemetry = False
+# litellm logs two INFO lines for every call ("LiteLLM completion() model= …", "Wrapper:
+# Completed Call …"): noise in a worker's log at LOG_LEVEL=INFO, and CPU on every call. Its
+# warnings and errors still come through; LOG_LEVEL=DEBUG brings the rest back.
+if get_settings().log_level.upper() != "DEBUG":
+    for _name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
+        logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 class LLMError(Exception):

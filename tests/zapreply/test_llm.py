@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import pytest
@@ -72,3 +73,12 @@ def test_only_calls_through_litellms_http_handler_get_the_client(slots) -> None:
     # Other providers take a client of their own kind (an SDK's) in the same argument.
     assert boundary._http_handler_for("anthropic/claude-3-5-sonnet-20240620") is None
     assert boundary._http_handler_for("azure/some-deployment") is None
+
+
+def test_a_call_logs_nothing_from_litellm_below_warning(slots, llm, caplog) -> None:
+    caplog.set_level(logging.INFO)  # a worker at LOG_LEVEL=INFO
+    boundary.complete(model="openai/stub", tools=None, timeout=30,
+                      messages=[{"role": "user", "content": "oi"}])
+    chatter = [r for r in caplog.records if r.name.startswith("LiteLLM")]
+    assert chatter == []
+    assert logging.getLogger("LiteLLM").isEnabledFor(logging.WARNING)
