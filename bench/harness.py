@@ -204,7 +204,10 @@ class Bench:
             # only when it sees -P there.
             argv = [sys.executable, "-m", "celery", "-A", "worker", "worker",
                     "-P", options.worker_pool, "-c", str(options.worker_concurrency),
-                    "--hostname", f"bench{index}-{os.getpid()}@%h"]
+                    "--hostname", f"bench{index}-{os.getpid()}@%h",
+                    # As deployed (LOG_LEVEL's default, docker-compose): the cost of the log
+                    # lines counts, and task retries show in the log (log_errors).
+                    "--loglevel", "INFO"]
             name = f"worker-{index}"
             self.children[name] = self.supervisor.start(name, argv, env=env, cwd=ROOT)
         self._warm_up(options.worker_processes)

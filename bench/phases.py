@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections import Counter
 
 from bench import services
@@ -255,22 +256,29 @@ def concurrency(bench: Bench, report: Report) -> None:
     repeated = len(sends) - len(replied)
     if repeated:
         report.note(f"concurrency run: {repeated} replies were sent again with the same "
-                    f"WhatsApp id (a send that timed out is retried; WhatsApp keeps one)")
+                    f"WhatsApp id (a send whose answer or whose recording failed is retried, "
+                    f"with the same id; WhatsApp keeps one)")
     if missing or result.failed:
         report.note(f"concurrency run: {missing} accepted messages got no reply within "
                     f"{options.llm_delay + 60:g} s after the load; webhooks failed: "
                     f"{result.failures()}")
 
 
+# A log line's timestamp and a task's id: what makes every line of one kind different.
+_LOG_NOISE = re.compile(r"^\[[^]]*\]\s*|\[[0-9a-f-]{36}\]")
+
+
 def log_errors(bench: Bench, report: Report) -> None:
-    """Errors the receiver and workers logged during the run, by their first line."""
+    """Errors (and task retries) the receiver and workers logged during the run, by their
+    first line."""
     for log in sorted(bench.log_dir.glob("*.log")):
         if not log.name.startswith(("receiver", "worker-")):
             continue
         errors = Counter(
-            line.strip()[:140] for line in log.read_text(errors="replace").splitlines()
+            _LOG_NOISE.sub("", line).strip()[:140]
+            for line in log.read_text(errors="replace").splitlines()
             if "ERROR/" in line or "CRITICAL/" in line or "[ERROR]" in line
-            or "too many" in line.lower()
+            or "too many" in line.lower() or "] retry: " in line
         )
         if errors:
             top = "; ".join(f"{n} × {text}" for text, n in errors.most_common(3))
