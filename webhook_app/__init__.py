@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from flask import Flask
@@ -28,4 +29,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(admin.bp)
+    # What the imports built (Flask, SQLAlchemy and the models: ~80,000 objects) lives as long
+    # as the process. Out of the collector's sight, a full collection no longer walks it: one
+    # took ~50 ms, during which the worker answered nothing.
+    gc.freeze()
     return app
