@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from bench.minihttp import post_once
+from bench.minihttp import post_once, split_head
 
 FIXTURE_ID = b"3A00000000000000F001"
 FIXTURE_PHONE = b"5511900000001"
@@ -192,15 +192,10 @@ def _complete(got: bytearray) -> int | None:
     end = got.find(b"\r\n\r\n")
     if end < 0:
         return None
-    head = bytes(got[:end]).decode("latin-1").split("\r\n")
-    length = 0
-    for line in head[1:]:
-        name, _, value = line.partition(":")
-        if name.strip().lower() == "content-length":
-            length = int(value)
-    if len(got) - end - 4 < length:
+    (_version, status, *_reason), headers = split_head(bytes(got[:end]))
+    if len(got) - end - 4 < int(headers.get("content-length") or 0):
         return None
-    return int(head[0].split(" ", 2)[1])
+    return int(status)
 
 
 @dataclass

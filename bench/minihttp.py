@@ -48,7 +48,7 @@ class Response:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def _split_head(head: bytes) -> tuple[list[str], dict[str, str]]:
+def split_head(head: bytes) -> tuple[list[str], dict[str, str]]:
     """The start line's words and the headers (names lower-cased) of a message head."""
     lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
     headers: dict[str, str] = {}
@@ -67,7 +67,7 @@ async def _serve_connection(
                 head = await reader.readuntil(b"\r\n\r\n")
             except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
                 return
-            (method, path, *_version), headers = _split_head(head)
+            (method, path, *_version), headers = split_head(head)
             if "chunked" in headers.get("transfer-encoding", "").lower():
                 writer.write(Response(411, {"error": "chunked bodies unsupported"}).encode(False))
                 return
@@ -110,7 +110,7 @@ async def post_once(host: str, port: int, path: str, body: bytes, content_type: 
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode("latin-1")
                 + body
             )
-            (_version, status, *_reason), headers = _split_head(
+            (_version, status, *_reason), headers = split_head(
                 await reader.readuntil(b"\r\n\r\n")
             )
             await reader.readexactly(int(headers.get("content-length") or 0))
