@@ -116,24 +116,29 @@ def record_inbound(
     from_me = bool(message.get("from_me"))
     # A group's conversation is the group: who wrote each message is kept on the message.
     group = bool(message.get("is_group"))
-    conversation = conversation_for(
-        session, instance=instance, chat_jid=message["chat_jid"],
-        contact_phone=None if group else message.get("contact_phone"),
-        contact_name=None if from_me or group else message.get("push_name"),
-        config_id=config.id if config else None,
-        inbound_at=None if from_me else utcnow(),
-    )
+    now = utcnow()
+    contact = {
+        "instance": instance, "chat_jid": message["chat_jid"],
+        "contact_phone": None if group else message.get("contact_phone"),
+        "contact_name": None if from_me or group else message.get("push_name"),
+        "config_id": config.id if config else None,
+        "inbound_at": None if from_me else now,
+    }
     debounce = config.debounce_seconds if config else 0.0
     wa_id = message["wa_message_id"]
+    # A customer's message on PostgreSQL: its conversation and the message in one statement
+    # (below). The business's own needs its conversation first, to tell an echo of our reply.
+    together = not from_me and _dialect(session) == "postgresql"
+    conversation: Row[Any] | None = None
+    if not together:
+        conversation = conversation_for(session, **contact)
+        if from_me and session.connection().execute(
+                _OWN_ECHO, {"instance": instance, "wa_id": wa_id}).scalar():
+            # Our own reply echoed back: not a human taking over.
+            events.record(session, events.MESSAGE_IGNORED, conversation_id=conversation.id,
+                          reason="own reply echoed", wa_message_id=wa_id)
+            return Recorded(conversation.id, False, False, debounce)
 
-    if from_me and session.connection().execute(
-            _OWN_ECHO, {"instance": instance, "wa_id": wa_id}).scalar():
-        # Our own reply echoed back: not a human taking over.
-        events.record(session, events.MESSAGE_IGNORED, conversation_id=conversation.id,
-                      reason="own reply echoed", wa_message_id=wa_id)
-        return Recorded(conversation.id, False, False, debounce)
-
-    now = utcnow()
     options = option_values(config) if config else dict(OPTION_DEFAULTS)
     text = message.get("text") or ""
     extra: dict[str, Any] = {"timestamp": message.get("timestamp"),
@@ -154,8 +159,7 @@ def record_inbound(
     if resume:
         extra["resume"] = True  # a command to the bot, not words to the customer
     role = "business" if from_me else "customer"
-    inserted, recent = _insert_message(session, {
-        "conversation_id": conversation.id,
+    values = {
         "instance": instance,
         "role": role,
         "content": text,
@@ -163,8 +167,15 @@ def record_inbound(
         "media_type": message.get("media_type"),
         "extra": extra,
         "created_at": now,
-    }, {"wa_message_id": wa_id, "role": role, "media_type": message.get("media_type")},
-        count_recent=not from_me and not group)
+    }
+    received = {"wa_message_id": wa_id, "role": role, "media_type": message.get("media_type")}
+    if conversation is None:
+        conversation, inserted, recent = _record_with_conversation(
+            session, contact, values, received, count_recent=not group)
+    else:
+        inserted, recent = _insert_message(
+            session, {**values, "conversation_id": conversation.id}, received,
+            count_recent=not from_me and not group)
 
     if inserted is None:
         events.record(session, events.MESSAGE_DUPLICATE, conversation_id=conversation.id,
@@ -274,6 +285,71 @@ def _insert_message(
     if row.id is None or not count_recent:
         return row.id, None
     return row.id, row.recent + 1
+
+
+def _record_with_conversation_statement() -> Any:
+    """PostgreSQL: `_upsert_statement`'s conversation and `_RECORD_MESSAGE`'s message, event
+    and count, in one statement. The conversation's row comes back with `message_id` (None for
+    a duplicate) and `recent` (the customer's messages in the last minute before this one)."""
+    key = ("conversation and message", "postgresql")
+    if key not in _built:
+        events_table = Event.__table__
+        conversation = _upsert_statement("postgresql").cte("conversation")
+        typed = {name: bindparam(name, type_=_messages.c[name].type)
+                 for name in ("role", "content", "wa_message_id", "media_type", "extra")}
+        inserted = (
+            postgresql.insert(_messages)
+            .from_select(
+                ["conversation_id", "instance", "role", "content", "wa_message_id",
+                 "media_type", "extra", "created_at"],
+                select(conversation.c.id, conversation.c.instance, typed["role"],
+                       typed["content"], typed["wa_message_id"], typed["media_type"],
+                       typed["extra"], bindparam("created_at", type_=_messages.c.created_at.type)),
+            )
+            .on_conflict_do_nothing(index_elements=["instance", "wa_message_id"])
+            .returning(_messages.c.id, _messages.c.conversation_id)
+            .cte("inserted")
+        )
+        event = (
+            postgresql.insert(events_table)
+            .from_select(
+                ["type", "conversation_id", "payload", "created_at"],
+                select(bindparam("event_type", type_=events_table.c.type.type),
+                       inserted.c.conversation_id,
+                       bindparam("payload", type_=events_table.c.payload.type),
+                       bindparam("created_at", type_=events_table.c.created_at.type)),
+            )
+            .cte("event")
+        )
+        # Reads the snapshot from before the insert: the new message is added to it.
+        recent = select(func.count()).where(
+            _messages.c.conversation_id == conversation.c.id,
+            _messages.c.role == "customer",
+            _messages.c.created_at > bindparam("since", type_=_messages.c.created_at.type),
+        ).scalar_subquery()
+        _built[key] = select(
+            *conversation.c,
+            select(inserted.c.id).scalar_subquery().label("message_id"),
+            recent.label("recent"),
+        ).add_cte(event)
+    return _built[key]
+
+
+def _record_with_conversation(
+    session: Session, contact: dict[str, Any], values: dict[str, Any],
+    received: dict[str, Any], *, count_recent: bool,
+) -> tuple[Row[Any], int | None, int | None]:
+    """A customer's message on PostgreSQL, as `conversation_for` and `_insert_message` would
+    record it, in one round trip: the conversation's row, the new message's id (None for a
+    duplicate) and, when `count_recent`, the customer's messages in the last minute with it."""
+    row = session.connection().execute(_record_with_conversation_statement(), {
+        **contact, **values, "updated_at": values["created_at"],
+        "event_type": events.MESSAGE_RECEIVED, "payload": received,
+        "since": values["created_at"] - timedelta(minutes=1),
+    }).one()
+    if row.message_id is None or not count_recent:
+        return row, row.message_id, None
+    return row, row.message_id, row.recent + 1
 
 
 _RECENT = select(func.count()).where(
