@@ -8,7 +8,8 @@ one config; then each message goes through `worker.inbound.handle_inbound` exact
 would run it (record, claim, LLM, store, send, close), one after the other, on this thread.
 Prints CPU per message (`time.process_time`: every thread of the process, litellm's logging
 thread included), SQL statements and transactions per message, and, with --profile, the
-cProfile self time by package (this thread only).
+cProfile self time by package (this thread only). Also the CPU of the PostgreSQL server
+processes that served the run, per message: the other side of every statement.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 
 from bench import services
 from bench.harness import BENCH_MODEL, ROOT, find_fixture, free_port
-from bench.procs import wait_http_ok
+from bench.procs import cpu_seconds, wait_http_ok
 
 DATABASE = "zapreply_inprocess"
 INSTANCE = "bench-instance"
@@ -147,6 +148,8 @@ def _run(args: argparse.Namespace, wuzapi_port: int, options: dict[str, Any]) ->
     transactions[0] = 0
     profiler = cProfile.Profile(time.thread_time) if args.profile else None
     # Every thread's CPU: litellm hands its logging of each call to a thread of its own.
+    backends = _backend_pids(args.postgres_url)
+    server_started = sum(cpu_seconds(pid) for pid in backends)
     started, wall = time.process_time(), time.perf_counter()
     if profiler:
         profiler.enable()
@@ -172,10 +175,14 @@ def _run(args: argparse.Namespace, wuzapi_port: int, options: dict[str, Any]) ->
     if profiler:
         profiler.disable()
     cpu, wall = time.process_time() - started, time.perf_counter() - wall
+    opened = _backend_pids(args.postgres_url) - backends
+    server = sum(cpu_seconds(pid) for pid in backends) - server_started \
+        + sum(cpu_seconds(pid) for pid in opened)
     count = args.messages
     print(f"messages: {count}  results: {dict(results)}")
     print(f"worker CPU per message: {cpu / count * 1000:.2f} ms "
-          f"(wall {wall / count * 1000:.2f} ms)")
+          f"(wall {wall / count * 1000:.2f} ms); PostgreSQL's backends "
+          f"{server / count * 1000:.2f} ms ({len(backends | opened)} connections)")
     print(f"SQL statements per message: {sum(statements.values()) / count:.1f} "
           f"({', '.join(f'{k} {v / count:.1f}' for k, v in statements.most_common())}); "
           f"commits per message: {transactions[0] / count:.1f}")
@@ -184,6 +191,16 @@ def _run(args: argparse.Namespace, wuzapi_port: int, options: dict[str, Any]) ->
     if profiler:
         profiler.dump_stats(args.profile)
         _by_package(args.profile)
+
+
+def _backend_pids(server_url: str) -> set[int]:
+    """The PostgreSQL server processes serving the bench database's connections (the server
+    runs on this machine), asked on a connection of their own."""
+    import psycopg
+
+    with psycopg.connect(server_url, autocommit=True) as connection:
+        return {pid for (pid,) in connection.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s", (DATABASE,))}
 
 
 def _by_package(path: Path) -> None:
