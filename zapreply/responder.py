@@ -903,6 +903,9 @@ def _generate_and_store(
         return _fail_attempt(conversation_id, token, step.run_id, settings, events.LLM_FAILED,
                              exc, permanent=exc.permanent, retry_after=exc.retry_after,
                              budget=settings.llm_max_attempts, finished=finished)
+    rows = _store_plain_reply(conversation_id, token, step, draft, settings)
+    if rows is not None:
+        return _Deliver(step.run_id, step.send, step.to, rows, step.context.options)
     with session_scope() as session:
         written = _fence_and_record_llm_events(session, conversation_id, token, step.run_id,
                                                draft, settings)
@@ -987,6 +990,78 @@ def _fence_and_record_llm_events(session: Session, conversation_id: int, token: 
     return True
 
 
+# PostgreSQL, the common reply (text only: no tool call, handoff, media or budget): the lease
+# fenced, the `llm.completed` events and the outbox rows written by one statement, which is
+# atomic by itself and so runs in autocommit. Nothing is written unless the lease is still ours.
+_STORE_PLAIN_REPLY = text("""
+WITH renewed AS (
+    UPDATE conversations SET lease_expires_at = :expires_at, updated_at = :now
+    WHERE id = :conversation_id AND lease_token = :token
+    RETURNING id
+), written AS (
+    INSERT INTO events (type, conversation_id, run_id, payload, created_at)
+    SELECT :event_type, :conversation_id, :run_id, event.payload, :now
+    FROM renewed, jsonb_array_elements(:payloads) WITH ORDINALITY AS event(payload, n)
+    ORDER BY event.n
+), outbox AS (
+    INSERT INTO messages (conversation_id, instance, role, content, wa_message_id,
+                          reply_run_id, status, seq, extra, created_at)
+    SELECT :conversation_id, :instance, 'assistant', row.content, row.wa_message_id,
+           :run_id, 'pending', row.seq, '{}'::jsonb, :now
+    FROM renewed, jsonb_to_recordset(:rows) AS row(content text, wa_message_id text, seq int)
+    ORDER BY row.seq
+    RETURNING id, seq
+)
+SELECT (SELECT count(*) FROM renewed) AS renewed,
+       ARRAY(SELECT id FROM outbox ORDER BY seq) AS ids
+""").bindparams(
+    bindparam("payloads", type_=Event.__table__.c.payload.type),
+    bindparam("rows", type_=_messages.c.extra.type),
+    bindparam("now", type_=_conversations.c.updated_at.type),
+    bindparam("expires_at", type_=_conversations.c.lease_expires_at.type),
+)
+
+
+def _store_plain_reply(conversation_id: int, token: int, step: _Generate, draft: _Draft,
+                       settings: Settings) -> list[_Outgoing] | None:
+    """What `_fence_and_record_llm_events` and `_store_draft` store for a reply that is only
+    text, in one statement (`_STORE_PLAIN_REPLY`); the outbox rows to deliver. None when the
+    draft needs more (see `_store_draft`), or off PostgreSQL: nothing was written then."""
+    context = step.context
+    texts = _reply_texts(draft.texts, context.options)
+    if (not texts or context.first_seq is None or draft.effects.calls
+            or draft.effects.handoff_reason is not None
+            or any(item.media_type for item in context.burst)
+            or budget.has_budget(context.options)
+            or get_engine().dialect.name != "postgresql"):
+        return None
+    rows = [_Outgoing(0, text, outbound_message_id(context.instance, step.run_id, seq))
+            for seq, text in enumerate(texts, start=context.first_seq)]
+    now = utcnow()
+    with autocommit() as connection:
+        stored = connection.execute(_STORE_PLAIN_REPLY, {
+            "conversation_id": conversation_id, "token": token, "run_id": step.run_id,
+            "instance": context.instance, "now": now,
+            "expires_at": now + timedelta(seconds=settings.lease_seconds),
+            "event_type": events.LLM_COMPLETED, "payloads": _llm_events(draft),
+            "rows": [{"content": row.text, "wa_message_id": row.message_id, "seq": seq}
+                     for seq, row in enumerate(rows, start=context.first_seq)],
+        }).one()
+    if not stored.renewed:
+        raise leases.LeaseLost(f"conversation {conversation_id}: lease token {token} superseded")
+    return [_Outgoing(row_id, row.text, row.message_id)
+            for row_id, row in zip(stored.ids, rows, strict=True)]
+
+
+def _reply_texts(texts: list[str], options: dict[str, Any]) -> list[str]:
+    """The messages to send for the model's texts: split at blank lines if the config says so
+    (several short messages read like a person; one wall of text does not)."""
+    if not options.get("split_paragraphs"):
+        return list(texts)
+    return [part.strip() for text in texts for part in _PARAGRAPH_BREAK.split(text)
+            if part.strip()]
+
+
 def _store_draft(
     session: Session, conversation_id: int, run_id: int, context: _Context, draft: _Draft,
     *, llm_events_written: bool = False,
@@ -1028,10 +1103,7 @@ def _store_draft(
         _close_failed(session, session.get(ReplyRun, run_id), conversation_id,
                       "the model produced no reply", context.options)
         return []
-    if context.options.get("split_paragraphs"):
-        # Several short messages read like a person; one wall of text does not.
-        texts = [part.strip() for text in texts for part in _PARAGRAPH_BREAK.split(text)
-                 if part.strip()]
+    texts = _reply_texts(texts, context.options)
     return _add_outbox(session, _ConversationRef(conversation_id, context.instance), run_id,
                        texts, first_seq=context.first_seq)
 

@@ -248,6 +248,32 @@ def test_a_holder_whose_lease_was_taken_over_cannot_write(fast_retries, llm, wuz
         leases.fence(session, conversation_id, token, 30)
 
 
+def test_a_reply_whose_lease_was_taken_over_during_the_llm_call_is_not_stored(
+    fast_retries, llm, wuzapi, monkeypatch
+):
+    conversation_id = receive(make_config(wuzapi), "oi", "F3")
+    generate = responder._generate
+
+    def then_taken_over(*args, **kwargs):  # type: ignore[no-untyped-def]
+        draft = generate(*args, **kwargs)
+        # The lease ran out while the model answered, and another worker claimed it.
+        with session_scope() as session:
+            session.get(Conversation, conversation_id).lease_expires_at = utcnow()
+        with session_scope() as session:
+            assert leases.claim_conversation(session, conversation_id, "new", 30) is not None
+        return draft
+
+    monkeypatch.setattr(responder, "_generate", then_taken_over)
+    with pytest.raises(leases.LeaseLost):
+        answer(conversation_id)
+
+    assert len(llm.requests) == 1 and wuzapi.sent() == []
+    with session_scope() as session:
+        assert session.scalars(select(Message.role)).all() == ["customer"]
+        assert session.get(Conversation, conversation_id).lease_owner == "new"
+    assert "llm.completed" not in event_types(conversation_id)
+
+
 def test_a_run_left_with_a_pending_reply_is_resumed_without_asking_the_llm_again(
     fast_retries, llm, wuzapi
 ):

@@ -45,7 +45,7 @@ def commits():  # type: ignore[no-untyped-def]
     event.remove(engine, "commit", count)
 
 
-def test_a_message_answered_at_once_takes_two_commits(db, tasks, commits, wuzapi):
+def test_a_message_answered_at_once_takes_one_commit(db, tasks, commits, wuzapi):
     config_id = make_config(wuzapi)
     commits.clear()
 
@@ -53,9 +53,9 @@ def test_a_message_answered_at_once_takes_two_commits(db, tasks, commits, wuzapi
 
     assert result == "answered 1"
     assert [r["body"]["Body"] for r in wuzapi.sent()] == ["Resposta: oi"]
-    # Recorded, claimed and planned together; the LLM's answer stored; the send recorded by
-    # one statement in autocommit.
-    assert len(commits) == 2
+    # Recorded, claimed and planned together; the LLM's answer stored, and then the send
+    # recorded, each by one statement in autocommit.
+    assert len(commits) == 1
     with session_scope() as session:
         conversation = session.scalars(select(Conversation)).one()
         assert conversation.lease_owner is None and conversation.lease_expires_at is None
