@@ -110,6 +110,9 @@ class Bench:
         self._next_number = 0
         self._runs = 0
         self._database_created = False
+        # The bare app's CPU per request in the ingest runs: how fast this machine runs this
+        # kind of Python now, to read the other CPU figures against (None without them).
+        self.bare_cpu_per_request: float | None = None
 
     # --- URLs and environment ---------------------------------------------------------
 

@@ -45,6 +45,7 @@ def ingest(bench: Bench, report: Report) -> float:
             if target not in best or run.rate > best[target].rate:
                 best[target] = run
     bare, receiver = best["bare"], best["receiver"]
+    bench.bare_cpu_per_request = bare.server_cpu / max(bare.requests, 1)
     ratio = receiver.rate / bare.rate if bare.rate else math.nan
     report.add(
         Row("webhook ingest, bare Flask baseline", bare.rate, "{:.0f} req/s",
@@ -163,6 +164,13 @@ def pipeline_cpu(bench: Bench, report: Report) -> None:
             detail=f"Postgres backends {_ms(postgres / max(replies, 1)):.1f} + "
                    f"Redis {per['redis']:.1f}"),
     )
+    if bench.bare_cpu_per_request:
+        gauge = _ms(bench.bare_cpu_per_request)
+        report.note(
+            f"pipeline CPU against the machine's speed: {per['receiver'] + per['worker']:.1f} ms "
+            f"a message is {(per['receiver'] + per['worker']) / gauge:.0f} times the bare app's "
+            f"CPU per request in this run's ingest ({gauge:.2f} ms); 15 ms is 40 times 0.37 ms, "
+            f"the bare app's figure in the quietest run seen (docs/PERFORMANCE.md)")
     if replies < len(result.ok):
         report.note(f"pipeline-CPU run: only {replies} of {len(result.ok)} messages answered "
                     f"within the wait")
