@@ -155,6 +155,9 @@ class Bench:
                 "--workers", str(self.options.gunicorn_workers)]
         if self.options.gunicorn_threads:
             argv += ["--worker-class", "gthread", "--threads", str(self.options.gunicorn_threads)]
+        if Path("/dev/shm").is_dir():
+            # As the image runs it (Dockerfile): the workers' heartbeat file in memory.
+            argv += ["--worker-tmp-dir", "/dev/shm"]
         argv.append(app)
         self.children[name] = self.supervisor.start(name, argv, env=self.env(), cwd=ROOT)
 
