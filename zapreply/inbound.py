@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Boolean, Row, bindparam, exists, func, select, text, update
+from sqlalchemy import Boolean, Row, bindparam, case, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -126,18 +126,13 @@ def record_inbound(
     }
     debounce = config.debounce_seconds if config else 0.0
     wa_id = message["wa_message_id"]
-    # A customer's message on PostgreSQL: its conversation and the message in one statement
-    # (below). The business's own needs its conversation first, to tell an echo of our reply.
-    together = not from_me and _dialect(session) == "postgresql"
-    conversation: Row[Any] | None = None
-    if not together:
+    if from_me and session.connection().execute(
+            _OWN_ECHO, {"instance": instance, "wa_id": wa_id}).scalar():
+        # Our own reply echoed back: not a human taking over.
         conversation = conversation_for(session, **contact)
-        if from_me and session.connection().execute(
-                _OWN_ECHO, {"instance": instance, "wa_id": wa_id}).scalar():
-            # Our own reply echoed back: not a human taking over.
-            events.record(session, events.MESSAGE_IGNORED, conversation_id=conversation.id,
-                          reason="own reply echoed", wa_message_id=wa_id)
-            return Recorded(conversation.id, False, False, debounce)
+        events.record(session, events.MESSAGE_IGNORED, conversation_id=conversation.id,
+                      reason="own reply echoed", wa_message_id=wa_id)
+        return Recorded(conversation.id, False, False, debounce)
 
     options = option_values(config) if config else dict(OPTION_DEFAULTS)
     text = message.get("text") or ""
@@ -169,13 +164,18 @@ def record_inbound(
         "created_at": now,
     }
     received = {"wa_message_id": wa_id, "role": role, "media_type": message.get("media_type")}
-    if conversation is None:
+    if _dialect(session) == "postgresql":
+        # The conversation and the message in one statement.
         conversation, inserted, recent = _record_with_conversation(
-            session, contact, values, received, count_recent=not group)
+            session, contact, values, received, count_recent=not from_me and not group)
     else:
-        inserted, recent = _insert_message(
-            session, {**values, "conversation_id": conversation.id}, received,
-            count_recent=not from_me and not group)
+        conversation = conversation_for(session, **contact)
+        inserted = insert_unless_exists(session, Message, {
+            **values, "conversation_id": conversation.id}, ["instance", "wa_message_id"])
+        if inserted is not None:
+            events.record(session, events.MESSAGE_RECEIVED, conversation_id=conversation.id,
+                          **received)
+        recent = None
 
     if inserted is None:
         events.record(session, events.MESSAGE_DUPLICATE, conversation_id=conversation.id,
@@ -236,61 +236,12 @@ def record_inbound(
     return Recorded(conversation.id, True, True, debounce)
 
 
-# PostgreSQL: the message, its `message.received` event and the count of the customer's
-# messages in the last minute (for the rate limit) in one round trip instead of three. The count
-# reads the snapshot from before the insert: the new message is added to it.
-_RECORD_MESSAGE = text("""
-WITH inserted AS (
-    INSERT INTO messages
-        (conversation_id, instance, role, content, wa_message_id, media_type, extra, created_at)
-    VALUES (:conversation_id, :instance, :role, :content, :wa_message_id, :media_type, :extra,
-            :created_at)
-    ON CONFLICT (instance, wa_message_id) DO NOTHING
-    RETURNING id
-), event AS (
-    INSERT INTO events (type, conversation_id, payload, created_at)
-    SELECT :event_type, :conversation_id, :payload, :created_at FROM inserted
-)
-SELECT (SELECT id FROM inserted) AS id,
-       CASE WHEN :count_recent THEN (
-           SELECT count(*) FROM messages
-           WHERE conversation_id = :conversation_id AND role = 'customer'
-             AND created_at > :since
-       ) END AS recent
-""").bindparams(
-    bindparam("extra", type_=_messages.c.extra.type),
-    bindparam("payload", type_=Event.__table__.c.payload.type),
-    bindparam("created_at", type_=_messages.c.created_at.type),
-    bindparam("since", type_=_messages.c.created_at.type),
-    bindparam("count_recent", type_=Boolean()),
-)
-
-
-def _insert_message(
-    session: Session, values: dict[str, Any], received: dict[str, Any], *, count_recent: bool
-) -> tuple[int | None, int | None]:
-    """Record an inbound message unless it is a duplicate, with its `message.received` event:
-    the new row's id (None for a duplicate) and, when `count_recent` and the database can say
-    it in the same statement, how many customer messages the last minute holds with it."""
-    if _dialect(session) != "postgresql":
-        inserted = insert_unless_exists(session, Message, values, ["instance", "wa_message_id"])
-        if inserted is not None:
-            events.record(session, events.MESSAGE_RECEIVED,
-                          conversation_id=values["conversation_id"], **received)
-        return inserted, None
-    row = session.connection().execute(_RECORD_MESSAGE, {
-        **values, "event_type": events.MESSAGE_RECEIVED, "payload": received,
-        "count_recent": count_recent, "since": values["created_at"] - timedelta(minutes=1),
-    }).one()
-    if row.id is None or not count_recent:
-        return row.id, None
-    return row.id, row.recent + 1
-
-
 def _record_with_conversation_statement() -> Any:
-    """PostgreSQL: `_upsert_statement`'s conversation and `_RECORD_MESSAGE`'s message, event
-    and count, in one statement. The conversation's row comes back with `message_id` (None for
-    a duplicate) and `recent` (the customer's messages in the last minute before this one)."""
+    """PostgreSQL: `_upsert_statement`'s conversation, the message unless it is a duplicate,
+    its `message.received` event and, when `count_recent`, the count of the customer's messages
+    in the last minute (for the rate limit), in one statement. The conversation's row comes back
+    with `message_id` (None for a duplicate) and `recent` (that count, read from the snapshot
+    before the insert)."""
     key = ("conversation and message", "postgresql")
     if key not in _built:
         events_table = Event.__table__
@@ -330,7 +281,7 @@ def _record_with_conversation_statement() -> Any:
         _built[key] = select(
             *conversation.c,
             select(inserted.c.id).scalar_subquery().label("message_id"),
-            recent.label("recent"),
+            case((bindparam("count_recent", type_=Boolean()), recent)).label("recent"),
         ).add_cte(event)
     return _built[key]
 
@@ -339,12 +290,13 @@ def _record_with_conversation(
     session: Session, contact: dict[str, Any], values: dict[str, Any],
     received: dict[str, Any], *, count_recent: bool,
 ) -> tuple[Row[Any], int | None, int | None]:
-    """A customer's message on PostgreSQL, as `conversation_for` and `_insert_message` would
-    record it, in one round trip: the conversation's row, the new message's id (None for a
-    duplicate) and, when `count_recent`, the customer's messages in the last minute with it."""
+    """An inbound message on PostgreSQL, with its conversation, in one round trip: the
+    conversation's row, the new message's id (None for a duplicate) and, when `count_recent`,
+    the customer's messages in the last minute with it."""
     row = session.connection().execute(_record_with_conversation_statement(), {
         **contact, **values, "updated_at": values["created_at"],
         "event_type": events.MESSAGE_RECEIVED, "payload": received,
+        "count_recent": count_recent,
         "since": values["created_at"] - timedelta(minutes=1),
     }).one()
     if row.message_id is None or not count_recent:
