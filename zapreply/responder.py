@@ -953,7 +953,7 @@ def _llm_events(draft: _Draft) -> list[dict[str, Any]]:
 
 # PostgreSQL: the lease fenced and the run's `llm.completed` events written in one round trip
 # instead of one per statement. Nothing is written unless the lease is still ours.
-_FENCE_WITH_EVENTS = text("""
+_FENCE_AND_EVENTS = """
 WITH renewed AS (
     UPDATE conversations SET lease_expires_at = :expires_at, updated_at = :now
     WHERE id = :conversation_id AND lease_token = :token
@@ -963,13 +963,26 @@ WITH renewed AS (
     SELECT :event_type, :conversation_id, :run_id, event.payload, :now
     FROM renewed, jsonb_array_elements(:payloads) WITH ORDINALITY AS event(payload, n)
     ORDER BY event.n
-)
-SELECT count(*) FROM renewed
-""").bindparams(
+)"""
+_FENCE_AND_EVENTS_TYPES = (
     bindparam("payloads", type_=Event.__table__.c.payload.type),
     bindparam("now", type_=_conversations.c.updated_at.type),
     bindparam("expires_at", type_=_conversations.c.lease_expires_at.type),
 )
+_FENCE_WITH_EVENTS = text(_FENCE_AND_EVENTS + """
+SELECT count(*) FROM renewed
+""").bindparams(*_FENCE_AND_EVENTS_TYPES)
+
+
+def _fence_params(conversation_id: int, token: int, run_id: int, draft: _Draft,
+                  settings: Settings) -> dict[str, Any]:
+    """`_FENCE_AND_EVENTS`'s parameters: the lease renewed for another `LEASE_SECONDS`."""
+    now = utcnow()
+    return {
+        "conversation_id": conversation_id, "token": token, "run_id": run_id, "now": now,
+        "expires_at": now + timedelta(seconds=settings.lease_seconds),
+        "event_type": events.LLM_COMPLETED, "payloads": _llm_events(draft),
+    }
 
 
 def _fence_and_record_llm_events(session: Session, conversation_id: int, token: int,
@@ -979,31 +992,18 @@ def _fence_and_record_llm_events(session: Session, conversation_id: int, token: 
     if session.get_bind().dialect.name != "postgresql":
         leases.fence(session, conversation_id, token, settings.lease_seconds)
         return False
-    now = utcnow()
-    renewed = session.connection().execute(_FENCE_WITH_EVENTS, {
-        "conversation_id": conversation_id, "token": token, "run_id": run_id, "now": now,
-        "expires_at": now + timedelta(seconds=settings.lease_seconds),
-        "event_type": events.LLM_COMPLETED, "payloads": _llm_events(draft),
-    }).scalar()
+    renewed = session.connection().execute(
+        _FENCE_WITH_EVENTS, _fence_params(conversation_id, token, run_id, draft, settings),
+    ).scalar()
     if not renewed:
         raise leases.LeaseLost(f"conversation {conversation_id}: lease token {token} superseded")
     return True
 
 
-# PostgreSQL, the common reply (text only: no tool call, handoff, media or budget): the lease
-# fenced, the `llm.completed` events and the outbox rows written by one statement, which is
-# atomic by itself and so runs in autocommit. Nothing is written unless the lease is still ours.
-_STORE_PLAIN_REPLY = text("""
-WITH renewed AS (
-    UPDATE conversations SET lease_expires_at = :expires_at, updated_at = :now
-    WHERE id = :conversation_id AND lease_token = :token
-    RETURNING id
-), written AS (
-    INSERT INTO events (type, conversation_id, run_id, payload, created_at)
-    SELECT :event_type, :conversation_id, :run_id, event.payload, :now
-    FROM renewed, jsonb_array_elements(:payloads) WITH ORDINALITY AS event(payload, n)
-    ORDER BY event.n
-), outbox AS (
+# PostgreSQL, the common reply (text only: no tool call, handoff, media or budget): what
+# `_FENCE_AND_EVENTS` writes and the outbox rows, by one statement, which is atomic by itself and
+# so runs in autocommit. Nothing is written unless the lease is still ours.
+_STORE_PLAIN_REPLY = text(_FENCE_AND_EVENTS + """, outbox AS (
     INSERT INTO messages (conversation_id, instance, role, content, wa_message_id,
                           reply_run_id, status, seq, extra, created_at)
     SELECT :conversation_id, :instance, 'assistant', row.content, row.wa_message_id,
@@ -1014,12 +1014,7 @@ WITH renewed AS (
 )
 SELECT (SELECT count(*) FROM renewed) AS renewed,
        ARRAY(SELECT id FROM outbox ORDER BY seq) AS ids
-""").bindparams(
-    bindparam("payloads", type_=Event.__table__.c.payload.type),
-    bindparam("rows", type_=_messages.c.extra.type),
-    bindparam("now", type_=_conversations.c.updated_at.type),
-    bindparam("expires_at", type_=_conversations.c.lease_expires_at.type),
-)
+""").bindparams(*_FENCE_AND_EVENTS_TYPES, bindparam("rows", type_=_messages.c.extra.type))
 
 
 def _store_plain_reply(conversation_id: int, token: int, step: _Generate, draft: _Draft,
@@ -1037,13 +1032,10 @@ def _store_plain_reply(conversation_id: int, token: int, step: _Generate, draft:
         return None
     rows = [_Outgoing(0, text, outbound_message_id(context.instance, step.run_id, seq))
             for seq, text in enumerate(texts, start=context.first_seq)]
-    now = utcnow()
     with autocommit() as connection:
         stored = connection.execute(_STORE_PLAIN_REPLY, {
-            "conversation_id": conversation_id, "token": token, "run_id": step.run_id,
-            "instance": context.instance, "now": now,
-            "expires_at": now + timedelta(seconds=settings.lease_seconds),
-            "event_type": events.LLM_COMPLETED, "payloads": _llm_events(draft),
+            **_fence_params(conversation_id, token, step.run_id, draft, settings),
+            "instance": context.instance,
             "rows": [{"content": row.text, "wa_message_id": row.message_id, "seq": seq}
                      for seq, row in enumerate(rows, start=context.first_seq)],
         }).one()
