@@ -7,6 +7,8 @@ how to start it, rather than skipping tests.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import subprocess
 import sys
@@ -31,15 +33,18 @@ from zapreply.db import get_engine, reset_engines
 pytest_plugins = ["tests.e2e"]
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "wuzapi"
-if not FIXTURES.is_dir():
-    FIXTURES = ROOT / "tests" / "fixtures" / "wuzapi"
+# WuzAPI's wire formats (see tests/fixtures/wuzapi/README.md): the tests read nothing outside
+# the repository.
+FIXTURES = ROOT / "tests" / "fixtures" / "wuzapi"
 
 PG_SERVER = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 # Per-run database and Redis db, so concurrent runs on one machine never share state.
 RUN_ID = os.getpid()
 REDIS_URL = os.environ.get("TEST_REDIS_URL", f"redis://127.0.0.1:6379/{1 + RUN_ID % 15}")
 ADMIN_TOKEN = "test-admin-token"
+# The key WuzAPI's global webhook signs with (WUZAPI_HMAC_KEY) in every process the tests start:
+# deliveries are authenticated the way a deployment's are.
+WEBHOOK_HMAC_KEY = "test-global-hmac-key-0123456789abcdef"
 TABLES = ("events", "messages", "reply_runs", "conversations", "workflow_configs")
 
 
@@ -102,6 +107,7 @@ def base_env(database_url: str, broker_url: str, llm: LLMStub, tmp_path_factory)
         "DATABASE_URL": database_url,
         "CELERY_BROKER_URL": broker_url,
         "ADMIN_TOKEN": ADMIN_TOKEN,
+        "WUZAPI_HMAC_KEY": WEBHOOK_HMAC_KEY,
         "ZAPREPLY_DATA_DIR": str(tmp_path_factory.mktemp("var")),
         "OPENAI_BASE_URL": f"{llm.url}/v1",
         "OPENAI_API_KEY": "sk-test-not-a-real-key",
@@ -171,6 +177,11 @@ def client(app):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def admin_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def signed(body: bytes, key: str = WEBHOOK_HMAC_KEY) -> dict[str, str]:
+    """The `x-hmac-signature` header WuzAPI sends with `body` when it signs with `key`."""
+    return {"x-hmac-signature": hmac.new(key.encode(), body, hashlib.sha256).hexdigest()}
 
 
 def wait_until_idle(timeout: float = 30.0) -> None:

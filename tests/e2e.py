@@ -14,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import FIXTURES, wait_until_idle
+from tests.conftest import FIXTURES, signed, wait_until_idle
 from tests.processes import Receiver, free_port
 from zapreply.db import session_scope
 from zapreply.models import Event, WorkflowConfig
@@ -64,7 +64,7 @@ def fresh(body: bytes) -> bytes:
 
 def post(url: str, body: bytes) -> httpx.Response:
     return httpx.post(f"{url}/webhooks/wuzapi", content=body,
-                      headers={"Content-Type": "application/json"}, timeout=10)
+                      headers={"Content-Type": "application/json", **signed(body)}, timeout=10)
 
 
 def events_of(type_: str) -> list[Event]:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, signed
 from tests.e2e import (
     all_events,
     events_of,
@@ -72,10 +72,10 @@ def test_a_customer_message_is_answered_once_with_the_llm_reply(db, receiver, ll
 
 def test_the_form_encoding_is_answered_too(db, receiver, wuzapi):
     make_config(wuzapi.url)
+    body = fresh((FIXTURES / "message_text.form.txt").read_bytes())
     response = httpx.post(
-        f"{receiver}/webhooks/wuzapi",
-        content=fresh((FIXTURES / "message_text.form.txt").read_bytes()),
-        headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=10,
+        f"{receiver}/webhooks/wuzapi", content=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded", **signed(body)}, timeout=10,
     )
     assert response.json()["status"] == "queued"
     sent = wuzapi.wait_for(lambda r: len(r) >= 1)

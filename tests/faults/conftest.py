@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, WEBHOOK_HMAC_KEY
 from tests.faults.harness import ADMIN_TOKEN, FAULT_ENV, Stack
 from tests.faults.services import (
     PrivatePostgres,
@@ -129,6 +129,7 @@ def base_fault_env(fault_pg, broker, llm, fault_log_dir) -> dict[str, str]:  # t
         "DATABASE_URL": fault_pg[1],
         "CELERY_BROKER_URL": broker.url,
         "ADMIN_TOKEN": ADMIN_TOKEN,
+        "WUZAPI_HMAC_KEY": WEBHOOK_HMAC_KEY,
         "ZAPREPLY_DATA_DIR": str(fault_log_dir / "var"),
         "OPENAI_BASE_URL": f"{llm.url}/v1",
         "OPENAI_API_KEY": "sk-test-not-a-real-key",

@@ -20,7 +20,7 @@ import httpx
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from tests.conftest import FIXTURES, ROOT
+from tests.conftest import FIXTURES, ROOT, signed
 from tests.processes import Receiver
 from tests.stubs import LLMStub, MessagesStub
 from zapreply.models import Event, Message, ReplyRun, WorkflowConfig
@@ -215,7 +215,7 @@ class Stack:
         return self.http.post(
             f"{self.receiver.url}/webhooks/wuzapi",
             content=body,
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", **signed(body)},
         )
 
     def post_until_queued(self, body: bytes, timeout: float = 60) -> list[int]:

@@ -22,7 +22,7 @@ from urllib.parse import quote_plus, urlencode
 import pytest
 import redis
 
-from tests.conftest import FIXTURES, REDIS_URL, ROOT, queued_tasks
+from tests.conftest import FIXTURES, REDIS_URL, ROOT, queued_tasks, signed
 from zapreply import settings as settings_module
 from zapreply.db import session_scope
 from zapreply.models import WorkflowConfig
@@ -127,7 +127,8 @@ client_with = pytest.fixture(name="client_with")(clients_with_settings)
 
 def post(client, body: bytes, content_type: str | None, path: str = "/webhooks/wuzapi",
          headers: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
-    extra = dict(headers or {})
+    """Signed with the suite's global key unless `headers` brings a signature of its own."""
+    extra = signed(body) if headers is None else dict(headers)
     if content_type is not None:
         extra["Content-Type"] = content_type
     return client.post(path, data=body, headers=extra)
@@ -479,14 +480,6 @@ def test_it_checks_the_signature_before_reading_the_body(signed_client) -> None:
     assert response.status_code == 401
 
 
-def test_it_needs_no_signature_without_a_key(client) -> None:
-    make_config()
-    body = (FIXTURES / "message_text.raw.json").read_bytes()
-    response = post(client, body, JSON, headers={"x-hmac-signature": "0" * 64})
-    assert response.status_code == 200
-    assert response.get_json()["status"] == "queued"
-
-
 # --- malformed bodies ------------------------------------------------------------------------
 
 
@@ -562,7 +555,8 @@ def _chunked(client, body: bytes, content_type: str):  # type: ignore[no-untyped
     """A request without Content-Length whose end the server marks, as gunicorn does for
     Transfer-Encoding: chunked."""
     return client.post("/webhooks/wuzapi", data=body,
-                       headers={"Content-Type": content_type, "Transfer-Encoding": "chunked"},
+                       headers={"Content-Type": content_type, "Transfer-Encoding": "chunked",
+                                **signed(body)},
                        environ_overrides={"wsgi.input_terminated": True})
 
 
@@ -603,11 +597,12 @@ class _Trickle(io.RawIOBase):
         return len(chunk)
 
 
-def _post_stream(client, stream, content_length: int | None):  # type: ignore[no-untyped-def]
-    """A POST whose WSGI input is `stream`, with that Content-Length or, for None, chunked (the
-    server marking the body's end, as gunicorn does)."""
+def _post_stream(client, stream, content_length: int | None,
+                 body: bytes):  # type: ignore[no-untyped-def]
+    """A POST of `body`, whose WSGI input is `stream`, with that Content-Length or, for None,
+    chunked (the server marking the body's end, as gunicorn does)."""
     environ = {"wsgi.input": stream}
-    headers = {"Content-Type": JSON}
+    headers = {"Content-Type": JSON, **signed(body)}
     if content_length is None:
         environ["wsgi.input_terminated"] = True
         headers["Transfer-Encoding"] = "chunked"
@@ -620,14 +615,14 @@ def _post_stream(client, stream, content_length: int | None):  # type: ignore[no
 def test_a_body_that_arrives_in_pieces_is_read_whole(client, chunked: bool) -> None:
     make_config()
     body = (FIXTURES / "message_text.raw.json").read_bytes()
-    response = _post_stream(client, _Trickle(body), None if chunked else len(body))
+    response = _post_stream(client, _Trickle(body), None if chunked else len(body), body)
     assert response.get_json()["status"] == "queued"
 
 
 def test_a_body_shorter_than_its_content_length_gets_400(client) -> None:
     make_config()
     body = (FIXTURES / "message_text.raw.json").read_bytes()
-    response = _post_stream(client, io.BytesIO(body), len(body) + 10)
+    response = _post_stream(client, io.BytesIO(body), len(body) + 10, body)
     assert response.status_code == 400
     assert queued_tasks() == []
 
@@ -760,13 +755,15 @@ def test_the_same_message_id_on_another_instance_is_not_a_duplicate(client) -> N
 
 def test_the_receiver_never_imports_litellm(db, base_env, tmp_path: Path) -> None:
     script = (
-        "import sys, webhook_app\n"
+        "import hashlib, hmac, os, sys, webhook_app\n"
         "app = webhook_app.create_app()\n"
         "client = app.test_client()\n"
         "assert client.get('/healthz').status_code == 200\n"
         f"body = open({str(FIXTURES / 'message_text.raw.json')!r}, 'rb').read()\n"
-        "r = client.post('/webhooks/wuzapi/no-such-instance', data=body,"
-        " content_type='application/json')\n"
+        "key = os.environ['WUZAPI_HMAC_KEY'].encode()\n"
+        "signature = hmac.new(key, body, hashlib.sha256).hexdigest()\n"
+        "r = client.post('/webhooks/wuzapi', data=body, content_type='application/json',"
+        " headers={'x-hmac-signature': signature})\n"
         "assert r.status_code == 200, r.get_data()\n"
         "print('litellm' in sys.modules)\n"
     )
