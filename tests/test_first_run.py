@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -34,6 +35,7 @@ def test_zapreply_up_answers_a_message_on_the_embedded_defaults(tmp_path, llm, w
     wuzapi.reset()
     env = _env(tmp_path, llm)
     port = free_port()
+    env["PUBLIC_URL"] = f"http://127.0.0.1:{port}"
     log = open(tmp_path / "up.log", "wb")
     up = subprocess.Popen([*ZAPREPLY, "up", "--port", str(port)], cwd=tmp_path, env=env,
                           stdout=log, stderr=subprocess.STDOUT)
@@ -52,8 +54,17 @@ def test_zapreply_up_answers_a_message_on_the_embedded_defaults(tmp_path, llm, w
         assert json.loads(created.stdout)["send"]["token"] == "********"
         assert "secret-user-token" not in created.stdout
 
+        # The URL the CLI printed, secret path included: what an operator gives WuzAPI.
+        [webhook_url] = re.findall(r"Webhook URL for WuzAPI \(instance loja-teste\): (\S+)",
+                                   created.stderr)
+        assert webhook_url.startswith(f"{url}/webhooks/wuzapi/loja-teste/")
+        unsigned = httpx.post(
+            f"{url}/webhooks/wuzapi", content=(FIXTURES / "message_text.form.txt").read_bytes(),
+            headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=10,
+        )
+        assert unsigned.status_code == 401
         response = httpx.post(
-            f"{url}/webhooks/wuzapi",
+            webhook_url,
             content=(FIXTURES / "message_text.form.txt").read_bytes(),
             headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=10,
         )

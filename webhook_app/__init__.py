@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 from typing import Any
 
 from flask import Flask
@@ -19,6 +20,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     settings_module.override(settings)
     # Each gunicorn worker handles one request at a time: it never needs many connections.
     db.set_pool_size(2)
+
+    if settings.webhook_allow_unsigned:
+        logging.getLogger(__name__).warning(
+            "WEBHOOK_ALLOW_UNSIGNED is set: anyone who can reach /webhooks/wuzapi can make the "
+            "bot message any number and spend LLM credit. Use it only for local experiments.")
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

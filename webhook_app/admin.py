@@ -144,6 +144,16 @@ def update_workflow_config(config_id: str) -> Response:
         return jsonify(configs.public_view(config))
 
 
+@bp.post("/workflow-configs/<config_id>/rotate-webhook-secret")
+def rotate_webhook_secret(config_id: str) -> Response:
+    """A new webhook_path for WuzAPI; the old one gets 401 from then on."""
+    with session_scope() as session:
+        config = _config_or_404(session, config_id, for_update=True)
+        configs.rotate_webhook_secret(config)
+        session.flush()
+        return jsonify(configs.public_view(config))
+
+
 @bp.delete("/workflow-configs/<config_id>")
 def delete_workflow_config(config_id: str) -> tuple[str, int]:
     with session_scope() as session:

@@ -11,8 +11,11 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from zapreply import configs, groups
+from sqlalchemy import select
+
+from zapreply import groups
 from zapreply.db import session_factory
+from zapreply.models import WorkflowConfig
 from zapreply.settings import get_settings
 
 
@@ -25,37 +28,78 @@ class ConfigRef:
     groups: bool = False
 
 
+@dataclass(frozen=True)
+class Instance:
+    """What the receiver knows of one instance name: the config that answers it, and what
+    authenticates its webhooks (the secrets and HMAC keys of all its configs, active or not:
+    a deactivated bot's webhooks are still answered, `ignored`, rather than refused)."""
+
+    name: str
+    config: ConfigRef | None
+    webhook_secrets: tuple[str, ...] = ()
+    hmac_keys: tuple[str, ...] = ()
+
+
 # workflow_configs.instance is a String(200).
 _MAX_INSTANCE_LENGTH = 200
 
 _lock = threading.Lock()
-_configs: dict[tuple[str, ...], tuple[float, ConfigRef | None]] = {}
+_instances: dict[str, tuple[float, Instance | None]] = {}
+
+
+def instances(candidates: list[str]) -> list[Instance]:
+    """The known instances among `candidates`, in their order."""
+    now = time.monotonic()
+    found: dict[str, Instance | None] = {}
+    missing: list[str] = []
+    for name in candidates:
+        cached = _instances.get(name)
+        if cached is not None and cached[0] > now:
+            found[name] = cached[1]
+        elif _storable_name(name):
+            # A name no config can have must not reach the database: NUL makes PostgreSQL
+            # refuse the query (a 503, and WuzAPI retrying a client's mistake) and a lone
+            # surrogate cannot even be encoded.
+            missing.append(name)
+    if missing:
+        loaded = _load(missing)
+        expires = now + get_settings().config_cache_seconds
+        with _lock:
+            if len(_instances) > 10_000:
+                _instances.clear()
+            for name in missing:
+                _instances[name] = (expires, loaded.get(name))
+        found.update((name, loaded.get(name)) for name in missing)
+    return [info for name in candidates if (info := found.get(name)) is not None]
+
+
+def _load(names: list[str]) -> dict[str, Instance]:
+    with session_factory()() as session:
+        rows = session.execute(
+            select(WorkflowConfig.id, WorkflowConfig.instance, WorkflowConfig.is_active,
+                   WorkflowConfig.webhook_secret, WorkflowConfig.hmac_key)
+            .where(WorkflowConfig.instance.in_(names))
+            .order_by(WorkflowConfig.id)
+        ).all()
+        loaded: dict[str, Instance] = {}
+        for name in names:
+            own = [row for row in rows if row.instance == name]
+            if not own:
+                continue
+            active = next((row for row in own if row.is_active), None)
+            loaded[name] = Instance(
+                name=name,
+                config=ConfigRef(active.id, name, groups.instance_takes_groups(session, name))
+                if active is not None else None,
+                webhook_secrets=tuple(row.webhook_secret for row in own if row.webhook_secret),
+                hmac_keys=tuple(row.hmac_key for row in own if row.hmac_key),
+            )
+        return loaded
 
 
 def active_config(candidates: list[str]) -> ConfigRef | None:
-    now = time.monotonic()
-    # Only names that reached the database are cached, so a hit needs no further checks.
-    cached = _configs.get(tuple(candidates))
-    if cached is not None and cached[0] > now:
-        return cached[1]
-    # A name no config can have must not reach the database: NUL makes PostgreSQL refuse the
-    # query (a 503, and WuzAPI retrying a client's mistake) and a lone surrogate cannot even be
-    # encoded.
-    key = tuple(name for name in candidates if _storable_name(name))
-    if not key:
-        return None
-    cached = _configs.get(key)
-    if cached is not None and cached[0] > now:
-        return cached[1]
-    with session_factory()() as session:
-        row = configs.find_active(session, list(key))
-        ref = ConfigRef(row.id, row.instance, groups.instance_takes_groups(session, row.instance)) \
-            if row is not None else None
-    with _lock:
-        if len(_configs) > 10_000:
-            _configs.clear()
-        _configs[key] = (now + get_settings().config_cache_seconds, ref)
-    return ref
+    """The active config of the first of `candidates` that has one."""
+    return next((info.config for info in instances(candidates) if info.config), None)
 
 
 def _storable_name(name: str) -> bool:
@@ -72,7 +116,7 @@ def _storable_name(name: str) -> bool:
 
 def clear_cache() -> None:
     with _lock:
-        _configs.clear()
+        _instances.clear()
         _recent.clear()
 
 

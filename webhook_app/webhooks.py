@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.wsgi import get_content_length
 
-from webhook_app import routing
+from webhook_app import authentication, routing
 from zapreply import wuzapi
 from zapreply.queue import HANDLE_INBOUND, RECORD_IGNORED
 
@@ -74,15 +74,32 @@ def _read(stream: Any, size: int) -> bytes:
     return b"".join(parts)
 
 
+_UNAUTHENTICATED = ("unauthenticated webhook: sign it (x-hmac-signature) with the instance's "
+                    "HMAC key, or post it to the config's webhook_path")
+
+
 @bp.post("/webhooks/wuzapi")
 @bp.post("/webhooks/wuzapi/<instance>")
-def receive(instance: str | None = None):  # type: ignore[no-untyped-def]
+@bp.post("/webhooks/wuzapi/<instance>/<secret>")
+def receive(instance: str | None = None, secret: str | None = None):  # type: ignore[no-untyped-def]
     settings = current_app.config["ZAPREPLY_SETTINGS"]
     body = _body(settings.max_body_bytes)
-    if settings.hmac_key and not wuzapi.verify_signature(
-        settings.hmac_key, body, request.headers.get("x-hmac-signature")
-    ):
-        return _error("missing or invalid x-hmac-signature", 401)
+    signature = request.headers.get("x-hmac-signature")
+    trust: authentication.Trust | None = None
+    try:
+        if secret is not None:
+            trust = authentication.by_secret_path(instance or "", secret)
+        elif settings.hmac_key and signature and wuzapi.verify_signature(
+                settings.hmac_key, body, signature):
+            trust = authentication.Trust(None)
+        elif settings.webhook_allow_unsigned:
+            trust = authentication.Trust(None)
+        elif not signature:
+            # Refused before the body is parsed: a stranger learns nothing of what we read.
+            return _error(_UNAUTHENTICATED, 401)
+    except SQLAlchemyError:
+        log.warning("database unreachable while authenticating a webhook", exc_info=True)
+        return _error("database unavailable, retry later", 503)
 
     try:
         # From the WSGI environ: request.headers would build its EnvironHeaders for this alone.
@@ -90,13 +107,33 @@ def receive(instance: str | None = None):  # type: ignore[no-untyped-def]
         message = wuzapi.read_message(envelope,
                                       inline_media_limit=settings.media_inline_max_bytes)
     except wuzapi.BadPayload as exc:
+        if trust is None:
+            return _error(_UNAUTHENTICATED, 401)
         return _error(str(exc), 400)
+
+    if trust is None:
+        # Signed, but not with the global key: one of the named instance's own keys?
+        try:
+            trust = authentication.by_instance_key(
+                [instance] if instance else envelope.instance_candidates(), body, signature or "")
+        except SQLAlchemyError:
+            log.warning("database unreachable while authenticating a webhook", exc_info=True)
+            return _error("database unavailable, retry later", 503)
+        if trust is None:
+            return _error(_UNAUTHENTICATED, 401)
+    if instance and not authentication.names_match(instance, envelope):
+        # A body signed for one instance, replayed to another instance's URL.
+        return _error("the instance in the URL is not the one the body names "
+                      "(instanceName/userID)", 401)
 
     if isinstance(message, str) and envelope.type != "Message":
         # Receipts, presence, connection events: nothing to record.
         return _answer("ignored", reason=message)
 
-    candidates = [instance] if instance else envelope.instance_candidates()
+    if trust.instance is not None:
+        candidates = [trust.instance]
+    else:
+        candidates = [instance] if instance else envelope.instance_candidates()
     if not candidates:
         return _error("no instance: give it in the URL, instanceName, userID or token", 400)
 

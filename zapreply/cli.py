@@ -67,8 +67,9 @@ def up(args: argparse.Namespace) -> int:
                    "--loglevel", settings.log_level],
     }
     processes = {name: subprocess.Popen(cmd, cwd=ROOT, env=env) for name, cmd in commands.items()}
-    print(f"zapreply is up: webhook URL http://{args.host}:{args.port}/webhooks/wuzapi "
-          f"(database {_safe_url(settings.database_url)}). Ctrl-C stops it.", file=sys.stderr)
+    print(f"zapreply is up on http://{args.host}:{args.port} (database "
+          f"{_safe_url(settings.database_url)}); `zapreply config create` prints each config's "
+          "webhook URL. Ctrl-C stops it.", file=sys.stderr)
 
     stopping = False
 
@@ -114,6 +115,8 @@ def _config_body(args: argparse.Namespace) -> dict[str, Any]:
                                              ("token", args.token)) if v is not None}}
     if getattr(args, "inactive", False):
         body["is_active"] = False
+    if getattr(args, "hmac_key_stdin", False):
+        body["hmac_key"] = sys.stdin.readline().strip() or None
     for item in getattr(args, "option", None) or []:
         key, value = _option(item)
         body.setdefault("options", {})[key] = value
@@ -150,15 +153,41 @@ def config_create(args: argparse.Namespace) -> int:
         return 2
     try:
         with session_scope() as session:
-            config = WorkflowConfig(options={},
-                                    **{k: v for k, v in values.items() if k != "options"})
-            configs.apply(config, {"options": values.get("options", {})})
+            config = WorkflowConfig(options={})
+            configs.apply(config, values)
             session.add(config)
             session.flush()
-            _print(configs.public_view(config))
-    except configs.InvalidConfig as exc:  # a masked tool header with nothing stored
+            view = configs.public_view(config)
+    except configs.InvalidConfig as exc:  # a masked token or header with nothing stored
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    _print(view)
+    _print_webhook_url(view)
+    return 0
+
+
+def _print_webhook_url(view: dict[str, Any]) -> None:
+    from zapreply.settings import get_settings
+
+    print(f"Webhook URL for WuzAPI (instance {view['instance']}): "
+          f"{get_settings().public_url}{view['webhook_path']}", file=sys.stderr)
+
+
+def config_rotate_secret(args: argparse.Namespace) -> int:
+    from zapreply import configs
+    from zapreply.db import session_scope
+    from zapreply.models import WorkflowConfig
+
+    with session_scope() as session:
+        config = session.get(WorkflowConfig, args.id)
+        if config is None:
+            print(f"error: no workflow config {args.id}", file=sys.stderr)
+            return 1
+        configs.rotate_webhook_secret(config)
+        session.flush()
+        view = configs.public_view(config)
+    _print(view)
+    _print_webhook_url(view)
     return 0
 
 
@@ -286,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--base-url")
         p.add_argument("--token", help="messages API token (stored, never shown)")
         p.add_argument("--inactive", action="store_true")
+        p.add_argument("--hmac-key-stdin", action="store_true",
+                       help="read the instance's WuzAPI HMAC key (32+ characters) from the "
+                            "first line of stdin (stored, never shown); an empty line removes it")
         p.add_argument("--option", action="append", metavar="KEY=VALUE",
                        help="set an option (repeatable); VALUE is JSON if it parses "
                             "(30, true, null, [\"a\"], {\"mon\": [\"09:00-18:00\"]}), "
@@ -299,6 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     config_fields(update)
     update.set_defaults(func=config_update)
     config.add_parser("list", help="list workflow configs").set_defaults(func=config_list)
+    rotate = config.add_parser(
+        "rotate-secret", help="give a config a new webhook URL (the old one stops working)")
+    rotate.add_argument("id", type=int)
+    rotate.set_defaults(func=config_rotate_secret)
 
     conversation = commands.add_parser(
         "conversation", help="pause or resume the bot for a conversation"

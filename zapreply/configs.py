@@ -6,12 +6,12 @@ from __future__ import annotations
 import re
 import time
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from zapreply.models import WorkflowConfig
+from zapreply.models import WorkflowConfig, new_webhook_secret
 from zapreply.settings import get_settings
 
 DRIVERS = ("wuzapi", "livchat")
@@ -154,8 +154,10 @@ def validate(data: Any, *, partial: bool = False) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidConfig("body must be a JSON object")
     known = {"name", "instance", "is_active", "model", "system_prompt", "send",
-             "debounce_seconds", "options", *OPTION_DEFAULTS}
-    unknown = sorted(set(data) - known - {"id", "created_at", "updated_at"})
+             "debounce_seconds", "hmac_key", "options", *OPTION_DEFAULTS}
+    # What GET shows and a client may echo back; never set this way.
+    shown = {"id", "created_at", "updated_at", "webhook_path"}
+    unknown = sorted(set(data) - known - shown)
     if unknown:
         raise InvalidConfig(f"unknown field(s): {', '.join(unknown)}")
     values: dict[str, Any] = {}
@@ -182,6 +184,8 @@ def validate(data: Any, *, partial: bool = False) -> dict[str, Any]:
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 60:
             raise InvalidConfig("'debounce_seconds' must be a number from 0 to 60")
         values["debounce_seconds"] = float(value)
+    if "hmac_key" in data:
+        values["hmac_key"] = _validate_hmac_key(data["hmac_key"])
     if "send" in data:
         values["send"] = _validate_send(data["send"])
     elif not partial:
@@ -261,6 +265,23 @@ def _check_bot_number(value: Any) -> None:
                             "(e.g. '5511900000099' or '100000000000099@lid'), or a list of them")
 
 
+# WuzAPI refuses shorter per-user HMAC keys.
+MIN_HMAC_KEY_LENGTH = 32
+MAX_HMAC_KEY_LENGTH = 200
+
+
+def _validate_hmac_key(key: Any) -> str | None:
+    if key is None or key == MASK:
+        return key
+    if not isinstance(key, str) or not MIN_HMAC_KEY_LENGTH <= len(key) <= MAX_HMAC_KEY_LENGTH \
+            or key != key.strip():
+        # The key itself is never repeated back: it is a secret.
+        raise InvalidConfig(f"'hmac_key' must be WuzAPI's HMAC key of the instance: "
+                            f"{MIN_HMAC_KEY_LENGTH} to {MAX_HMAC_KEY_LENGTH} characters without "
+                            "surrounding spaces, or null for none")
+    return key
+
+
 def _validate_send(send: Any) -> dict[str, Any]:
     if not isinstance(send, dict):
         raise InvalidConfig("'send' must be an object with driver, base_url and token")
@@ -290,9 +311,17 @@ def apply(config: WorkflowConfig, values: dict[str, Any]) -> None:
                 except ValueError as exc:
                     raise InvalidConfig(str(exc)) from None
             config.options = {**(config.options or {}), **value}
+        elif key == "hmac_key" and value == MASK:
+            # A client echoing back what GET returned keeps the stored key.
+            if not config.hmac_key:
+                raise InvalidConfig("'hmac_key' holds the mask GET shows; send the real key")
         elif key == "send" and value.get("token") == MASK:
             # A client echoing back what GET returned keeps the stored token.
-            config.send = {**value, "token": (config.send or {}).get("token")}
+            stored = (config.send or {}).get("token")
+            if not stored:
+                raise InvalidConfig("'send.token' must be the real token, not the mask GET "
+                                    "shows")
+            config.send = {**value, "token": stored}
         else:
             setattr(config, key, value)
     # Checked on the result, so a PATCH of either one is checked against the other.
@@ -315,10 +344,25 @@ def public_view(config: WorkflowConfig) -> dict[str, Any]:
         "system_prompt": config.system_prompt,
         "send": send,
         "debounce_seconds": config.debounce_seconds,
+        # The one place the webhook secret is shown: an operator copies it into WuzAPI.
+        "webhook_path": webhook_path(config),
+        "hmac_key": MASK if config.hmac_key else None,
         "options": _masked(option_values(config)),
         "created_at": config.created_at.isoformat() if config.created_at else None,
         "updated_at": config.updated_at.isoformat() if config.updated_at else None,
     }
+
+
+def webhook_path(config: WorkflowConfig) -> str | None:
+    """The path, with the config's secret, that WuzAPI posts this instance's webhooks to."""
+    if not config.webhook_secret or not config.instance:
+        return None
+    return f"/webhooks/wuzapi/{quote(config.instance, safe='')}/{config.webhook_secret}"
+
+
+def rotate_webhook_secret(config: WorkflowConfig) -> None:
+    """A new secret path; the old one is refused from then on (within CONFIG_CACHE_SECONDS)."""
+    config.webhook_secret = new_webhook_secret()
 
 
 def _masked(options: dict[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
@@ -27,6 +28,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def new_webhook_secret() -> str:
+    """The secret in a config's webhook path: 192 random bits, URL-safe."""
+    return secrets.token_urlsafe(24)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -71,6 +77,11 @@ class WorkflowConfig(Base):
     # through the API (see zapreply.configs.public_view).
     send: Mapped[dict[str, Any]] = mapped_column(JSONType)
     debounce_seconds: Mapped[float] = mapped_column(Float, default=2.0)
+    # A webhook posted to /webhooks/wuzapi/<instance>/<webhook_secret> is authentic; rotating
+    # it invalidates the old path. hmac_key: WuzAPI's per-user HMAC key, when the instance
+    # signs its webhooks (x-hmac-signature); never shown after it is set.
+    webhook_secret: Mapped[str] = mapped_column(String(64), default=new_webhook_secret)
+    hmac_key: Mapped[str | None] = mapped_column(String(200))
     # Optional behaviour knobs (temperature, fallback_text, human_pause_minutes, ...).
     options: Mapped[json_dict]
     created_at: Mapped[created_at]

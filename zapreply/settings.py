@@ -61,6 +61,11 @@ class Settings:
     broker_url: str
     hmac_key: str | None = field(repr=False)
     admin_token: str | None = field(repr=False)
+    # Accept webhooks that are neither signed nor posted to a config's secret path: for local
+    # experiments only (the receiver warns at start).
+    webhook_allow_unsigned: bool
+    # Where WuzAPI reaches this receiver: the CLI prints each config's webhook URL under it.
+    public_url: str
     max_body_bytes: int
     config_cache_seconds: float
     # Worker side.
@@ -107,6 +112,8 @@ def load(overrides: dict[str, str] | None = None) -> Settings:
         broker_url=broker_url,
         hmac_key=_str(env, "WUZAPI_HMAC_KEY"),
         admin_token=_str(env, "ADMIN_TOKEN"),
+        webhook_allow_unsigned=_bool(env, "WEBHOOK_ALLOW_UNSIGNED", False),
+        public_url=_str(env, "PUBLIC_URL", "http://localhost:8000").rstrip("/"),
         max_body_bytes=_int(env, "WEBHOOK_MAX_BODY_BYTES", 32 * 1024 * 1024),
         config_cache_seconds=_float(env, "CONFIG_CACHE_SECONDS", 5.0),
         worker_pool=_str(env, "WORKER_POOL", "threads"),

@@ -298,24 +298,36 @@ def test_an_ignored_message_is_recorded_with_ids_the_worker_can_store(client) ->
 # --- instance resolution ---------------------------------------------------------------------
 
 
-def test_the_path_segment_wins_over_the_body(client) -> None:
+def test_an_instance_in_the_url_must_be_the_one_the_body_names(client) -> None:
+    # A body signed for one instance, replayed to another instance's URL.
     make_config(INSTANCE)
-    other = make_config("outra-loja")
+    make_config("outra-loja")
     response = post(client, compact(load_envelope("message_text.json")), JSON,
                     path="/webhooks/wuzapi/outra-loja")
+    assert response.status_code == 401
+    assert queued_tasks() == []
+
+
+def test_the_url_names_the_instance_of_a_body_that_names_none(client) -> None:
+    # Older WuzAPI builds send only the user's token.
+    make_config(INSTANCE)
+    other = make_config("outra-loja")
+    envelope = load_envelope("message_text.json")
+    del envelope["instanceName"], envelope["userID"]
+    envelope["token"] = "user-token-of-outra-loja"
+    response = post(client, compact(envelope), JSON, path="/webhooks/wuzapi/outra-loja")
     assert response.get_json()["status"] == "queued"
     [(_, kwargs)] = queued_messages()
     assert (kwargs["config_id"], kwargs["instance"]) == (other, "outra-loja")
 
 
-def test_an_unknown_path_segment_is_ignored_even_when_the_body_names_a_known_instance(
+def test_an_unknown_path_segment_is_refused_when_the_body_names_another_instance(
     client,
 ) -> None:
     make_config(INSTANCE)
     response = post(client, compact(load_envelope("message_text.json")), JSON,
                     path="/webhooks/wuzapi/desconhecida")
-    assert response.status_code == 200
-    assert response.get_json()["status"] == "ignored"
+    assert response.status_code == 401
     assert queued_tasks() == []
 
 
@@ -398,8 +410,9 @@ def test_an_instance_name_no_config_can_have_is_ignored_not_a_server_error(
 
 def test_an_instance_with_a_nul_in_the_path_is_ignored(client) -> None:
     make_config()
-    response = post(client, compact(load_envelope("message_text.json")), JSON,
-                    path="/webhooks/wuzapi/loja%00teste")
+    envelope = load_envelope("message_text.json")
+    del envelope["instanceName"], envelope["userID"]
+    response = post(client, compact(envelope), JSON, path="/webhooks/wuzapi/loja%00teste")
     assert response.status_code == 200
     assert response.get_json()["status"] == "ignored"
     assert queued_tasks() == []
@@ -743,9 +756,11 @@ def test_the_same_message_in_the_other_encoding_is_a_duplicate_too(client) -> No
 def test_the_same_message_id_on_another_instance_is_not_a_duplicate(client) -> None:
     make_config(INSTANCE)
     make_config("outra-loja")
-    body = compact(load_envelope("message_text.json"))
-    post(client, body, JSON)
-    response = post(client, body, JSON, path="/webhooks/wuzapi/outra-loja")
+    envelope = load_envelope("message_text.json")
+    post(client, compact(envelope), JSON)
+    del envelope["userID"]
+    envelope["instanceName"] = "outra-loja"
+    response = post(client, compact(envelope), JSON, path="/webhooks/wuzapi/outra-loja")
     assert response.get_json()["status"] == "queued"
     assert queued_tasks() == [HANDLE_INBOUND, HANDLE_INBOUND]
 
