@@ -19,7 +19,8 @@ def create_app() -> Flask:
     app = Flask(__name__)
 
     @app.post("/webhooks/wuzapi")
-    def receive() -> ResponseReturnValue:
+    @app.post("/webhooks/wuzapi/<path:_>")
+    def receive(_: str = "") -> ResponseReturnValue:
         envelope = json.loads(request.get_data(cache=False))
         return jsonify(status="queued", message_id=envelope["event"]["Info"]["ID"])
 

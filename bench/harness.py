@@ -176,6 +176,13 @@ class Bench:
         if response.status_code not in (200, 201):
             raise RuntimeError(f"creating the workflow config: {response.status_code} "
                                f"{response.text[:500]}")
+        # Posted to the config's secret path, as a deployment's WuzAPI does: the receiver
+        # authenticates every webhook.
+        self.webhook_path = response.json()["webhook_path"]
+
+    def webhook_url(self, target: str) -> str:
+        """Where `target` ("receiver" or "bare", which takes any path under it) gets webhooks."""
+        return self.url(target, self.webhook_path)
 
     def wait_bare_ready(self) -> None:
         # Any answer will do: the bare app has no health route.
@@ -235,7 +242,7 @@ class Bench:
             raise RuntimeError(f"warm-up burst unanswered:\n{self.children['worker-0'].tail()}")
 
     def _post(self, number: int) -> None:
-        httpx.post(self.url("receiver", "/webhooks/wuzapi"), content=self.bodies.body(number),
+        httpx.post(self.webhook_url("receiver"), content=self.bodies.body(number),
                    headers={"Content-Type": "application/json"}, timeout=10).raise_for_status()
 
     def workers(self) -> list[Child]:
@@ -289,7 +296,7 @@ class Bench:
         name = f"wrk-{self._runs}-{target}"
         out = self.log_dir / f"{name}.txt"
         argv = ["wrk", "-t2", f"-c{connections}", f"-d{duration:g}s", "-s", str(WRK_SCRIPT),
-                self.url(target, "/webhooks/wuzapi")]
+                self.webhook_url(target)]
         env = self.env(FIXTURE=str(self.options.fixture), RUN=str(self._runs))
         cpu_before = _children_cpu()
         child = self.supervisor.start(name, argv, env=env, cwd=ROOT, stdout=out)
@@ -313,7 +320,7 @@ class Bench:
         count = int(rate * duration) if rate else int(20_000 * duration)
         first = self.take_numbers(count + 1)
         argv = [sys.executable, "-m", "bench.loadgen", "--url",
-                self.url(target, "/webhooks/wuzapi"), "--fixture", str(self.options.fixture),
+                self.webhook_url(target), "--fixture", str(self.options.fixture),
                 "--first", str(first), "--duration", str(duration)]
         argv += ["--rate", str(rate)] if rate else ["--connections", str(connections or 16)]
         out = self.log_dir / f"{name}.json"
