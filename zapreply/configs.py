@@ -3,7 +3,6 @@ receiver and the workers."""
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -215,10 +214,14 @@ def validate(data: Any, *, partial: bool = False) -> dict[str, Any]:
         if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
             raise InvalidConfig(f"option '{key}' must not be negative")
     if options.get("trigger_operator") == "regex":
+        import regex
+
+        from zapreply.triggers import compile_pattern
+
         for pattern in options.get("trigger_keywords") or []:
             try:
-                re.compile(pattern)
-            except re.error as exc:
+                compile_pattern(pattern)
+            except regex.error as exc:
                 raise InvalidConfig(f"trigger keyword {pattern!r} is not a valid regex: "
                                     f"{exc}") from None
     if options.get("tools") is not None:
