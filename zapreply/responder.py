@@ -67,6 +67,7 @@ from zapreply.configs import option_values
 from zapreply.db import autocommit, get_engine, session_scope
 from zapreply.models import Conversation, Event, Message, ReplyRun, WorkflowConfig, utcnow
 from zapreply.settings import Settings, get_settings
+from zapreply.text import quoted_name
 
 log = logging.getLogger(__name__)
 
@@ -774,7 +775,8 @@ def render_prompt(template: str, conversation: Conversation, options: dict[str, 
         zone = ZoneInfo("UTC")
     now = utcnow().astimezone(zone)
     values = {
-        "contact_name": conversation.contact_name or "",
+        # Written by the customer: data for the model, never instructions (zapreply.text).
+        "contact_name": quoted_name(conversation.contact_name),
         "contact_phone": conversation.contact_phone or "",
         "now": now.isoformat(timespec="minutes"),
         "date": now.date().isoformat(),
