@@ -294,8 +294,13 @@ def apply(config: WorkflowConfig, values: dict[str, Any]) -> None:
                     raise InvalidConfig(str(exc)) from None
             config.options = {**(config.options or {}), **value}
         elif key == "send" and value.get("token") == MASK:
-            # A client echoing back what GET returned keeps the stored token.
-            config.send = {**value, "token": (config.send or {}).get("token")}
+            # A client echoing back what GET returned keeps the stored token, but only for the
+            # host it was given for: a PATCH must not redirect it to another server.
+            stored = config.send or {}
+            if origin(value.get("base_url")) != origin(stored.get("base_url")):
+                raise InvalidConfig("give the token again when changing the host of "
+                                    "'send.base_url' (the stored one stays with its host)")
+            config.send = {**value, "token": stored.get("token")}
         else:
             setattr(config, key, value)
     # Checked on the result, so a PATCH of either one is checked against the other.
@@ -303,6 +308,19 @@ def apply(config: WorkflowConfig, values: dict[str, Any]) -> None:
             and (config.send or {}).get("driver") != "wuzapi":
         raise InvalidConfig("option 'groups' needs the wuzapi driver (LivChat sends only to "
                             "phone numbers, and a group has none)")
+
+
+def origin(url: Any) -> tuple[str, str, int | None] | None:
+    """Scheme, host and port of a URL (the port its scheme implies when not written): where a
+    stored credential is sent."""
+    if not isinstance(url, str):
+        return None
+    try:
+        parts = urlsplit(url)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+    except ValueError:
+        return None
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port
 
 
 def public_view(config: WorkflowConfig) -> dict[str, Any]:

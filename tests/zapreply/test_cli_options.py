@@ -93,6 +93,22 @@ def test_update_changes_one_option_and_keeps_the_rest(db, tmp_path, capsys):
     assert stored["tools"][0]["headers"] == {"Authorization": "Bearer segredo"}
 
 
+def test_update_refuses_to_move_the_masked_token_to_another_host(db, capsys):
+    assert cli.main(["config", "create", *BASE]) == 0
+    config_id = created(capsys)["id"]
+
+    moved = cli.main(["config", "update", str(config_id), "--driver", "wuzapi",
+                      "--base-url", "http://attacker.example:8080", "--token", MASK])
+
+    assert moved == 2
+    assert "give the token again when changing the host" in capsys.readouterr().err
+    with session_scope() as session:
+        assert session.get(WorkflowConfig, config_id).send == {
+            "driver": "wuzapi", "base_url": "http://wuzapi:8080", "token": "user-token"}
+    assert cli.main(["config", "update", str(config_id), "--driver", "wuzapi",
+                     "--base-url", "http://wuzapi:8080/v2", "--token", MASK]) == 0
+
+
 @pytest.mark.parametrize(("option", "message"), [
     ("groups=sometimes", "option 'groups' must be one of"),
     ("opening_hours={\"mon\": [\"18:00\"]}", "not an 'HH:MM-HH:MM' range"),
