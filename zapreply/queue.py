@@ -110,6 +110,11 @@ def make_celery(settings: Settings | None = None) -> Celery:
     from celery import Celery
 
     settings = settings or get_settings()
+    if settings.broker_url.startswith("sqla+sqlite"):
+        from zapreply.db import private_sqlite_file
+
+        # The embedded broker's file holds every queued message, customers' texts included.
+        private_sqlite_file(settings.broker_url)
     app = Celery("zapreply", set_as_current=False)
     app.conf.update(celery_config(settings))
     return app
