@@ -37,6 +37,9 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "max_input_chars": 5000,
     # More customer messages than this in a minute are recorded but not answered.
     "rate_limit_per_minute": 30,
+    # Conversations the instance opens in a minute past this are recorded but not answered
+    # (a flood of strangers must not buy a model call each); None: no limit.
+    "new_conversations_per_minute": 120,
     # More than `loop_guard_replies` replies in `loop_guard_minutes` (another bot answering
     # ours) pauses the conversation until an operator resumes it.
     "loop_guard_replies": 10,
@@ -104,6 +107,7 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "session_idle_hours": (int, float),
     "max_input_chars": (int,),
     "rate_limit_per_minute": (int,),
+    "new_conversations_per_minute": (int,),
     "loop_guard_replies": (int,),
     "loop_guard_minutes": (int, float),
     "timezone": (str,),

@@ -30,6 +30,7 @@ SAMPLES = {
     "human_pause_minutes": ("null", None), "resume_keyword": ("#bot", "#bot"),
     "reset_keyword": ("recomeçar", "recomeçar"), "session_idle_hours": ("12", 12),
     "max_input_chars": ("2000", 2000), "rate_limit_per_minute": ("10", 10),
+    "new_conversations_per_minute": ("null", None),
     "loop_guard_replies": ("5", 5), "loop_guard_minutes": ("1.5", 1.5),
     "timezone": ("America/Sao_Paulo", "America/Sao_Paulo"),
     "typing_indicator": ("false", False), "typing_ms_per_char": ("30", 30),
