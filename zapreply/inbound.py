@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Boolean, Row, and_, bindparam, case, exists, func, select, update
+from sqlalchemy import BigInteger, Boolean, Row, and_, bindparam, case, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -248,6 +248,7 @@ _NEW_ON_INSTANCE = select(func.count()).where(
     _conversations.c.instance == bindparam("instance"),
     _conversations.c.created_at > bindparam("since"),
 )
+_LOCK_NEW_CONVERSATIONS = select(func.pg_advisory_xact_lock(bindparam("key", type_=BigInteger())))
 _TURNED_AWAY = select(exists().where(
     ReplyRun.conversation_id == bindparam("conversation_id"),
     ReplyRun.status == "skipped",
@@ -260,33 +261,34 @@ def _too_many_new_conversations(session: Session, conversation: Row[Any], instan
     """Whether a customer's message belongs to a conversation opened past the instance's
     `new_conversations_per_minute`: a flood of strangers must not buy a model call each.
 
-    Only a conversation younger than a minute is looked at (a count on an index, on messages
-    that open conversations); one opened within the limit is never turned away later, and
-    one turned away stays so for the rest of its first minute."""
+    Only a conversation younger than a minute is looked at. On PostgreSQL the recording
+    statement reads what is needed with the message; a message that opens a conversation
+    within the limit by that count costs two statements more (a lock and an exact count).
+    One opened within the limit is never turned away later, and one turned away stays so for
+    the rest of its first minute."""
     most = options.get("new_conversations_per_minute")
     since = now - timedelta(minutes=1)
     if not most or conversation.created_at <= since:
         return False
     connection = session.connection()
     if conversation.created_at != now:  # opened by an earlier message
-        return bool(connection.execute(
-            _TURNED_AWAY, {"conversation_id": conversation.id}).scalar())
+        turned_away = getattr(conversation, "turned_away", None)  # read with it on PostgreSQL
+        if turned_away is None:
+            turned_away = connection.execute(
+                _TURNED_AWAY, {"conversation_id": conversation.id}).scalar()
+        return bool(turned_away)
     before = getattr(conversation, "opened", None)  # counted by the recording statement
-    if before is not None:
-        if before + 1 > most:
-            return True
-        # Conversations being opened at this moment are not in that count. Far below the
-        # limit, only a burst of more than half of it at once could pass it unseen; nearer,
-        # they are counted one after the other.
-        if before + 1 <= most // 2:
-            return False
+    if before is not None and before + 1 > most:
+        return True
+    # Within the limit by that count, which cannot see conversations being opened at this
+    # moment: counted again, one after the other.
     if connection.dialect.name == "postgresql":
         # Conversations opened at once on the instance are counted one after the other, each
         # seeing those before it (a lock to the end of the transaction): without it, each of
         # a burst of strangers could count only itself. SQLite has one writer at a time anyway.
         key = int.from_bytes(hashlib.sha256(f"new:{instance}".encode()).digest()[:8], "big",
                              signed=True)
-        connection.execute(select(func.pg_advisory_xact_lock(key)))
+        connection.execute(_LOCK_NEW_CONVERSATIONS, {"key": key})
     opened = connection.execute(_NEW_ON_INSTANCE, {"instance": instance, "since": since}).scalar()
     return (opened or 0) > most
 
@@ -339,14 +341,24 @@ def _record_with_conversation_statement() -> Any:
             _conversations.c.instance == conversation.c.instance,
             _conversations.c.created_at > bindparam("since", type_=_messages.c.created_at.type),
         ).scalar_subquery()
-        new = conversation.c.created_at == bindparam("created_at",
-                                                     type_=_messages.c.created_at.type)
+        created_at = bindparam("created_at", type_=_messages.c.created_at.type)
+        since = bindparam("since", type_=_messages.c.created_at.type)
+        count_opened = bindparam("count_opened", type_=Boolean())
+        # And, for a later message of a conversation in its first minute, whether that
+        # conversation was turned away.
+        runs = ReplyRun.__table__
+        turned_away = exists().where(runs.c.conversation_id == conversation.c.id,
+                                     runs.c.status == "skipped",
+                                     runs.c.error == TOO_MANY_NEW_CONVERSATIONS)
         _built[key] = select(
             *conversation.c,
             select(inserted.c.id).scalar_subquery().label("message_id"),
             case((bindparam("count_recent", type_=Boolean()), recent)).label("recent"),
-            case((and_(bindparam("count_opened", type_=Boolean()), new), opened))
+            case((and_(count_opened, conversation.c.created_at == created_at), opened))
             .label("opened"),
+            case((and_(count_opened, conversation.c.created_at != created_at,
+                       conversation.c.created_at > since), turned_away))
+            .label("turned_away"),
         ).add_cte(event)
     return _built[key]
 

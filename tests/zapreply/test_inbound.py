@@ -42,7 +42,7 @@ def record(config_id: int, body: dict[str, Any]) -> inbound.Recorded:
 
 
 def test_a_customer_message_and_its_new_conversation_are_one_statement(db, wuzapi, statements):
-    config_id = make_config(wuzapi)
+    config_id = make_config(wuzapi, new_conversations_per_minute=None)
     statements.clear()
 
     recorded = record(config_id, message("IN1", "quero um orçamento"))
@@ -137,6 +137,23 @@ def test_a_turned_away_conversation_stays_so_for_its_first_minute_and_the_others
     assert (first.needs_reply, turned_away.needs_reply) == (True, False)
     assert again.needs_reply is False
     assert first_again.needs_reply is True
+
+
+def test_the_limit_costs_a_new_conversation_a_lock_and_a_count_and_a_later_message_nothing(
+        db, wuzapi, statements):
+    config_id = make_config(wuzapi, new_conversations_per_minute=100)
+    statements.clear()
+
+    record(config_id, message("LIM1"))
+    opening = [s for s in statements if not s.startswith("SELECT workflow_configs.")]
+    statements.clear()
+    record(config_id, message("LIM2"))
+    later = [s for s in statements if not s.startswith("SELECT workflow_configs.")]
+
+    assert len(opening) == 3
+    assert opening[1].startswith("SELECT pg_advisory_xact_lock(")
+    assert opening[2].startswith("SELECT count(*) AS count_1 FROM conversations WHERE")
+    assert len(later) == 1
 
 
 def test_without_a_limit_every_new_conversation_is_answered(db, wuzapi):
