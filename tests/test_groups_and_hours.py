@@ -173,7 +173,7 @@ def test_a_group_member_on_the_deny_list_is_not_answered_in_the_group(db, receiv
     wait_for(lambda: ignored_reasons() == ["contact denied"])
     group_says(receiver, "sou a Ana")
     wuzapi.wait_for(lambda r: len(r) >= 1)
-    assert replies(wuzapi) == ["Resposta: [Bruno] sou o Bruno | [Cliente Teste Dois] sou a Ana"]
+    assert replies(wuzapi) == ['Resposta: ["Bruno"] sou o Bruno | ["Cliente Teste Dois"] sou a Ana']
 
 
 def test_in_a_group_each_member_has_their_own_rate_limit(db, receiver, wuzapi, llm):
