@@ -19,8 +19,15 @@ def ensure_data_dir() -> Path:
     conversations and the configs' tokens."""
     data_dir = get_settings().data_dir
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(data_dir, 0o700)
+    _owner_only(data_dir, 0o700)
     return data_dir
+
+
+def _owner_only(path: Path, mode: int) -> None:
+    # Only what this user owns: a directory mounted by someone else (a volume owned by root
+    # but writable by us) is theirs to set, and chmod would fail on it.
+    if path.stat().st_uid == os.getuid():
+        os.chmod(path, mode)
 
 
 def private_sqlite_file(url: str) -> None:
@@ -40,7 +47,7 @@ def private_sqlite_file(url: str) -> None:
     for candidate in (path, *(path.with_name(path.name + tail)
                                for tail in ("-wal", "-shm", "-journal"))):
         if candidate.exists():
-            os.chmod(candidate, 0o600)
+            _owner_only(candidate, 0o600)
 
 
 def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 2,
