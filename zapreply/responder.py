@@ -1113,7 +1113,7 @@ def _store_draft(
     if len(split) > most or draft.effects.refused_messages:
         events.record(session, events.REPLY_CAPPED, conversation_id=conversation_id,
                       run_id=run_id, limit=most, refused_sends=draft.effects.refused_messages,
-                      joined_messages=max(len(split) - most + 1, 0) if len(split) > most else 0)
+                      joined_messages=len(split) - most + 1 if len(split) > most else 0)
     texts = _reply_texts(texts, context.options, most)
     return _add_outbox(session, _ConversationRef(conversation_id, context.instance), run_id,
                        texts, first_seq=context.first_seq)
