@@ -9,6 +9,7 @@ a worker it does not share memory with (failures are set on the stub itself):
 - a customer message containing ``#handoff`` makes the model call ``handoff_to_human``, then
   say it is passing the customer on;
 - ``#tool`` makes it call ``send_whatsapp`` and then finish without text;
+- ``#flood <n>`` makes it call ``send_whatsapp`` n times in one answer, then finish without text;
 - ``#call <name> {json}`` makes it call the business tool ``<name>`` with those arguments, then
   answer ``"Resultado: " + <the tool's result>`` (or an apology when the result is an error);
 otherwise the model answers ``"Resposta: " + <the customer messages of this turn>`` (an image
@@ -228,6 +229,15 @@ class LLMStub(_Server):
             return 200, _completion(body, tool_call=("handoff_to_human", {"reason": "pediu humano"}))
         if "#tool" in turn:
             return 200, _completion(body, tool_call=("send_whatsapp", {"message": "Via ferramenta"}))
+        flood = _FLOOD.search(turn)
+        if flood:
+            answer = _completion(body, tool_call=("send_whatsapp", {"message": "Mensagem 1"}))
+            [call] = answer["choices"][0]["message"]["tool_calls"]
+            answer["choices"][0]["message"]["tool_calls"] = [
+                {**call, "id": f"{call['id']}_{n}", "function": {
+                    "name": "send_whatsapp", "arguments": json.dumps({"message": f"Mensagem {n}"})}}
+                for n in range(1, int(flood.group(1)) + 1)]
+            return 200, answer
         return 200, _completion(body, content=f"Resposta: {turn}")
 
 
@@ -247,6 +257,7 @@ class LLMStub(_Server):
 
 
 _BUSINESS_CALL = re.compile(r"#call (\S+) ?(.*)")
+_FLOOD = re.compile(r"#flood (\d+)")
 
 
 def _current_turn(messages: list[dict[str, Any]]) -> str:

@@ -147,7 +147,7 @@ def test_the_system_prompt_knows_the_customer_and_the_time(db, receiver, wuzapi,
     from zoneinfo import ZoneInfo
 
     today = utcnow().astimezone(ZoneInfo("America/Sao_Paulo")).date().isoformat()
-    assert system == f'Cliente: Cliente Teste Um (5511900000001). Hoje: {today}. JSON: {{"a": 1}}'
+    assert system == f'Cliente: "Cliente Teste Um" (5511900000001). Hoje: {today}. JSON: {{"a": 1}}'
 
 
 def test_it_shows_typing_splits_paragraphs_and_marks_messages_read(db, receiver, wuzapi, llm):

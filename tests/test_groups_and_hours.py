@@ -100,19 +100,19 @@ def test_with_groups_on_the_group_is_answered_in_the_group(db, receiver, wuzapi,
 
     sent = wuzapi.sent()[0]["body"]
     assert sent["Phone"] == GROUP
-    assert sent["Body"] == "Resposta: [Cliente Teste Dois] Bom dia! Qual o horário?"
+    assert sent["Body"] == 'Resposta: ["Cliente Teste Dois"] Bom dia! Qual o horário?'
     system = llm.requests[0]["body"]["messages"][0]["content"]
-    assert system.startswith("Atenda o grupo. Quem falou: Cliente Teste Dois.\n\n")
-    assert "group chat" in system and "from Cliente Teste Dois (5511900000002)" in system
+    assert system.startswith('Atenda o grupo. Quem falou: "Cliente Teste Dois".\n\n')
+    assert "group chat" in system and 'from "Cliente Teste Dois" (5511900000002)' in system
 
     # A second member: the model is told who said what.
     group_says(receiver, "Eu também quero saber", member="100000000000003@lid",
                phone="5511900000003", name="Bruno")
     wuzapi.wait_for(lambda r: len(r) >= 2)
     assert turns(llm.requests[-1]) == [
-        ("user", "[Cliente Teste Dois] Bom dia! Qual o horário?"),
-        ("assistant", "Resposta: [Cliente Teste Dois] Bom dia! Qual o horário?"),
-        ("user", "[Bruno] Eu também quero saber"),
+        ("user", '["Cliente Teste Dois"] Bom dia! Qual o horário?'),
+        ("assistant", 'Resposta: ["Cliente Teste Dois"] Bom dia! Qual o horário?'),
+        ("user", '["Bruno"] Eu também quero saber'),
     ]
     with session_scope() as session:
         conversation = session.scalars(select(Conversation)).one()
@@ -135,8 +135,8 @@ def test_in_mention_mode_only_what_is_addressed_to_the_bot_is_answered(db, recei
     wuzapi.wait_for(lambda r: len(r) >= 1)
     # Answered with the unaddressed message as context, attributed to whoever wrote it.
     assert turns(llm.requests[0]) == [
-        ("user", "[Bruno] Alguém vai no churrasco?"),
-        ("user", "[Cliente Teste Dois] @5511900000099 vocês abrem sábado?"),
+        ("user", '["Bruno"] Alguém vai no churrasco?'),
+        ("user", '["Cliente Teste Dois"] @5511900000099 vocês abrem sábado?'),
     ]
     assert wuzapi.sent()[0]["body"]["Phone"] == GROUP
     assert len(llm.requests) == 1
@@ -163,7 +163,7 @@ def test_in_mention_mode_a_reply_to_the_bot_is_answered_without_a_bot_number(
     group_says(receiver, "e no domingo?", context={"stanzaID": "3EB0OURREPLY0000000001",
                                                    "participant": "100000000000099@lid"})
     wuzapi.wait_for(lambda r: len(r) >= 1)
-    assert replies(wuzapi) == ["Resposta: [Cliente Teste Dois] e no domingo?"]
+    assert replies(wuzapi) == ['Resposta: ["Cliente Teste Dois"] e no domingo?']
 
 
 def test_a_group_member_on_the_deny_list_is_not_answered_in_the_group(db, receiver, wuzapi, llm):
@@ -173,7 +173,7 @@ def test_a_group_member_on_the_deny_list_is_not_answered_in_the_group(db, receiv
     wait_for(lambda: ignored_reasons() == ["contact denied"])
     group_says(receiver, "sou a Ana")
     wuzapi.wait_for(lambda r: len(r) >= 1)
-    assert replies(wuzapi) == ["Resposta: [Bruno] sou o Bruno | [Cliente Teste Dois] sou a Ana"]
+    assert replies(wuzapi) == ['Resposta: ["Bruno"] sou o Bruno | ["Cliente Teste Dois"] sou a Ana']
 
 
 def test_in_a_group_each_member_has_their_own_rate_limit(db, receiver, wuzapi, llm):
@@ -203,7 +203,7 @@ def test_groups_go_to_the_config_that_answers_them(db, receiver, wuzapi, llm):
     prompts = {r["body"]["messages"][-1]["content"]: r["body"]["messages"][0]["content"]
                for r in llm.requests}
     assert prompts["oi direto"] == "Atendimento."
-    assert prompts["[Cliente Teste Dois] oi grupo"].startswith("Grupos.\n\n")
+    assert prompts['["Cliente Teste Dois"] oi grupo'].startswith("Grupos.\n\n")
 
 
 # Opening hours --------------------------------------------------------------------------------

@@ -109,10 +109,10 @@ def test_a_voice_note_in_a_group_is_transcribed_and_attributed(db, receiver, wuz
     group_voice_note(receiver, "100000000000002@lid", "5511900000002", "Ana")
 
     wuzapi.wait_for(lambda r: len(r) >= 1)
-    assert replies(wuzapi) == ["Resposta: [Ana] Vocês entregam no sábado?"]
+    assert replies(wuzapi) == ['Resposta: ["Ana"] Vocês entregam no sábado?']
     messages = llm.chat_requests()[0]["body"]["messages"]
     assert messages[0]["role"] == "system" and "group chat" in messages[0]["content"]
-    assert messages[1:] == [{"role": "user", "content": "[Ana] Vocês entregam no sábado?"}]
+    assert messages[1:] == [{"role": "user", "content": '["Ana"] Vocês entregam no sábado?'}]
     assert len(llm.transcriptions) == 1
 
 

@@ -137,8 +137,11 @@ def update_workflow_config(config_id: str) -> Response:
     with session_scope() as session:
         config = _config_or_404(session, config_id, for_update=True)
         if isinstance(data, dict) and isinstance(data.get("send"), dict):
-            # PATCH merges into `send` too: changing base_url alone keeps driver and token.
-            data = {**data, "send": {**(config.send or {}), **data["send"]}}
+            # PATCH merges into `send` too: changing base_url alone keeps driver and token. The
+            # token left out stands as the mask, so that it stays only with its host
+            # (configs.apply).
+            stored = {**(config.send or {}), "token": configs.MASK}
+            data = {**data, "send": {**stored, **data["send"]}}
         configs.apply(config, _config_values(data, partial=True))
         session.flush()
         return jsonify(configs.public_view(config))

@@ -19,7 +19,7 @@ def healthz():  # type: ignore[no-untyped-def]
 
 @bp.get("/readyz")
 def readyz():  # type: ignore[no-untyped-def]
-    checks: dict[str, str] = {}
+    checks: dict[str, str | int] = {}
     try:
         with get_engine().connect() as connection:
             connection.execute(text("SELECT 1"))
@@ -34,4 +34,17 @@ def readyz():  # type: ignore[no-untyped-def]
         log.warning("readiness: broker check failed: %s", type(exc).__name__)
         checks["broker"] = "unavailable"
     ready = all(value == "ok" for value in checks.values())
-    return jsonify(status="ok" if ready else "unavailable", checks=checks), 200 if ready else 503
+    if not ready:
+        return jsonify(status="unavailable", checks=checks), 503
+    # Still ready with a deep queue (webhooks are taken and kept), but replies lag behind it:
+    # "degraded" tells an operator to add workers before customers notice.
+    status = "ok"
+    try:
+        depth = current_app.extensions["zapreply.publisher"].queue_depth()
+        checks["queue_depth"] = depth
+        if depth >= current_app.config["ZAPREPLY_SETTINGS"].queue_degraded_depth:
+            status = "degraded"
+    except Exception as exc:  # noqa: BLE001 - the broker took a ping; its count is extra
+        log.warning("readiness: queue depth unknown: %s", type(exc).__name__)
+        checks["queue_depth"] = "unknown"
+    return jsonify(status=status, checks=checks), 200

@@ -147,8 +147,11 @@ def masked(tools: Any, mask: str) -> Any:
 def unmask(tools: list[dict[str, Any]], stored: Any, mask: str) -> list[dict[str, Any]]:
     """A client echoing back what GET showed keeps the stored header values (of the tool with
     the same name); a masked value with nothing stored behind it is refused."""
+    from zapreply.configs import origin
+
     previous = {t.get("name"): t.get("headers") or {} for t in stored or []
                 if isinstance(t, dict)}
+    previous_url = {t.get("name"): t.get("url") for t in stored or [] if isinstance(t, dict)}
     result = []
     for tool in tools:
         headers = dict(tool.get("headers") or {})
@@ -157,6 +160,10 @@ def unmask(tools: list[dict[str, Any]], stored: Any, mask: str) -> list[dict[str
                 if key not in previous.get(tool["name"], {}):
                     raise ValueError(f"tool {tool['name']!r}: header {key!r} holds the mask "
                                      "GET shows; send the real value")
+                if origin(tool.get("url")) != origin(previous_url.get(tool["name"])):
+                    # A stored credential goes only to the host it was given for.
+                    raise ValueError(f"tool {tool['name']!r}: give header {key!r} again when "
+                                     "changing the host of its url")
                 headers[key] = previous[tool["name"]][key]
         result.append({**tool, "headers": headers})
     return result

@@ -24,10 +24,11 @@ def migrate(_: argparse.Namespace | None = None) -> int:
     from alembic import command
     from alembic.config import Config
 
+    from zapreply.db import ensure_data_dir
     from zapreply.settings import get_settings
 
     settings = get_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_data_dir()
     config = Config(str(_alembic_ini()))
     config.attributes["configure_logging"] = False
     command.upgrade(config, "head")

@@ -3,7 +3,6 @@ receiver and the workers."""
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -38,6 +37,9 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "max_input_chars": 5000,
     # More customer messages than this in a minute are recorded but not answered.
     "rate_limit_per_minute": 30,
+    # Conversations the instance opens in a minute past this are recorded but not answered
+    # (a flood of strangers must not buy a model call each); None: no limit.
+    "new_conversations_per_minute": 120,
     # More than `loop_guard_replies` replies in `loop_guard_minutes` (another bot answering
     # ours) pauses the conversation until an operator resumes it.
     "loop_guard_replies": 10,
@@ -105,6 +107,7 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "session_idle_hours": (int, float),
     "max_input_chars": (int,),
     "rate_limit_per_minute": (int,),
+    "new_conversations_per_minute": (int,),
     "loop_guard_replies": (int,),
     "loop_guard_minutes": (int, float),
     "timezone": (str,),
@@ -219,10 +222,14 @@ def validate(data: Any, *, partial: bool = False) -> dict[str, Any]:
         if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
             raise InvalidConfig(f"option '{key}' must not be negative")
     if options.get("trigger_operator") == "regex":
+        import regex
+
+        from zapreply.triggers import compile_pattern
+
         for pattern in options.get("trigger_keywords") or []:
             try:
-                re.compile(pattern)
-            except re.error as exc:
+                compile_pattern(pattern)
+            except regex.error as exc:
                 raise InvalidConfig(f"trigger keyword {pattern!r} is not a valid regex: "
                                     f"{exc}") from None
     if options.get("tools") is not None:
@@ -316,12 +323,16 @@ def apply(config: WorkflowConfig, values: dict[str, Any]) -> None:
             if not config.hmac_key:
                 raise InvalidConfig("'hmac_key' holds the mask GET shows; send the real key")
         elif key == "send" and value.get("token") == MASK:
-            # A client echoing back what GET returned keeps the stored token.
-            stored = (config.send or {}).get("token")
-            if not stored:
+            # A client echoing back what GET returned keeps the stored token, but only for the
+            # host it was given for: a PATCH must not redirect it to another server.
+            stored = config.send or {}
+            if not stored.get("token"):
                 raise InvalidConfig("'send.token' must be the real token, not the mask GET "
                                     "shows")
-            config.send = {**value, "token": stored}
+            if origin(value.get("base_url")) != origin(stored.get("base_url")):
+                raise InvalidConfig("give the token again when changing the host of "
+                                    "'send.base_url' (the stored one stays with its host)")
+            config.send = {**value, "token": stored.get("token")}
         else:
             setattr(config, key, value)
     # Checked on the result, so a PATCH of either one is checked against the other.
@@ -329,6 +340,19 @@ def apply(config: WorkflowConfig, values: dict[str, Any]) -> None:
             and (config.send or {}).get("driver") != "wuzapi":
         raise InvalidConfig("option 'groups' needs the wuzapi driver (LivChat sends only to "
                             "phone numbers, and a group has none)")
+
+
+def origin(url: Any) -> tuple[str, str, int | None] | None:
+    """Scheme, host and port of a URL (the port its scheme implies when not written): where a
+    stored credential is sent."""
+    if not isinstance(url, str):
+        return None
+    try:
+        parts = urlsplit(url)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+    except ValueError:
+        return None
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port
 
 
 def public_view(config: WorkflowConfig) -> dict[str, Any]:

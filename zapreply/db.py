@@ -2,18 +2,58 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from zapreply.settings import get_settings
 
 
+def ensure_data_dir() -> Path:
+    """ZAPREPLY_DATA_DIR, made if missing, readable by its owner only (0700): it holds the
+    conversations and the configs' tokens."""
+    data_dir = get_settings().data_dir
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _owner_only(data_dir, 0o700)
+    return data_dir
+
+
+def _owner_only(path: Path, mode: int) -> None:
+    # Only what this user owns: a directory mounted by someone else (a volume owned by root
+    # but writable by us) is theirs to set, and chmod would fail on it.
+    if path.stat().st_uid == os.getuid():
+        os.chmod(path, mode)
+
+
+def private_sqlite_file(url: str) -> None:
+    """Create an SQLite URL's file (and tighten an existing one, its -wal, -shm and -journal)
+    as readable and writable by its owner only (0600) before SQLite opens it: SQLite creates
+    a file with the process's umask (often 0644), and its -wal and -shm with the mode of the
+    database file. Its directory is made too; the data directory, 0700."""
+    database = make_url(url.removeprefix("sqla+")).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database).resolve()
+    if path.parent == get_settings().data_dir:
+        ensure_data_dir()
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    for candidate in (path, *(path.with_name(path.name + tail)
+                               for tail in ("-wal", "-shm", "-journal"))):
+        if candidate.exists():
+            _owner_only(candidate, 0o600)
+
+
 def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 2,
                 pre_ping: bool = True) -> Engine:
     if url.startswith("sqlite"):
+        private_sqlite_file(url)
         # hide_parameters: statements may carry a config's messages-API token; errors get logged.
         engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
 

@@ -31,6 +31,8 @@ AWAY_QUEUED = "away.queued"
 MEDIA_TRANSCRIBED = "media.transcribed"
 MEDIA_FAILED = "media.failed"
 MEDIA_FALLBACK = "media.fallback"
+# A reply held to MAX_MESSAGES_PER_RUN: send_whatsapp calls refused, paragraphs joined.
+REPLY_CAPPED = "reply.capped"
 
 
 def record(

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from zapreply.configs import option_values
 from zapreply.models import Conversation, Message, WorkflowConfig
+from zapreply.text import quoted_name
 
 NOT_ADDRESSED = "not addressed to the bot"
 _PHONE_PUNCTUATION = re.compile(r"[\s+().-]")
@@ -100,9 +101,11 @@ def sender_ids(message: dict[str, Any]) -> list[str]:
 
 
 def sender_label(row: Message) -> str:
+    """Who wrote a group message: their WhatsApp name, quoted (it is chosen by the sender, so
+    it is data, never instructions: zapreply.text.quoted_name), else their number."""
     extra = row.extra or {}
     sender = extra.get("sender")
-    return (extra.get("sender_name") or extra.get("sender_phone")
+    return (quoted_name(extra.get("sender_name")) or extra.get("sender_phone")
             or (sender.split("@", 1)[0] if isinstance(sender, str) else "") or "")
 
 
@@ -132,7 +135,8 @@ def tell_the_model(messages: list[dict[str, Any]], rows: list[Message]) -> None:
     """Say in the system message that this is a group and who wrote last."""
     latest = next((row for row in reversed(rows) if row.role == "customer"), None)
     note = ("This is a WhatsApp group chat with several people; each of their messages "
-            "starts with the sender's name in brackets, and your reply goes to the whole group.")
+            "starts with the sender's quoted name (or number) in brackets, and your reply goes "
+            "to the whole group.")
     if latest is not None and sender_label(latest):
         phone = (latest.extra or {}).get("sender_phone")
         who = sender_label(latest) + (f" ({phone})" if phone and phone != sender_label(latest)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Boolean, Row, bindparam, case, exists, func, select, update
+from sqlalchemy import BigInteger, Boolean, Row, and_, bindparam, case, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -91,11 +92,13 @@ def _upsert_statement(dialect: str) -> Any:
 def conversation_for(
     session: Session, *, instance: str, chat_jid: str, contact_phone: str | None,
     contact_name: str | None, config_id: int | None, inbound_at: datetime | None = None,
+    now: datetime | None = None,
 ) -> Row[Any]:
     """Get or create the conversation in one statement (an upsert), refreshing what the
     latest message tells about the contact. Its row as it is now: to change the conversation,
-    load it (`session.get(Conversation, row.id)`)."""
-    now = utcnow()
+    load it (`session.get(Conversation, row.id)`). A conversation it created has `created_at`
+    `now`."""
+    now = now or utcnow()
     return session.connection().execute(_upsert_statement(_dialect(session)), {
         "instance": instance, "chat_jid": chat_jid, "contact_phone": contact_phone,
         "contact_name": contact_name, "config_id": config_id, "inbound_at": inbound_at,
@@ -167,9 +170,10 @@ def record_inbound(
     if _dialect(session) == "postgresql":
         # The conversation and the message in one statement.
         conversation, inserted, recent = _record_with_conversation(
-            session, contact, values, received, count_recent=not from_me and not group)
+            session, contact, values, received, count_recent=not from_me and not group,
+            count_opened=not from_me and bool(options["new_conversations_per_minute"]))
     else:
-        conversation = conversation_for(session, **contact)
+        conversation = conversation_for(session, **contact, now=now)
         inserted = insert_unless_exists(session, Message, {
             **values, "conversation_id": conversation.id}, ["instance", "wa_message_id"])
         if inserted is not None:
@@ -196,6 +200,9 @@ def record_inbound(
                                 reason="human took over", until=until, actor="business")
         return Recorded(conversation.id, True, False, debounce)
 
+    if _too_many_new_conversations(session, conversation, instance, options, now):
+        _set_aside(session, conversation.id, inserted, config, TOO_MANY_NEW_CONVERSATIONS)
+        return Recorded(conversation.id, True, False, debounce)
     chosen = triggers.choose_config(session, conversation, config, text, now, inserted,
                                     accepts=groups.accepts_groups if group else None)
     if chosen is None:
@@ -234,6 +241,56 @@ def record_inbound(
         _set_aside(session, conversation.id, inserted, config, "rate limited")
         return Recorded(conversation.id, True, False, debounce)
     return Recorded(conversation.id, True, True, debounce)
+
+
+TOO_MANY_NEW_CONVERSATIONS = "too many new conversations"
+_NEW_ON_INSTANCE = select(func.count()).where(
+    _conversations.c.instance == bindparam("instance"),
+    _conversations.c.created_at > bindparam("since"),
+)
+_LOCK_NEW_CONVERSATIONS = select(func.pg_advisory_xact_lock(bindparam("key", type_=BigInteger())))
+_TURNED_AWAY = select(exists().where(
+    ReplyRun.conversation_id == bindparam("conversation_id"),
+    ReplyRun.status == "skipped",
+    ReplyRun.error == TOO_MANY_NEW_CONVERSATIONS,
+))
+
+
+def _too_many_new_conversations(session: Session, conversation: Row[Any], instance: str,
+                                options: dict[str, Any], now: datetime) -> bool:
+    """Whether a customer's message belongs to a conversation opened past the instance's
+    `new_conversations_per_minute`: a flood of strangers must not buy a model call each.
+
+    Only a conversation younger than a minute is looked at. On PostgreSQL the recording
+    statement reads what is needed with the message; a message that opens a conversation
+    within the limit by that count costs two statements more (a lock and an exact count).
+    One opened within the limit is never turned away later, and one turned away stays so for
+    the rest of its first minute."""
+    most = options.get("new_conversations_per_minute")
+    since = now - timedelta(minutes=1)
+    if not most or conversation.created_at <= since:
+        return False
+    connection = session.connection()
+    if conversation.created_at != now:  # opened by an earlier message
+        turned_away = getattr(conversation, "turned_away", None)  # read with it on PostgreSQL
+        if turned_away is None:
+            turned_away = connection.execute(
+                _TURNED_AWAY, {"conversation_id": conversation.id}).scalar()
+        return bool(turned_away)
+    before = getattr(conversation, "opened", None)  # counted by the recording statement
+    if before is not None and before + 1 > most:
+        return True
+    # Within the limit by that count, which cannot see conversations being opened at this
+    # moment: counted again, one after the other.
+    if connection.dialect.name == "postgresql":
+        # Conversations opened at once on the instance are counted one after the other, each
+        # seeing those before it (a lock to the end of the transaction): without it, each of
+        # a burst of strangers could count only itself. SQLite has one writer at a time anyway.
+        key = int.from_bytes(hashlib.sha256(f"new:{instance}".encode()).digest()[:8], "big",
+                             signed=True)
+        connection.execute(_LOCK_NEW_CONVERSATIONS, {"key": key})
+    opened = connection.execute(_NEW_ON_INSTANCE, {"instance": instance, "since": since}).scalar()
+    return (opened or 0) > most
 
 
 def _record_with_conversation_statement() -> Any:
@@ -278,17 +335,37 @@ def _record_with_conversation_statement() -> Any:
             _messages.c.role == "customer",
             _messages.c.created_at > bindparam("since", type_=_messages.c.created_at.type),
         ).scalar_subquery()
+        # The instance's conversations opened in the last minute, before this one; only when
+        # this message opened one (new_conversations_per_minute).
+        opened = select(func.count()).where(
+            _conversations.c.instance == conversation.c.instance,
+            _conversations.c.created_at > bindparam("since", type_=_messages.c.created_at.type),
+        ).scalar_subquery()
+        created_at = bindparam("created_at", type_=_messages.c.created_at.type)
+        since = bindparam("since", type_=_messages.c.created_at.type)
+        count_opened = bindparam("count_opened", type_=Boolean())
+        # And, for a later message of a conversation in its first minute, whether that
+        # conversation was turned away.
+        runs = ReplyRun.__table__
+        turned_away = exists().where(runs.c.conversation_id == conversation.c.id,
+                                     runs.c.status == "skipped",
+                                     runs.c.error == TOO_MANY_NEW_CONVERSATIONS)
         _built[key] = select(
             *conversation.c,
             select(inserted.c.id).scalar_subquery().label("message_id"),
             case((bindparam("count_recent", type_=Boolean()), recent)).label("recent"),
+            case((and_(count_opened, conversation.c.created_at == created_at), opened))
+            .label("opened"),
+            case((and_(count_opened, conversation.c.created_at != created_at,
+                       conversation.c.created_at > since), turned_away))
+            .label("turned_away"),
         ).add_cte(event)
     return _built[key]
 
 
 def _record_with_conversation(
     session: Session, contact: dict[str, Any], values: dict[str, Any],
-    received: dict[str, Any], *, count_recent: bool,
+    received: dict[str, Any], *, count_recent: bool, count_opened: bool = False,
 ) -> tuple[Row[Any], int | None, int | None]:
     """An inbound message on PostgreSQL, with its conversation, in one round trip: the
     conversation's row, the new message's id (None for a duplicate) and, when `count_recent`,
@@ -296,7 +373,7 @@ def _record_with_conversation(
     row = session.connection().execute(_record_with_conversation_statement(), {
         **contact, **values, "updated_at": values["created_at"],
         "event_type": events.MESSAGE_RECEIVED, "payload": received,
-        "count_recent": count_recent,
+        "count_recent": count_recent, "count_opened": count_opened,
         "since": values["created_at"] - timedelta(minutes=1),
     }).one()
     if row.message_id is None or not count_recent:

@@ -90,7 +90,11 @@ class WorkflowConfig(Base):
 
 class Conversation(Base):
     __tablename__ = "conversations"
-    __table_args__ = (UniqueConstraint("instance", "chat_jid", name="uq_conversations_chat"),)
+    __table_args__ = (
+        UniqueConstraint("instance", "chat_jid", name="uq_conversations_chat"),
+        # Conversations an instance opened in the last minute (new_conversations_per_minute).
+        Index("ix_conversations_instance_created_at", "instance", "created_at"),
+    )
 
     id: Mapped[intpk]
     instance: Mapped[str] = mapped_column(String(200))

@@ -110,6 +110,11 @@ def make_celery(settings: Settings | None = None) -> Celery:
     from celery import Celery
 
     settings = settings or get_settings()
+    if settings.broker_url.startswith("sqla+sqlite"):
+        from zapreply.db import private_sqlite_file
+
+        # The embedded broker's file holds every queued message, customers' texts included.
+        private_sqlite_file(settings.broker_url)
     app = Celery("zapreply", set_as_current=False)
     app.conf.update(celery_config(settings))
     return app
@@ -178,6 +183,20 @@ class Publisher:
         # about a second (kombu's first retry alone would sleep two).
         with self.celery.connection_for_write() as connection:
             connection.ensure_connection(max_retries=0, timeout=2)
+
+    def queue_depth(self) -> int:
+        """Tasks waiting in the queue (not those a worker holds), within about 2 s or raising:
+        Redis's LLEN of the list kombu keeps it in; elsewhere what a passive queue_declare
+        counts (RabbitMQ, the embedded SQLite broker)."""
+        if self._pool is not None:
+            return int(self._command("LLEN", QUEUE))
+        with self.celery.connection_for_read() as connection:
+            connection.ensure_connection(max_retries=0, timeout=2)
+            try:
+                _, count, _ = connection.default_channel.queue_declare(queue=QUEUE, passive=True)
+            except connection.channel_errors:
+                return 0  # never declared: no worker has started, nothing was published
+            return int(count)
 
     def send(self, name: str, kwargs: dict[str, Any] | None = None, kwargsrepr: str = "{}",
              args: list[Any] | None = None) -> str:

@@ -67,6 +67,7 @@ from zapreply.configs import option_values
 from zapreply.db import autocommit, get_engine, session_scope
 from zapreply.models import Conversation, Event, Message, ReplyRun, WorkflowConfig, utcnow
 from zapreply.settings import Settings, get_settings
+from zapreply.text import quoted_name
 
 log = logging.getLogger(__name__)
 
@@ -774,7 +775,8 @@ def render_prompt(template: str, conversation: Conversation, options: dict[str, 
         zone = ZoneInfo("UTC")
     now = utcnow().astimezone(zone)
     values = {
-        "contact_name": conversation.contact_name or "",
+        # Written by the customer: data for the model, never instructions (zapreply.text).
+        "contact_name": quoted_name(conversation.contact_name),
         "contact_phone": conversation.contact_phone or "",
         "now": now.isoformat(timespec="minutes"),
         "date": now.date().isoformat(),
@@ -789,7 +791,8 @@ def _generate(context: _Context, settings: Settings,
     from zapreply import llm
 
     messages = list(context.messages)
-    effects = effects if effects is not None else tools.Effects()
+    effects = effects if effects is not None else tools.Effects(
+        max_messages=settings.max_messages_per_run)
     business = business_tools.Toolbox(context.options.get("tools"),
                                       budget_seconds=business_tools.time_budget(settings))
     completions = []
@@ -881,7 +884,7 @@ def _generate_and_store(
     if options.get("typing_indicator"):
         messaging.set_typing(step.send, to=step.to, typing=True,
                              timeout=settings.send_timeout_seconds)
-    effects = tools.Effects()
+    effects = tools.Effects(max_messages=settings.max_messages_per_run)
     try:
         instead = media.resolve(step.context.messages, step.context.burst,
                                 options=options, send=step.send, settings=settings,
@@ -1025,6 +1028,7 @@ def _store_plain_reply(conversation_id: int, token: int, step: _Generate, draft:
     context = step.context
     texts = _reply_texts(draft.texts, context.options)
     if (not texts or context.first_seq is None or draft.effects.calls
+            or len(texts) > settings.max_messages_per_run  # its event: see _store_draft
             or draft.effects.handoff_reason is not None
             or any(item.media_type for item in context.burst)
             or budget.has_budget(context.options)
@@ -1045,13 +1049,22 @@ def _store_plain_reply(conversation_id: int, token: int, step: _Generate, draft:
             for row_id, row in zip(stored.ids, rows, strict=True)]
 
 
-def _reply_texts(texts: list[str], options: dict[str, Any]) -> list[str]:
+def _reply_texts(texts: list[str], options: dict[str, Any],
+                 most: int | None = None) -> list[str]:
     """The messages to send for the model's texts: split at blank lines if the config says so
-    (several short messages read like a person; one wall of text does not)."""
-    if not options.get("split_paragraphs"):
-        return list(texts)
-    return [part.strip() for text in texts for part in _PARAGRAPH_BREAK.split(text)
-            if part.strip()]
+    (several short messages read like a person; one wall of text does not), and no more than
+    `most` of them."""
+    if options.get("split_paragraphs"):
+        texts = [part.strip() for text in texts for part in _PARAGRAPH_BREAK.split(text)
+                 if part.strip()]
+    else:
+        texts = list(texts)
+    if most is not None and len(texts) > most:
+        # Joined into the last message rather than dropped: what comes last is usually the
+        # point of the answer (the price, the next step, the handoff text), and the customer
+        # still gets all of it, in fewer messages.
+        texts = [*texts[:most - 1], "\n\n".join(texts[most - 1:])]
+    return texts
 
 
 def _store_draft(
@@ -1095,7 +1108,13 @@ def _store_draft(
         _close_failed(session, session.get(ReplyRun, run_id), conversation_id,
                       "the model produced no reply", context.options)
         return []
-    texts = _reply_texts(texts, context.options)
+    most = get_settings().max_messages_per_run
+    split = _reply_texts(texts, context.options)
+    if len(split) > most or draft.effects.refused_messages:
+        events.record(session, events.REPLY_CAPPED, conversation_id=conversation_id,
+                      run_id=run_id, limit=most, refused_sends=draft.effects.refused_messages,
+                      joined_messages=len(split) - most + 1 if len(split) > most else 0)
+    texts = _reply_texts(texts, context.options, most)
     return _add_outbox(session, _ConversationRef(conversation_id, context.instance), run_id,
                        texts, first_seq=context.first_seq)
 

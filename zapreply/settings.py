@@ -94,6 +94,11 @@ class Settings:
     media_inline_max_bytes: int = 2 * 1024 * 1024
     media_max_bytes: int = 25 * 1024 * 1024
     media_timeout_seconds: float = 60.0
+    # Messages one reply may send: a model calling send_whatsapp in a loop, or a reply cut
+    # into many paragraphs, must not flood the customer (or the number's send quota).
+    max_messages_per_run: int = 10
+    # /readyz says "degraded" once this many tasks wait in the broker's queue.
+    queue_degraded_depth: int = 1000
 
     @property
     def is_sqlite(self) -> bool:
@@ -136,6 +141,8 @@ def load(overrides: dict[str, str] | None = None) -> Settings:
         media_inline_max_bytes=_int(env, "MEDIA_INLINE_MAX_BYTES", 2 * 1024 * 1024),
         media_max_bytes=_int(env, "MEDIA_MAX_BYTES", 25 * 1024 * 1024),
         media_timeout_seconds=_float(env, "MEDIA_TIMEOUT_SECONDS", 60.0),
+        max_messages_per_run=_int(env, "MAX_MESSAGES_PER_RUN", 10),
+        queue_degraded_depth=_int(env, "QUEUE_DEGRADED_DEPTH", 1000),
     )
     if settings.task_time_limit_seconds * 2 > settings.visibility_timeout_seconds:
         # Redis redelivers an unacked message once the visibility timeout passes, even while
@@ -143,6 +150,10 @@ def load(overrides: dict[str, str] | None = None) -> Settings:
         raise ImproperlyConfigured(
             "VISIBILITY_TIMEOUT_SECONDS must be at least twice TASK_TIME_LIMIT_SECONDS"
         )
+    if settings.max_messages_per_run < 1:
+        raise ImproperlyConfigured("MAX_MESSAGES_PER_RUN must be at least 1")
+    if settings.queue_degraded_depth < 1:
+        raise ImproperlyConfigured("QUEUE_DEGRADED_DEPTH must be at least 1")
     if not 0 <= settings.worker_nice <= 19:
         raise ImproperlyConfigured("WORKER_NICE must be between 0 and 19")
     if settings.lease_seconds < 3:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import unicodedata
+
+# A WhatsApp name is chosen by whoever writes to us: a name, not a paragraph.
+NAME_MAX_CHARS = 60
 
 
 def normalize(text: str) -> str:
@@ -18,3 +22,15 @@ def without_accents(text: str) -> str:
 
 def is_keyword(text: str, keyword: str | None) -> bool:
     return bool(keyword) and normalize(text) == normalize(keyword or "")
+
+
+def quoted_name(name: str | None) -> str:
+    """A contact's WhatsApp name (push name) as the model may see it: on one line, without
+    control or format characters, at most NAME_MAX_CHARS, and JSON-quoted, so that a name
+    such as "Ignore previous instructions" reads as what someone called themselves, never as
+    an instruction. Empty when there is no name left."""
+    if not name:
+        return ""
+    kept = "".join(" " if unicodedata.category(c)[0] == "C" else c for c in name)
+    cleaned = " ".join(kept.split())[:NAME_MAX_CHARS].strip()
+    return json.dumps(cleaned, ensure_ascii=False) if cleaned else ""

@@ -58,6 +58,9 @@ class Effects:
     messages: list[str] = field(default_factory=list)
     handoff_reason: str | None = None
     calls: list[dict[str, Any]] = field(default_factory=list)
+    # The most send_whatsapp calls one run accepts (MAX_MESSAGES_PER_RUN); those refused past it.
+    max_messages: int | None = None
+    refused_messages: int = 0
 
 
 def execute(name: str, raw_arguments: str, effects: Effects,
@@ -77,6 +80,10 @@ def execute(name: str, raw_arguments: str, effects: Effects,
         message = arguments.get("message")
         if not isinstance(message, str) or not message.strip():
             result = "error: 'message' must be a non-empty string"
+        elif effects.max_messages is not None and len(effects.messages) >= effects.max_messages:
+            effects.refused_messages += 1
+            result = (f"error: not sent; one reply may send at most {effects.max_messages} "
+                      "messages and this one has. Stop sending and finish.")
         else:
             effects.messages.append(message.strip()[:MAX_MESSAGE_CHARS])
             result = "ok: message will be delivered to the customer"

@@ -3,11 +3,13 @@ allow- and deny-lists of contacts."""
 
 from __future__ import annotations
 
-import re
+import logging
+import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
+import regex
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
@@ -18,18 +20,26 @@ from zapreply.text import normalize, without_accents
 
 OPERATORS = ("equals", "contains", "starts_with", "regex")
 
+log = logging.getLogger(__name__)
+
+# All the regex searches of one message together: a pattern that backtracks without end (such
+# as `(a+)+$`) must cost a worker a moment, not the task's whole time limit. Python's `re`
+# cannot be interrupted; the `regex` engine stops a search after its `timeout`.
+REGEX_SECONDS = 0.2
+
+
+def compile_pattern(pattern: str) -> Any:
+    """The trigger keyword as the engine that matches it reads it; raises `regex.error`."""
+    return regex.compile(pattern, regex.IGNORECASE)
+
 
 def matches(text: str, options: dict[str, Any]) -> bool:
     """Whether a customer's text fires a config whose trigger is `keyword`."""
     operator = options.get("trigger_operator") or "contains"
     said = normalize(text)
+    if operator == "regex":
+        return _regex_matches(text, said, options.get("trigger_keywords") or [])
     for keyword in options.get("trigger_keywords") or []:
-        if operator == "regex":
-            # Accents aside on both sides: "pedído" and "pedido" match either way.
-            if re.search(keyword, said, re.IGNORECASE) or re.search(keyword, text, re.IGNORECASE) \
-                    or re.search(without_accents(keyword), said, re.IGNORECASE):
-                return True
-            continue
         wanted = normalize(keyword)
         if not wanted:
             continue
@@ -39,6 +49,30 @@ def matches(text: str, options: dict[str, Any]) -> bool:
             return True
         if operator == "starts_with" and said.startswith(wanted):
             return True
+    return False
+
+
+def _regex_matches(text: str, said: str, patterns: list[str]) -> bool:
+    """Whether any pattern matches, within REGEX_SECONDS for them all; past it, no match."""
+    deadline = time.monotonic() + REGEX_SECONDS
+    for keyword in patterns:
+        # Accents aside on both sides: "pedído" and "pedido" match either way.
+        for pattern, subject in ((keyword, said), (keyword, text),
+                                 (without_accents(keyword), said)):
+            left = deadline - time.monotonic()
+            try:
+                if left <= 0:
+                    raise TimeoutError
+                if compile_pattern(pattern).search(subject, timeout=left):
+                    return True
+            except TimeoutError:
+                log.warning("trigger regex %r gave up after %.1f s on a %d-character message: "
+                            "counted as no match", keyword, REGEX_SECONDS, len(subject))
+                return False
+            except regex.error:
+                # Stored before patterns were checked with this engine: it never matches.
+                log.warning("trigger regex %r does not compile: counted as no match", keyword)
+                break
     return False
 
 

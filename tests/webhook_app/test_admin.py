@@ -201,15 +201,15 @@ def test_it_patches_only_the_fields_given(client, admin_headers) -> None:
 
 def test_patching_with_the_masked_token_keeps_the_stored_one(client, admin_headers) -> None:
     created = create_config(client, admin_headers)
-    send = {**created["send"], "base_url": "http://wuzapi-2:8080"}
+    send = {**created["send"], "base_url": "http://WUZAPI:8080/api"}
     assert send["token"] == "********"
 
     response = client.patch(f"/api/workflow-configs/{created['id']}", json={"send": send},
                             headers=admin_headers)
 
     assert response.status_code == 200
-    assert response.get_json()["send"]["base_url"] == "http://wuzapi-2:8080"
-    assert stored_send(created["id"]) == {"driver": "wuzapi", "base_url": "http://wuzapi-2:8080",
+    assert response.get_json()["send"]["base_url"] == "http://WUZAPI:8080/api"
+    assert stored_send(created["id"]) == {"driver": "wuzapi", "base_url": "http://WUZAPI:8080/api",
                                           "token": SECRET}
 
 
@@ -217,12 +217,67 @@ def test_patching_part_of_send_keeps_the_rest(client, admin_headers) -> None:
     created = create_config(client, admin_headers)
 
     response = client.patch(f"/api/workflow-configs/{created['id']}",
-                            json={"send": {"base_url": "http://other:9000/"}},
+                            json={"send": {"base_url": "http://wuzapi:8080/v2/"}},
                             headers=admin_headers)
 
     assert response.status_code == 200
-    assert stored_send(created["id"]) == {"driver": "wuzapi", "base_url": "http://other:9000",
+    assert stored_send(created["id"]) == {"driver": "wuzapi", "base_url": "http://wuzapi:8080/v2",
                                           "token": SECRET}
+
+
+@pytest.mark.parametrize("send", [
+    {"driver": "wuzapi", "base_url": "http://attacker.example:8080", "token": "********"},
+    {"base_url": "http://attacker.example:8080"},
+    {"base_url": "https://wuzapi:8080"},  # the scheme is part of where it goes
+    {"base_url": "http://wuzapi:8081"},
+])
+def test_moving_send_to_another_host_without_the_token_is_refused(
+        client, admin_headers, send) -> None:
+    created = create_config(client, admin_headers)
+
+    response = client.patch(f"/api/workflow-configs/{created['id']}", json={"send": send},
+                            headers=admin_headers)
+
+    assert response.status_code == 400
+    assert "give the token again when changing the host" in response.get_json()["error"]
+    assert stored_send(created["id"]) == {"driver": "wuzapi", "base_url": "http://wuzapi:8080",
+                                          "token": SECRET}
+
+
+def test_moving_send_to_another_host_with_the_token_given_again_is_accepted(
+        client, admin_headers) -> None:
+    created = create_config(client, admin_headers)
+
+    response = client.patch(f"/api/workflow-configs/{created['id']}",
+                            json={"send": {"base_url": "http://wuzapi-2:8080", "token": SECRET}},
+                            headers=admin_headers)
+
+    assert response.status_code == 200
+    assert stored_send(created["id"]) == {"driver": "wuzapi", "base_url": "http://wuzapi-2:8080",
+                                          "token": SECRET}
+
+
+def test_moving_a_tool_to_another_host_with_its_headers_masked_is_refused(
+        client, admin_headers) -> None:
+    tool = {"name": "pedido", "description": "Consulta um pedido.",
+            "url": "https://loja.example/p/{id}", "headers": {"Authorization": "Bearer s3cr3t"},
+            "parameters": {"type": "object", "properties": {"id": {"type": "string"}}}}
+    created = create_config(client, admin_headers, tools=[tool])
+    [shown] = created["options"]["tools"]
+    assert shown["headers"] == {"Authorization": "********"}
+
+    moved = client.patch(f"/api/workflow-configs/{created['id']}", headers=admin_headers,
+                         json={"tools": [{**shown, "url": "https://attacker.example/p/{id}"}]})
+    same_host = client.patch(f"/api/workflow-configs/{created['id']}", headers=admin_headers,
+                             json={"tools": [{**shown, "url": "https://loja.example/v2/{id}"}]})
+
+    assert moved.status_code == 400
+    assert "give header 'Authorization' again when changing the host" in moved.get_json()["error"]
+    assert same_host.status_code == 200
+    with session_scope() as session:
+        [stored] = session.get(WorkflowConfig, created["id"]).options["tools"]
+    assert (stored["url"], stored["headers"]) == (
+        "https://loja.example/v2/{id}", {"Authorization": "Bearer s3cr3t"})
 
 
 def test_patching_a_new_token_replaces_it_and_still_masks_it(client, admin_headers) -> None:

@@ -30,6 +30,7 @@ SAMPLES = {
     "human_pause_minutes": ("null", None), "resume_keyword": ("#bot", "#bot"),
     "reset_keyword": ("recomeçar", "recomeçar"), "session_idle_hours": ("12", 12),
     "max_input_chars": ("2000", 2000), "rate_limit_per_minute": ("10", 10),
+    "new_conversations_per_minute": ("null", None),
     "loop_guard_replies": ("5", 5), "loop_guard_minutes": ("1.5", 1.5),
     "timezone": ("America/Sao_Paulo", "America/Sao_Paulo"),
     "typing_indicator": ("false", False), "typing_ms_per_char": ("30", 30),
@@ -91,6 +92,22 @@ def test_update_changes_one_option_and_keeps_the_rest(db, tmp_path, capsys):
     with session_scope() as session:
         stored = session.get(WorkflowConfig, config_id).options
     assert stored["tools"][0]["headers"] == {"Authorization": "Bearer segredo"}
+
+
+def test_update_refuses_to_move_the_masked_token_to_another_host(db, capsys):
+    assert cli.main(["config", "create", *BASE]) == 0
+    config_id = created(capsys)["id"]
+
+    moved = cli.main(["config", "update", str(config_id), "--driver", "wuzapi",
+                      "--base-url", "http://attacker.example:8080", "--token", MASK])
+
+    assert moved == 2
+    assert "give the token again when changing the host" in capsys.readouterr().err
+    with session_scope() as session:
+        assert session.get(WorkflowConfig, config_id).send == {
+            "driver": "wuzapi", "base_url": "http://wuzapi:8080", "token": "user-token"}
+    assert cli.main(["config", "update", str(config_id), "--driver", "wuzapi",
+                     "--base-url", "http://wuzapi:8080/v2", "--token", MASK]) == 0
 
 
 @pytest.mark.parametrize(("option", "message"), [

@@ -94,15 +94,15 @@ def test_a_member_s_message_reads_to_the_model_with_their_name():
     named = Message(role="customer", content="oi", extra={
         "sender": "100000000000002@lid", "sender_name": "Ana", "sender_phone": "5511900000002"})
     unnamed = Message(role="customer", content="oi", extra={"sender": "100000000000003@lid"})
-    assert groups.attributed(named, "oi") == "[Ana] oi"
+    assert groups.attributed(named, "oi") == '["Ana"] oi'
     assert groups.attributed(unnamed, "oi") == "[100000000000003] oi"
     assert groups.attributed(named, [{"type": "text", "text": "oi"}])[0] == {
-        "type": "text", "text": "[Ana]"}
+        "type": "text", "text": '["Ana"]'}
 
     messages = [{"role": "system", "content": "Você é o atendente."}]
     groups.tell_the_model(messages, [named])
     assert messages[0]["content"].startswith("Você é o atendente.\n\nThis is a WhatsApp group")
-    assert messages[0]["content"].endswith("The latest message is from Ana (5511900000002).")
+    assert messages[0]["content"].endswith('The latest message is from "Ana" (5511900000002).')
 
 
 def test_the_config_validates_the_group_options():

@@ -42,7 +42,7 @@ def record(config_id: int, body: dict[str, Any]) -> inbound.Recorded:
 
 
 def test_a_customer_message_and_its_new_conversation_are_one_statement(db, wuzapi, statements):
-    config_id = make_config(wuzapi)
+    config_id = make_config(wuzapi, new_conversations_per_minute=None)
     statements.clear()
 
     recorded = record(config_id, message("IN1", "quero um orçamento"))
@@ -105,3 +105,57 @@ def test_the_rate_limit_counts_the_message_being_recorded(db, wuzapi):
     with session_scope() as session:
         skipped = session.scalars(select(ReplyRun)).one()
         assert (skipped.status, skipped.error) == ("skipped", "rate limited")
+
+
+def from_chat(number: int, wa_id: str) -> dict[str, Any]:
+    chat = f"55119000{number:05d}@s.whatsapp.net"
+    return message(wa_id, chat_jid=chat, sender_jid=chat, contact_phone=chat.split("@")[0])
+
+
+def test_conversations_opened_past_the_instances_limit_are_recorded_not_answered(db, wuzapi):
+    config_id = make_config(wuzapi, new_conversations_per_minute=2)
+
+    opened = [record(config_id, from_chat(n, f"NEW{n}")) for n in range(4)]
+
+    assert [r.needs_reply for r in opened] == [True, True, False, False]
+    with session_scope() as session:
+        assert session.query(Message).count() == 4
+        skipped = session.scalars(select(ReplyRun).order_by(ReplyRun.id)).all()
+    assert [(run.status, run.error) for run in skipped] == [
+        ("skipped", "too many new conversations")] * 2
+    assert event_types(opened[2].conversation_id) == ["message.received", "message.ignored"]
+
+
+def test_a_turned_away_conversation_stays_so_for_its_first_minute_and_the_others_go_on(db, wuzapi):
+    config_id = make_config(wuzapi, new_conversations_per_minute=1)
+    first = record(config_id, from_chat(1, "A1"))
+    turned_away = record(config_id, from_chat(2, "B1"))
+
+    again = record(config_id, from_chat(2, "B2"))
+    first_again = record(config_id, from_chat(1, "A2"))
+
+    assert (first.needs_reply, turned_away.needs_reply) == (True, False)
+    assert again.needs_reply is False
+    assert first_again.needs_reply is True
+
+
+def test_the_limit_costs_a_new_conversation_a_lock_and_a_count_and_a_later_message_nothing(
+        db, wuzapi, statements):
+    config_id = make_config(wuzapi, new_conversations_per_minute=100)
+    statements.clear()
+
+    record(config_id, message("LIM1"))
+    opening = [s for s in statements if not s.startswith("SELECT workflow_configs.")]
+    statements.clear()
+    record(config_id, message("LIM2"))
+    later = [s for s in statements if not s.startswith("SELECT workflow_configs.")]
+
+    assert len(opening) == 3
+    assert opening[1].startswith("SELECT pg_advisory_xact_lock(")
+    assert opening[2].startswith("SELECT count(*) AS count_1 FROM conversations WHERE")
+    assert len(later) == 1
+
+
+def test_without_a_limit_every_new_conversation_is_answered(db, wuzapi):
+    config_id = make_config(wuzapi, new_conversations_per_minute=None)
+    assert all(record(config_id, from_chat(n, f"FREE{n}")).needs_reply for n in range(5))

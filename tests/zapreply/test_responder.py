@@ -3,12 +3,13 @@ The LLM and WuzAPI are the local stand-ins, reached over HTTP by litellm and htt
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
 
-from zapreply import conversations, inbound, leases, replay, responder, sweeper
+from zapreply import conversations, inbound, leases, replay, responder, sweeper, tools
 from zapreply import settings as settings_module
 from zapreply.db import session_scope
 from zapreply.models import Conversation, Event, Message, ReplyRun, WorkflowConfig, utcnow
@@ -129,6 +130,32 @@ def test_a_reply_in_paragraphs_is_sent_in_order_and_closed_once(fast_retries, ll
     assert event_types(conversation_id).count("message.sent") == 3
     assert run_of(conversation_id).status == "sent"
     assert answer(conversation_id) == 0
+
+
+def test_a_reply_longer_than_the_message_cap_ends_in_one_message_holding_the_rest(
+        fast_retries, base_env, llm, wuzapi):
+    settings_module.override(settings_module.load({**base_env, "MAX_MESSAGES_PER_RUN": "3"}))
+    config_id = make_config(wuzapi)
+    conversation_id = receive(config_id, "um\n\ndois\n\ntrês\n\nquatro\n\ncinco", "P2")
+
+    assert answer(conversation_id) == 1
+
+    assert [r["body"]["Body"] for r in wuzapi.sent()] == [
+        "Resposta: um", "dois", "três\n\nquatro\n\ncinco"]
+    with session_scope() as session:
+        capped = session.scalars(select(Event).where(Event.type == "reply.capped")).one()
+    assert capped.payload == {"limit": 3, "refused_sends": 0, "joined_messages": 3}
+
+
+def test_send_whatsapp_past_the_cap_tells_the_model_it_was_not_sent():
+    effects = tools.Effects(max_messages=2)
+    results = [tools.execute("send_whatsapp", json.dumps({"message": f"m{n}"}), effects)
+               for n in range(4)]
+
+    assert results[:2] == ["ok: message will be delivered to the customer"] * 2
+    assert all(r.startswith("error: not sent; one reply may send at most 2") for r in results[2:])
+    assert effects.messages == ["m0", "m1"]
+    assert effects.refused_messages == 2
 
 
 def test_a_transient_llm_failure_backs_off_then_succeeds(fast_retries, llm, wuzapi):
