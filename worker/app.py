@@ -29,6 +29,9 @@ def _start_sweeper(**_: object) -> None:
     from zapreply.queue import REPLY
 
     sweeper.start(lambda conversation_id: app.send_task(REPLY, args=[conversation_id]))
+    from zapreply import privacy
+
+    privacy.start()
 
 
 @signals.worker_init.connect

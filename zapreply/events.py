@@ -31,6 +31,10 @@ AWAY_QUEUED = "away.queued"
 MEDIA_TRANSCRIBED = "media.transcribed"
 MEDIA_FAILED = "media.failed"
 MEDIA_FALLBACK = "media.fallback"
+# Personal data (zapreply.privacy): a contact erased, rows past their retention deleted; both
+# with counts only, never who.
+CONTACT_ERASED = "contact.erased"
+RETENTION_PURGED = "retention.purged"
 
 
 def record(

@@ -89,6 +89,10 @@ class Settings:
     media_inline_max_bytes: int = 2 * 1024 * 1024
     media_max_bytes: int = 25 * 1024 * 1024
     media_timeout_seconds: float = 60.0
+    # Retention (zapreply.privacy): how often each worker deletes what is past its config's
+    # retention_days, and how many rows one of its transactions deletes at most.
+    retention_interval_seconds: float = 3600.0
+    retention_batch_size: int = 500
 
     @property
     def is_sqlite(self) -> bool:
@@ -129,6 +133,8 @@ def load(overrides: dict[str, str] | None = None) -> Settings:
         media_inline_max_bytes=_int(env, "MEDIA_INLINE_MAX_BYTES", 2 * 1024 * 1024),
         media_max_bytes=_int(env, "MEDIA_MAX_BYTES", 25 * 1024 * 1024),
         media_timeout_seconds=_float(env, "MEDIA_TIMEOUT_SECONDS", 60.0),
+        retention_interval_seconds=_float(env, "RETENTION_INTERVAL_SECONDS", 3600.0),
+        retention_batch_size=_int(env, "RETENTION_BATCH_SIZE", 500),
     )
     if settings.task_time_limit_seconds * 2 > settings.visibility_timeout_seconds:
         # Redis redelivers an unacked message once the visibility timeout passes, even while
@@ -136,6 +142,9 @@ def load(overrides: dict[str, str] | None = None) -> Settings:
         raise ImproperlyConfigured(
             "VISIBILITY_TIMEOUT_SECONDS must be at least twice TASK_TIME_LIMIT_SECONDS"
         )
+    if settings.retention_interval_seconds <= 0 or settings.retention_batch_size < 1:
+        raise ImproperlyConfigured(
+            "RETENTION_INTERVAL_SECONDS must be above 0 and RETENTION_BATCH_SIZE at least 1")
     if not 0 <= settings.worker_nice <= 19:
         raise ImproperlyConfigured("WORKER_NICE must be between 0 and 19")
     if settings.lease_seconds < 3:
