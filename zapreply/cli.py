@@ -266,6 +266,8 @@ def contact_export(args: argparse.Namespace) -> int:
     from zapreply.db import session_scope
 
     contact = _contact(args.phone)
+    if contact is None:
+        return 2
     with session_scope() as session:
         data = privacy.export_contact(session, contact)
     if data is None:
@@ -280,6 +282,8 @@ def contact_erase(args: argparse.Namespace) -> int:
     from zapreply.db import session_scope
 
     contact = _contact(args.phone)
+    if contact is None:
+        return 2
     if not args.yes:
         print("erasing cannot be undone: run again with --yes", file=sys.stderr)
         return 2
@@ -299,7 +303,7 @@ def _contact(raw: str) -> Any:
         return privacy.parse_contact(raw)
     except privacy.BadContact as exc:
         print(f"zapreply: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        return None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,11 +8,11 @@ locked, on SQLite writers take turns; each deletes only what it found and counts
 
 Erasure deletes the contact's one-to-one conversations with everything in them (messages,
 media references, runs, events), the events naming their chat without a conversation, and in
-groups the member's own messages with the events and unsent outbox rows of the runs that took
-them. A reply run in flight cannot bring any of it back: each of its writes is fenced on the
-conversation's lease token (zapreply.leases), which a deleted conversation no longer has, and a
-group conversation's token is moved on. Neither the erasure's nor the retention's own event
-names the contact.
+groups the member's own messages, the events and unsent outbox rows of the runs that took
+them, and the replies of the runs that answered the member alone. A reply run in flight
+cannot bring any of it back: each of its writes is fenced on the conversation's lease token
+(zapreply.leases), which a deleted conversation no longer has, and a group conversation's
+token is moved on. Neither the erasure's nor the retention's own event names the contact.
 """
 
 from __future__ import annotations
@@ -306,11 +306,16 @@ def _erase_member(session: Session, scope: _Scope, counts: dict[str, int],
     counts["events"] += deleted(delete(Event).where(_member_events(scope)))
     counts["group_messages"] += deleted(delete(Message).where(Message.id.in_(scope.member_ids)))
     if scope.member_runs:
-        # What those runs looked up or drafted for the member, not yet said to the group.
+        # What those runs looked up or drafted, not yet said to the group; and all they said
+        # when they answered the member alone (a reply to someone repeats what they wrote).
+        others = Message.__table__.alias("others")
+        answered_only_the_member = ~exists().where(
+            others.c.reply_run_id == Message.reply_run_id, others.c.role == "customer")
         counts["messages"] += deleted(delete(Message).where(
             Message.reply_run_id.in_(scope.member_runs),
             or_(Message.role == "tool",
-                (Message.role == "assistant") & (Message.status != "sent")),
+                (Message.role == "assistant") & (Message.status != "sent"),
+                answered_only_the_member),
         ))
         counts["runs"] += deleted(delete(ReplyRun).where(
             ReplyRun.id.in_(scope.member_runs),
