@@ -14,8 +14,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import func, insert, select, update
 
-from tests.conftest import FIXTURES, ROOT, wait_until_idle
-from tests.e2e import fresh, post, wait_for
+from tests.conftest import FIXTURES, ROOT, running_worker, wait_until_idle
+from tests.e2e import events_of, fresh, post, wait_for
 from tests.e2e import make_config as make_e2e_config
 from zapreply import inbound, leases, privacy, responder
 from zapreply import settings as settings_module
@@ -220,6 +220,50 @@ def test_retention_never_deletes_the_record_of_an_erasure(database, wuzapi):
 
     with session_scope() as session:
         assert session.scalars(select(Event.type)).all() == ["contact.erased"]
+
+
+def test_a_group_members_erasure_takes_their_messages_and_keeps_the_others(database, wuzapi):
+    config_id = make_config(wuzapi, groups="on")
+    for wa_id, phone, text in (("G1", ANA, "Ana: minha senha é 1234"),
+                               ("G2", "5511900000002", "Bruno: bom dia")):
+        with session_scope() as session:
+            inbound.record_inbound(session, config_id=config_id, instance="loja", message={
+                "wa_message_id": wa_id, "chat_jid": "120363000000000001@g.us",
+                "sender_jid": f"1000{phone[-8:]}@lid", "contact_phone": phone,
+                "push_name": text.split(":")[0], "from_me": False, "is_group": True,
+                "timestamp": None, "text": text, "media_type": None,
+            })
+
+    with session_scope() as session:
+        counts = privacy.erase_contact(session, privacy.parse_contact(f"+{ANA}"), actor="test")
+
+    assert counts["group_messages"] == 1 and counts["conversations"] == 0
+    with session_scope() as session:
+        assert session.scalars(select(Message.content)).all() == ["Bruno: bom dia"]
+        assert session.scalars(select(Conversation.chat_jid)).all() == [
+            "120363000000000001@g.us"]
+    assert "senha" not in every_row() and ANA not in every_row()
+
+
+def test_a_running_worker_purges_what_is_past_the_retention_on_its_own(
+    db, base_env, tmp_path_factory, wuzapi
+):
+    config_id = make_config(wuzapi, retention_days=7)
+    receive(config_id, "antiga", "T1")
+    receive(config_id, "nova", "T2", phone="5511900000002")
+    with session_scope() as session:
+        session.execute(update(Message).where(Message.wa_message_id == "T1")
+                        .values(created_at=utcnow() - timedelta(days=8)))
+
+    with running_worker(base_env, tmp_path_factory, name="retention",
+                        RETENTION_INTERVAL_SECONDS="1"):
+        wait_for(lambda: bool(events_of("retention.purged")), timeout=30)
+
+    with session_scope() as session:
+        assert session.scalars(select(Message.content)).all() == ["nova"]
+    [purged] = events_of("retention.purged")
+    assert purged.payload["workflow_config_id"] == config_id
+    assert purged.payload["messages"] == 1
 
 
 # Last in the module: the worker it starts stays up until the module ends.
