@@ -389,9 +389,7 @@ def export_contact(phone: str) -> Response:
 @bp.delete("/contacts/<phone>")
 def erase_contact(phone: str) -> Response:
     """Erase a contact; the `contact.erased` event it leaves holds counts only."""
-    contact = _contact(phone)
-    with session_scope() as session:
-        counts = privacy.erase_contact(session, contact, actor=ACTOR)
+    counts = privacy.erase(_contact(phone), actor=ACTOR)
     if counts is None:
         raise ApiError(404, "nothing is stored about this contact")
     return jsonify(erased=counts)

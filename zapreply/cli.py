@@ -279,7 +279,6 @@ def contact_export(args: argparse.Namespace) -> int:
 
 def contact_erase(args: argparse.Namespace) -> int:
     from zapreply import privacy
-    from zapreply.db import session_scope
 
     contact = _contact(args.phone)
     if contact is None:
@@ -287,8 +286,7 @@ def contact_erase(args: argparse.Namespace) -> int:
     if not args.yes:
         print("erasing cannot be undone: run again with --yes", file=sys.stderr)
         return 2
-    with session_scope() as session:
-        counts = privacy.erase_contact(session, contact, actor="cli")
+    counts = privacy.erase(contact, actor="cli")
     if counts is None:
         print("nothing is stored about this contact", file=sys.stderr)
         return 1

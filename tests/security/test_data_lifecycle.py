@@ -12,14 +12,14 @@ from urllib.parse import quote
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, text, update
 
 from tests.conftest import FIXTURES, ROOT, running_worker, wait_until_idle
 from tests.e2e import events_of, fresh, post, wait_for
 from tests.e2e import make_config as make_e2e_config
 from zapreply import inbound, leases, privacy, responder
 from zapreply import settings as settings_module
-from zapreply.db import reset_engines, session_scope
+from zapreply.db import get_engine, reset_engines, session_scope
 from zapreply.models import (
     Conversation,
     DailyUsage,
@@ -83,14 +83,14 @@ def every_row() -> str:
     return json.dumps(rows, default=str, ensure_ascii=False)
 
 
-def assert_nothing_left_of_ana() -> None:
+def assert_nothing_left_of_ana(texts: tuple[str, ...] = ("CPF", "Resposta")) -> None:
     with session_scope() as session:
         assert session.scalars(select(Conversation)).all() == []
         assert session.scalars(select(Message)).all() == []
         assert session.scalars(select(ReplyRun)).all() == []
         assert session.scalars(select(Event.type)).all() == ["contact.erased"]
     left = every_row()
-    for trace in (ANA, "Ana Cliente", "Cliente Teste Um", "CPF", "Resposta"):
+    for trace in (ANA, "Ana Cliente", "Cliente Teste Um", *texts):
         assert trace not in left, trace
 
 
@@ -222,16 +222,53 @@ def test_retention_never_deletes_the_record_of_an_erasure(database, wuzapi):
         assert session.scalars(select(Event.type)).all() == ["contact.erased"]
 
 
+def test_an_erasure_that_deadlocks_with_a_reply_being_recorded_is_tried_again(db, wuzapi):
+    conversation_id = receive(make_config(wuzapi), "oi", "Z1")
+    with session_scope() as session:
+        message_id = session.scalars(select(Message.id)).one()
+    outcome: dict[str, object] = {}
+
+    def erase() -> None:
+        try:
+            outcome["counts"] = privacy.erase(privacy.parse_contact(ANA), actor="test")
+        except Exception as exc:  # noqa: BLE001 - reported below
+            outcome["error"] = exc
+
+    # What a reply's last send does: its outbox row first, then the conversation. This side
+    # waits long before looking for a deadlock, so the erasure is the one that finds it.
+    with get_engine().connect() as send:
+        send.execute(text("SET deadlock_timeout = '20s'"))
+        send.execute(update(Message).where(Message.id == message_id).values(status="sent"))
+        thread = threading.Thread(target=erase)
+        thread.start()
+        wait_for(lambda: waiting_on_a_lock() == 1, timeout=10)
+        send.execute(update(Conversation).where(Conversation.id == conversation_id)
+                     .values(lease_owner=None))
+        send.commit()
+    thread.join(timeout=30)
+
+    assert outcome.get("counts") == {"conversations": 1, "messages": 1, "events": 1, "runs": 0,
+                                     "group_messages": 0}, outcome
+    assert_nothing_left_of_ana(texts=("oi",))
+
+
+def waiting_on_a_lock() -> int:
+    with get_engine().connect() as connection:
+        return connection.execute(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock'")).scalar()
+
+
 def test_a_group_members_erasure_takes_their_messages_and_keeps_the_others(database, wuzapi):
     config_id = make_config(wuzapi, groups="on")
-    for wa_id, phone, text in (("G1", ANA, "Ana: minha senha é 1234"),
-                               ("G2", "5511900000002", "Bruno: bom dia")):
+    for wa_id, phone, words in (("G1", ANA, "Ana: minha senha é 1234"),
+                                ("G2", "5511900000002", "Bruno: bom dia")):
         with session_scope() as session:
             inbound.record_inbound(session, config_id=config_id, instance="loja", message={
                 "wa_message_id": wa_id, "chat_jid": "120363000000000001@g.us",
                 "sender_jid": f"1000{phone[-8:]}@lid", "contact_phone": phone,
-                "push_name": text.split(":")[0], "from_me": False, "is_group": True,
-                "timestamp": None, "text": text, "media_type": None,
+                "push_name": words.split(":")[0], "from_me": False, "is_group": True,
+                "timestamp": None, "text": words, "media_type": None,
             })
 
     with session_scope() as session:
