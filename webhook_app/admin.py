@@ -30,7 +30,7 @@ from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from zapreply import configs, conversations
+from zapreply import configs, conversations, privacy
 from zapreply.db import session_scope
 from zapreply.models import Conversation, Event, Message, WorkflowConfig, utcnow
 
@@ -382,6 +382,37 @@ def _event_view(event: Event) -> dict[str, Any]:
         "payload": event.payload,
         "created_at": _iso(event.created_at),
     }
+
+
+# Contacts: personal data (zapreply.privacy).
+
+
+@bp.get("/contacts/<phone>/export")
+def export_contact(phone: str) -> Response:
+    """Everything stored about a phone number or JID: its conversations with their messages
+    and events, its own messages in groups."""
+    contact = _contact(phone)
+    with session_scope() as session:
+        data = privacy.export_contact(session, contact)
+    if data is None:
+        raise ApiError(404, "nothing is stored about this contact")
+    return jsonify(data)
+
+
+@bp.delete("/contacts/<phone>")
+def erase_contact(phone: str) -> Response:
+    """Erase a contact; the `contact.erased` event it leaves holds counts only."""
+    counts = privacy.erase(_contact(phone), actor=ACTOR)
+    if counts is None:
+        raise ApiError(404, "nothing is stored about this contact")
+    return jsonify(erased=counts)
+
+
+def _contact(raw: str) -> privacy.Contact:
+    try:
+        return privacy.parse_contact(raw)
+    except privacy.BadContact as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 # Request parsing.

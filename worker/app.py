@@ -25,10 +25,12 @@ def _fresh_connections_after_fork(**_: object) -> None:
 
 @signals.worker_ready.connect
 def _start_sweeper(**_: object) -> None:
-    from zapreply import sweeper
+    from zapreply import privacy, sweeper
     from zapreply.queue import REPLY
 
     sweeper.start(lambda conversation_id: app.send_task(REPLY, args=[conversation_id]))
+    # Retention, on its own interval: a long purge must not delay the sweeps.
+    privacy.start()
 
 
 @signals.worker_init.connect

@@ -290,6 +290,50 @@ def replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def contact_export(args: argparse.Namespace) -> int:
+    """Everything stored about a contact, as JSON on stdout."""
+    from zapreply import privacy
+    from zapreply.db import session_scope
+
+    contact = _contact(args.phone)
+    if contact is None:
+        return 2
+    with session_scope() as session:
+        data = privacy.export_contact(session, contact)
+    if data is None:
+        print("nothing is stored about this contact", file=sys.stderr)
+        return 1
+    _print(data)
+    return 0
+
+
+def contact_erase(args: argparse.Namespace) -> int:
+    from zapreply import privacy
+
+    contact = _contact(args.phone)
+    if contact is None:
+        return 2
+    if not args.yes:
+        print("erasing cannot be undone: run again with --yes", file=sys.stderr)
+        return 2
+    counts = privacy.erase(contact, actor="cli")
+    if counts is None:
+        print("nothing is stored about this contact", file=sys.stderr)
+        return 1
+    _print({"erased": counts})
+    return 0
+
+
+def _contact(raw: str) -> Any:
+    from zapreply import privacy
+
+    try:
+        return privacy.parse_contact(raw)
+    except privacy.BadContact as exc:
+        print(f"zapreply: {exc}", file=sys.stderr)
+        return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zapreply", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -348,6 +392,17 @@ def build_parser() -> argparse.ArgumentParser:
     resume = conversation.add_parser("resume")
     resume.add_argument("id", type=int)
     resume.set_defaults(func=conversation_resume)
+
+    contact = commands.add_parser(
+        "contact", help="a contact's personal data: export or erase it"
+    ).add_subparsers(dest="contact_command", required=True)
+    export = contact.add_parser("export", help="print everything stored about a contact")
+    export.add_argument("phone", help="phone number (+55 11 …, digits) or JID")
+    export.set_defaults(func=contact_export)
+    erase = contact.add_parser("erase", help="delete everything stored about a contact")
+    erase.add_argument("phone", help="phone number (+55 11 …, digits) or JID")
+    erase.add_argument("--yes", action="store_true", help="confirm: erasing cannot be undone")
+    erase.set_defaults(func=contact_erase)
 
     again = commands.add_parser("replay", help="re-run a failed reply run")
     again.add_argument("run_id", type=int)

@@ -94,6 +94,9 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "transcription_language": None,
     "vision": "auto",
     "media_fallback_text": None,
+    # Messages and events older than this many days are deleted (zapreply.privacy);
+    # None keeps them forever.
+    "retention_days": 180,
 }
 _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "temperature": (int, float),
@@ -135,6 +138,7 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "transcription_language": (str,),
     "vision": (str,),
     "media_fallback_text": (str,),
+    "retention_days": (int,),
 }
 _CHOICES = {
     "trigger": ("all", "keyword", "fallback"),
@@ -221,6 +225,9 @@ def validate(data: Any, *, partial: bool = False) -> dict[str, Any]:
             raise InvalidConfig(f"option '{key}' must be a list of non-empty strings")
         if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
             raise InvalidConfig(f"option '{key}' must not be negative")
+        if key == "retention_days" and value is not None and not 1 <= value <= 36500:
+            raise InvalidConfig("option 'retention_days' must be from 1 to 36500 days, or null "
+                                "to keep messages and events forever")
     if options.get("trigger_operator") == "regex":
         import regex
 

@@ -33,6 +33,10 @@ MEDIA_FAILED = "media.failed"
 MEDIA_FALLBACK = "media.fallback"
 # A reply held to MAX_MESSAGES_PER_RUN: send_whatsapp calls refused, paragraphs joined.
 REPLY_CAPPED = "reply.capped"
+# Personal data (zapreply.privacy): a contact erased, rows past their retention deleted; both
+# with counts only, never who.
+CONTACT_ERASED = "contact.erased"
+RETENTION_PURGED = "retention.purged"
 
 
 def record(

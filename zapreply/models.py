@@ -122,7 +122,10 @@ class ReplyRun(Base):
     """One attempt at answering a burst of inbound messages."""
 
     __tablename__ = "reply_runs"
-    __table_args__ = (Index("ix_reply_runs_conversation_status", "conversation_id", "status"),)
+    __table_args__ = (
+        Index("ix_reply_runs_conversation_status", "conversation_id", "status"),
+        Index("ix_reply_runs_created_at", "created_at"),
+    )
 
     id: Mapped[intpk]
     conversation_id: Mapped[int] = mapped_column(
@@ -149,6 +152,7 @@ class Message(Base):
         UniqueConstraint("instance", "wa_message_id", name="uq_messages_wa_id"),
         Index("ix_messages_conversation_id", "conversation_id", "id"),
         Index("ix_messages_reply_run_id", "reply_run_id"),
+        Index("ix_messages_created_at", "created_at"),
         Index(
             "ix_messages_unanswered", "conversation_id",
             postgresql_where=text("role = 'customer' AND reply_run_id IS NULL"),
@@ -185,6 +189,7 @@ class Event(Base):
     __table_args__ = (
         Index("ix_events_conversation_id", "conversation_id", "id"),
         Index("ix_events_type", "type", "id"),
+        Index("ix_events_created_at", "created_at"),
     )
 
     id: Mapped[intpk]

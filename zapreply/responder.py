@@ -316,6 +316,10 @@ def start(session: Session, conversation_id: int, *, owner: str) -> Started | No
     settings = get_settings()
     claimed = leases.claim_and_load(session, conversation_id, owner, settings.lease_seconds)
     if claimed is None:
+        if session.get(Conversation, conversation_id) is None:
+            # Erased (zapreply.privacy): nothing left to answer, and no lease anyone could
+            # ever take, so not "busy" (that would be retried forever).
+            return Started(conversation_id, 0, None, [0])
         return None
     finished = [0]
     token = claimed.lease_token

@@ -99,6 +99,10 @@ class Settings:
     max_messages_per_run: int = 10
     # /readyz says "degraded" once this many tasks wait in the broker's queue.
     queue_degraded_depth: int = 1000
+    # Retention (zapreply.privacy): how often each worker deletes what is past its config's
+    # retention_days, and how many rows one of its transactions deletes at most.
+    retention_interval_seconds: float = 3600.0
+    retention_batch_size: int = 500
 
     @property
     def is_sqlite(self) -> bool:
@@ -143,6 +147,8 @@ def load(overrides: dict[str, str] | None = None) -> Settings:
         media_timeout_seconds=_float(env, "MEDIA_TIMEOUT_SECONDS", 60.0),
         max_messages_per_run=_int(env, "MAX_MESSAGES_PER_RUN", 10),
         queue_degraded_depth=_int(env, "QUEUE_DEGRADED_DEPTH", 1000),
+        retention_interval_seconds=_float(env, "RETENTION_INTERVAL_SECONDS", 3600.0),
+        retention_batch_size=_int(env, "RETENTION_BATCH_SIZE", 500),
     )
     if settings.task_time_limit_seconds * 2 > settings.visibility_timeout_seconds:
         # Redis redelivers an unacked message once the visibility timeout passes, even while
@@ -154,6 +160,9 @@ def load(overrides: dict[str, str] | None = None) -> Settings:
         raise ImproperlyConfigured("MAX_MESSAGES_PER_RUN must be at least 1")
     if settings.queue_degraded_depth < 1:
         raise ImproperlyConfigured("QUEUE_DEGRADED_DEPTH must be at least 1")
+    if settings.retention_interval_seconds <= 0 or settings.retention_batch_size < 1:
+        raise ImproperlyConfigured(
+            "RETENTION_INTERVAL_SECONDS must be above 0 and RETENTION_BATCH_SIZE at least 1")
     if not 0 <= settings.worker_nice <= 19:
         raise ImproperlyConfigured("WORKER_NICE must be between 0 and 19")
     if settings.lease_seconds < 3:

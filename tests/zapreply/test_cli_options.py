@@ -52,6 +52,7 @@ SAMPLES = {
     "transcription_model": ("groq/whisper-large-v3", "groq/whisper-large-v3"),
     "transcription_language": ("pt", "pt"), "vision": ("never", "never"),
     "media_fallback_text": ("Não abro arquivos.", "Não abro arquivos."),
+    "retention_days": ("30", 30),
 }
 
 
