@@ -234,7 +234,8 @@ class Toolbox:
         self.calls = 0
         self.identity = identity
         self.private_hosts = frozenset(
-            h.strip().rstrip(".").lower() for h in private_hosts or []
+            h.strip().rstrip(".").lower()
+            for h in (private_hosts if isinstance(private_hosts, list) else [])
             if isinstance(h, str) and h.strip())
 
     def __contains__(self, name: str) -> bool:
