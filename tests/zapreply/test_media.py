@@ -477,3 +477,50 @@ def test_an_answer_of_the_download_endpoint_over_the_limit_is_refused() -> None:
     finally:
         wuzapi_stub.stop()
     assert failed.value.permanent
+
+
+def test_the_run_s_deadline_cuts_a_download_shorter_than_media_timeout_seconds() -> None:
+    import socket
+    import time
+
+    from tests.zapreply.test_egress import Server
+
+    def drip(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+        for _ in range(300):
+            conn.sendall(b"x")
+            time.sleep(0.2)
+
+    slow = Server(drip)
+    settings = load({"MEDIA_ALLOWED_HOSTS": f"http://127.0.0.1:{slow.port}",
+                     "MEDIA_TIMEOUT_SECONDS": "60"})
+    item = media.Item(message_id=1, index=0, media_type="image", action="attach",
+                      reference={"url": f"http://127.0.0.1:{slow.port}/img.jpg"})
+    started = time.monotonic()
+    try:
+        with pytest.raises(media.MediaFailed, match="timeout fetching the S3 URL") as failed:
+            media.resolve([{"role": "user", "content": ""}], [item], options={}, send=WUZAPI,
+                          settings=settings, conversation_id=1, run_id=1,
+                          deadline=time.monotonic() + 1.0)
+    finally:
+        slow.close()
+    assert 0.9 <= time.monotonic() - started < 1.6
+    assert not failed.value.permanent and failed.value.message_id == 1
+
+
+def test_a_transcription_without_time_left_in_the_run_is_not_started(monkeypatch) -> None:
+    import time
+
+    from zapreply import llm
+
+    called = []
+    monkeypatch.setattr(llm, "transcribe", lambda **kwargs: called.append(kwargs))
+    item = media.Item(message_id=1, index=0, media_type="audio", action="transcribe",
+                      reference={"base64": base64.b64encode(b"OggS-bytes").decode()})
+    with pytest.raises(media.MediaFailed, match="no time left in this reply to transcribe") \
+            as failed:
+        media.resolve([{"role": "user", "content": ""}], [item],
+                      options={"transcribe_audio": True}, send=WUZAPI, settings=load({}),
+                      conversation_id=1, run_id=1, deadline=time.monotonic() - 1)
+    assert not failed.value.permanent
+    assert called == []
