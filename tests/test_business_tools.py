@@ -26,6 +26,8 @@ pytestmark = pytest.mark.usefixtures("worker_process", "idle_afterwards")
 CUSTOMER = "5511900000001@s.whatsapp.net"
 SECRET = "Bearer loja-chave-secreta-123"
 APOLOGY = "Não consegui consultar agora, desculpe."
+# The endpoint stand-in listens on loopback: a config must list it to reach it.
+LOCAL = {"tool_private_hosts": ["127.0.0.1"]}
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +78,7 @@ def test_the_model_calls_the_business_endpoint_and_answers_with_its_result(
     db, receiver, wuzapi, llm, endpoint, worker_process
 ):
     endpoint.routes["/pedidos/A 7"] = (200, '{"status": "saiu para entrega"}', 0.0)
-    make_config(wuzapi.url, options={"tools": [order_tool(f"{endpoint.url}/pedidos/{{numero}}")]})
+    make_config(wuzapi.url, options={**LOCAL, "tools": [order_tool(f"{endpoint.url}/pedidos/{{numero}}")]})
 
     customer_says(receiver, '#call consultar_pedido {"numero": "A 7", "detalhe": "curto"}')
     wuzapi.wait_for(lambda r: len(r) >= 1)
@@ -114,7 +116,7 @@ def test_the_model_calls_the_business_endpoint_and_answers_with_its_result(
 def test_a_post_tool_sends_the_arguments_as_a_json_body(db, receiver, wuzapi, llm, endpoint):
     tool = order_tool(f"{endpoint.url}/reservas", name="reservar", method="post",
                       headers={"X-Api-Key": "k-123"})
-    make_config(wuzapi.url, options={"tools": [tool]})
+    make_config(wuzapi.url, options={**LOCAL, "tools": [tool]})
 
     customer_says(receiver, '#call reservar {"numero": "12", "detalhe": "mesa para 2"}')
     wuzapi.wait_for(lambda r: len(r) >= 1)
@@ -129,7 +131,7 @@ def test_a_post_tool_sends_the_arguments_as_a_json_body(db, receiver, wuzapi, ll
 
 def test_a_long_answer_reaches_the_model_cut(db, receiver, wuzapi, llm, endpoint):
     endpoint.routes["/catalogo"] = (200, "x" * 50_000, 0.0)
-    make_config(wuzapi.url, options={"tools": [
+    make_config(wuzapi.url, options={**LOCAL, "tools": [
         order_tool(f"{endpoint.url}/catalogo", name="catalogo")]})
 
     customer_says(receiver, '#call catalogo {"numero": "1"}')
@@ -155,7 +157,7 @@ def test_a_failing_tool_gives_the_model_an_error_and_the_customer_a_reply(
     base = {"500": endpoint.url, "timeout": f"{endpoint.url}/lento",
             "refused": f"http://127.0.0.1:{free_port()}"}.get(failure, endpoint.url)
     url = f"{base}/pedidos/{{numero}}" if failure != "timeout" else f"{base}/{{numero}}"
-    make_config(wuzapi.url, options={
+    make_config(wuzapi.url, options={**LOCAL,
         "tools": [order_tool(url, timeout_seconds=0.5)]})
     arguments = {"bad arguments": '{"numero": ', "missing path argument": '{"detalhe": "x"}'}.get(
         failure, '{"numero": "9"}')
@@ -177,7 +179,7 @@ def test_a_failing_tool_gives_the_model_an_error_and_the_customer_a_reply(
 def test_tools_of_a_generation_that_fails_are_recorded_as_discarded(
     db, receiver, wuzapi, llm, endpoint, monkeypatch
 ):
-    make_config(wuzapi.url, options={"tools": [order_tool(f"{endpoint.url}/pedidos/{{numero}}")],
+    make_config(wuzapi.url, options={**LOCAL, "tools": [order_tool(f"{endpoint.url}/pedidos/{{numero}}")],
                                      "fallback_text": "Já voltamos."})
     # The LLM answers the tool call, then fails for good on the round after it.
     original = llm._handle

@@ -2,11 +2,20 @@
 may call alongside the built-in tools, e.g. to look up an order.
 
 Each definition is a name, a description and a JSON-schema `parameters` object for the model, and
-a `url`, `method`, `headers` and `timeout_seconds` for the call. GET sends the arguments as query
-parameters, the other methods as a JSON body; a `{name}` in the URL's path is filled with that
-argument (percent-encoded) instead. The response text, cut to MAX_RESULT_BYTES, goes back to the
-model. Anything that goes wrong (a non-2xx answer, a timeout, a refused connection, bad
-arguments) becomes an "error: ..." string for the model: a tool never fails the reply.
+a `url`, `method`, `headers` and `timeout_seconds` for the call. The model's arguments are checked
+against `parameters` first (no argument beyond its `properties` unless the schema itself sets
+`additionalProperties`, types, required ones present); what does not fit is not sent. GET sends
+the arguments as query parameters, the other methods as a JSON body; a `{name}` in the URL's path
+is filled with that argument (percent-encoded) instead. The response text, cut to
+MAX_RESULT_BYTES, goes back to the model. Anything that goes wrong (a non-2xx answer, a timeout,
+a refused connection, bad arguments) becomes an "error: ..." string for the model: a tool never
+fails the reply.
+
+Every call names whose conversation it serves in headers zapreply sets (IDENTITY_HEADERS), which
+neither the definition's headers nor the model can change, so the endpoint can check that the
+order asked about belongs to that customer. A tool's host must resolve to public addresses
+unless the config lists it in `tool_private_hosts` (checked when the connection is made,
+zapreply.egress); redirects are never followed.
 
 Headers may hold credentials: they are masked in API views and never put into events, logs or
 error strings; nor is the URL (it may carry a key in its query string).
@@ -22,12 +31,15 @@ import logging
 import re
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
+import jsonschema
 
-from zapreply.http import per_shard_limit, shared_client, ssl_context
+from zapreply import egress
+from zapreply.http import per_shard_limit, shared_client
 
 NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -46,6 +58,10 @@ EVENT_RESULT_CHARS = 1000
 _FIELDS = {"name", "description", "parameters", "url", "method", "headers", "timeout_seconds"}
 _PLACEHOLDER = re.compile(r"\{([a-zA-Z0-9_-]+)\}")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")
+# Set by zapreply on every call; a definition's headers may not use the prefix.
+IDENTITY_PREFIX = "x-zapreply-"
+IDENTITY_HEADERS = ("X-Zapreply-Instance", "X-Zapreply-Conversation-Id",
+                    "X-Zapreply-Contact-Jid", "X-Zapreply-Contact-Phone")
 
 
 # Validation (configs.validate calls it; a ValueError becomes InvalidConfig there).
@@ -97,6 +113,11 @@ def _check_one(item: Any, where: str, reserved: set[str]) -> dict[str, Any]:  # 
         raise ValueError(f"{where}: 'parameters.required' must be a list of names")
     if len(json.dumps(parameters)) > MAX_PARAMETERS_CHARS:
         raise ValueError(f"{where}: 'parameters' is too large")
+    try:
+        jsonschema.validators.validator_for(parameters).check_schema(parameters)
+    except jsonschema.SchemaError as exc:
+        raise ValueError(f"{where}: 'parameters' is not a valid JSON schema: "
+                         f"{exc.message[:200]}") from None
     url = item.get("url")
     parts = urlsplit(url) if isinstance(url, str) else None
     if parts is None or parts.scheme not in {"http", "https"} or not parts.netloc:
@@ -117,6 +138,9 @@ def _check_one(item: Any, where: str, reserved: set[str]) -> dict[str, Any]:  # 
     for key, header_value in headers.items():
         if not _HEADER_NAME.match(key):
             raise ValueError(f"{where}: {key!r} is not a valid header name")
+        if key.lower().startswith(IDENTITY_PREFIX):
+            raise ValueError(f"{where}: headers starting with 'X-Zapreply-' are set by "
+                             "zapreply on every call")
         if not isinstance(header_value, str) or any(c in header_value for c in "\r\n\0"):
             # The value itself is not repeated: it may be a credential.
             raise ValueError(f"{where}: the value of header {key!r} must be a single-line "
@@ -173,22 +197,53 @@ def unmask(tools: list[dict[str, Any]], stored: Any, mask: str) -> list[dict[str
 
 
 def time_budget(settings: Any) -> float:
-    """Seconds all business-tool calls of one reply may take together: half of what the task
-    time limit leaves after the longest possible series of LLM calls, so a slow endpoint
-    cannot get the task killed mid-reply."""
+    """Seconds the media work and business-tool calls of one reply may take together: half of
+    what the task time limit leaves after the longest possible series of LLM calls, so a slow
+    endpoint cannot get the task killed mid-reply. Enforced in code: Celery's threads pool
+    ignores task time limits."""
     spare = settings.task_time_limit_seconds - settings.llm_timeout_seconds * (
         settings.max_tool_rounds + 1)
     return max(spare / 2, 0.0)
 
 
-class Toolbox:
-    """The business tools of one reply, and the time they have left."""
+@dataclass(frozen=True)
+class Identity:
+    """Whose conversation a reply serves, as every tool call tells the business."""
 
-    def __init__(self, definitions: Any, *, budget_seconds: float) -> None:
+    instance: str
+    conversation_id: int
+    contact_jid: str
+    contact_phone: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        values = (self.instance, str(self.conversation_id), self.contact_jid,
+                  self.contact_phone or "")
+        return {name: _header_value(value) for name, value in zip(IDENTITY_HEADERS, values,
+                                                                   strict=True)}
+
+
+def _header_value(value: str) -> str:
+    # A header value is sent as ASCII on one line; anything else is percent-encoded.
+    if value.isascii() and value.isprintable():
+        return value
+    return quote(value, safe="")
+
+
+class Toolbox:
+    """The business tools of one reply, whose conversation they serve, and the time they have
+    left. `private_hosts`: the config's `tool_private_hosts`."""
+
+    def __init__(self, definitions: Any, *, budget_seconds: float,
+                 identity: Identity | None = None, private_hosts: Any = None) -> None:
         self.tools = {t["name"]: _defaults(t) for t in definitions or []
                       if isinstance(t, dict) and isinstance(t.get("name"), str)}
         self.deadline = time.monotonic() + budget_seconds
         self.calls = 0
+        self.identity = identity
+        self.private_hosts = frozenset(
+            h.strip().rstrip(".").lower()
+            for h in (private_hosts if isinstance(private_hosts, list) else [])
+            if isinstance(h, str) and h.strip())
 
     def __contains__(self, name: str) -> bool:
         return name in self.tools
@@ -212,18 +267,30 @@ class Toolbox:
         if self.calls > MAX_CALLS_PER_REPLY:
             return (f"error: no more than {MAX_CALLS_PER_REPLY} tool calls per reply; answer "
                     "with what you have", details)
+        problem = _argument_problem(tool, arguments)
+        if problem is not None:
+            details["refused"] = "arguments"
+            return f"error: {problem}; nothing was sent to {name}", details
         remaining = self.deadline - time.monotonic()
         if remaining < 1:
             return (f"error: no time left to call {name} in this reply; answer without it",
                     details)
-        # httpx's timeout bounds each phase (connect, then each read), so a call can take about
-        # twice it: half of what is left keeps the reply within its budget.
-        timeout = min(tool["timeout_seconds"], remaining / 2)
+        # A real deadline (zapreply.egress), not httpx's per-read timeout: the call ends by then.
+        timeout = min(tool["timeout_seconds"], remaining)
+        headers = {"User-Agent": "zapreply",
+                   **{k: v for k, v in tool["headers"].items()
+                      if not k.lower().startswith(IDENTITY_PREFIX)},
+                   **(self.identity.headers() if self.identity else {})}
         started = time.monotonic()
         try:
-            result, status = _request(tool, arguments, timeout)
+            result, status = _request(tool, arguments, headers, timeout,
+                                      _http(self.private_hosts))
         except _BadArguments as exc:
             result, status = f"error: {exc}", None
+        except egress.AddressRefused:
+            details["refused"] = "private_address"
+            result, status = (f"error: {name} is not reachable: its host resolves to a private "
+                              "or local address this config does not allow"), None
         except httpx.TimeoutException:
             result, status = f"error: {name} did not answer within {round(timeout, 1):g} s", None
         except httpx.ConnectError:
@@ -253,28 +320,51 @@ class _BadArguments(ValueError):
     pass
 
 
-def _request(tool: dict[str, Any], arguments: dict[str, Any], timeout: float) -> tuple[str, int]:
+def _argument_problem(tool: dict[str, Any], arguments: dict[str, Any]) -> str | None:
+    """What is wrong with the model's arguments for `tool`'s parameters schema, or None."""
+    schema = tool["parameters"]
+    if "additionalProperties" not in schema:
+        schema = {**schema, "additionalProperties": False}
+    try:
+        validator = jsonschema.validators.validator_for(schema)(schema)
+        error = jsonschema.exceptions.best_match(validator.iter_errors(arguments))
+    except Exception:  # noqa: BLE001 - a schema stored before it was checked
+        return f"the parameters schema of {tool['name']} cannot be used"
+    if error is None:
+        return None
+    instance = error.instance if isinstance(error.instance, dict) else {}
+    if error.validator == "required" and not error.absolute_path:
+        missing = [key for key in error.validator_value if key not in instance]
+        return f"missing argument {missing[0]!r}" if missing else "missing argument"
+    if error.validator == "additionalProperties" and not error.absolute_path:
+        known = schema.get("properties") or {}
+        extra = sorted(key for key in instance if key not in known)
+        allowed = ", ".join(known) or "none"
+        return f"unexpected argument(s) {', '.join(map(repr, extra))} (allowed: {allowed})"
+    where = "/".join(str(part) for part in error.absolute_path)
+    return f"invalid argument {where!r}: {error.message[:200]}" if where \
+        else f"invalid arguments: {error.message[:200]}"
+
+
+def _request(tool: dict[str, Any], arguments: dict[str, Any], headers: dict[str, str],
+             timeout: float, client: httpx.Client) -> tuple[str, int]:
     url: str | httpx.URL
     url, rest = _fill_url(tool["url"], arguments)
-    kwargs: dict[str, Any] = {"headers": {"User-Agent": "zapreply", **tool["headers"]},
-                              "timeout": timeout}
+    kwargs: dict[str, Any] = {"headers": headers, "timeout": timeout}
     if tool["method"] == "GET":
         # Merged: `params=` would drop a query string the configured URL already has.
         url = httpx.URL(url).copy_merge_params(_query(rest))
     else:
         kwargs["json"] = rest
-    deadline = time.monotonic() + timeout
     _quiet.calling = True
     try:
-        with _http().stream(tool["method"], url, **kwargs) as response:
+        with egress.deadline(time.monotonic() + timeout), \
+                client.stream(tool["method"], url, **kwargs) as response:
             body = bytearray()
             for chunk in response.iter_bytes():
                 body.extend(chunk)
-                # httpx's timeout is per read: a slow drip must not outlast the whole limit.
                 if len(body) > MAX_RESULT_BYTES:
                     break
-                if time.monotonic() > deadline:
-                    raise httpx.ReadTimeout("the body took too long")
             status = response.status_code
     finally:
         _quiet.calling = False
@@ -323,13 +413,14 @@ def _query(arguments: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def _http() -> httpx.Client:
-    return shared_client("business-tools", lambda: httpx.Client(
-        limits=httpx.Limits(max_connections=per_shard_limit(100),
-                            max_keepalive_connections=per_shard_limit(20)),
-        follow_redirects=False,
-        verify=ssl_context(),
-    ))
+def _http(private_hosts: frozenset[str]) -> httpx.Client:
+    # A client (and so a connection pool) per list of private hosts: a connection opened for
+    # a config that lists a host is never reused for one that does not.
+    return shared_client(f"business-tools:{','.join(sorted(private_hosts))}",
+                         lambda: egress.client(lambda host, _port: host in private_hosts,
+                                               httpx.Limits(
+                                                   max_connections=per_shard_limit(100),
+                                                   max_keepalive_connections=per_shard_limit(20))))
 
 
 class _QuietWhileCalling(logging.Filter):

@@ -62,8 +62,11 @@ OPTION_DEFAULTS: dict[str, Any] = {
     # Phone numbers or JIDs; an allow-list, when set, is the only contacts answered.
     "allow_contacts": None,
     "deny_contacts": [],
-    # HTTP endpoints of the business the model may call (zapreply.business_tools).
+    # HTTP endpoints of the business the model may call (zapreply.business_tools), and the
+    # host names among theirs that may resolve to private or loopback addresses (a service
+    # beside zapreply); any other tool host must be public.
     "tools": [],
+    "tool_private_hosts": [],
     # A daily allowance of LLM tokens and/or USD (a day in `timezone`); once spent, no LLM
     # call: budget_action "fallback" sends fallback_text, "handoff" pauses the conversation
     # for a person (sending handoff_text). See zapreply.budget.
@@ -125,6 +128,7 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "allow_contacts": (list,),
     "deny_contacts": (list,),
     "tools": (list,),
+    "tool_private_hosts": (list,),
     "daily_token_budget": (int,),
     "daily_cost_budget": (int, float),
     "budget_action": (str,),

@@ -20,6 +20,14 @@ A failure a retry can fix (a timeout, a 5xx) is retried with the run's backoff, 
 LLM_MAX_ATTEMPTS attempts per message; after that, or after a permanent failure, the message
 counts as not understood (event `media.failed`). Inline bytes are dropped from the row once the
 message has been answered (or transcribed), so the history query stays small.
+
+The webhook says where the bytes are, so whoever can post a webhook could point the worker
+anywhere. Hence: a URL is fetched only over https from MEDIA_ALLOWED_HOSTS (or from an origin
+listed there with its scheme), only from public addresses unless so listed (checked when the
+connection is made, zapreply.egress), without following redirects; WuzAPI's download endpoint
+(the config's own, set by the admin) is sent the WhatsApp media keys only, never a URL from the
+webhook. Every download and transcription ends within MEDIA_TIMEOUT_SECONDS and within the
+run's deadline, and no download is read past MEDIA_MAX_BYTES.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,11 +43,11 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from zapreply import budget, events
+from zapreply import budget, egress, events
 from zapreply.db import session_scope
-from zapreply.http import per_shard_limit, shared_client, ssl_context
+from zapreply.http import per_shard_limit, shared_client
 from zapreply.models import Message, ReplyRun, utcnow
-from zapreply.settings import Settings
+from zapreply.settings import AllowedHost, Settings
 from zapreply.wuzapi import storable
 
 # WuzAPI's download endpoint per media type (POST, header Token, body: the media keys).
@@ -48,6 +57,10 @@ _DOWNLOAD_PATHS = {
     "video": "/chat/downloadvideo",
     "document": "/chat/downloaddocument",
 }
+# What those endpoints are sent: the keys whatsmeow needs to fetch the media from WhatsApp by its
+# DirectPath. Never a URL: WuzAPI would fetch whatever the webhook named.
+_DOWNLOAD_FIELDS = ("DirectPath", "MediaKey", "Mimetype", "FileEncSHA256", "FileSHA256",
+                    "FileLength")
 # The transcription API tells the format by the file name's extension.
 _AUDIO_EXTENSIONS = {
     "audio/ogg": "ogg", "application/ogg": "ogg", "audio/opus": "ogg", "audio/mpeg": "mp3",
@@ -138,17 +151,20 @@ def _vision(options: dict[str, Any], model: str) -> bool:
 def resolve(
     messages: list[dict[str, Any]], burst: list[Item], *, options: dict[str, Any],
     send: dict[str, Any], settings: Settings, conversation_id: int, run_id: int,
+    deadline: float | None = None,
 ) -> str | None:
-    """Do what the burst's media need, in place in `messages`. Return the fallback text to
-    send instead of asking the model, or None. Raises MediaFailed (with message_id set)."""
+    """Do what the burst's media need, in place in `messages`, by `deadline` (the run's, a
+    time.monotonic() instant). Return the fallback text to send instead of asking the model,
+    or None. Raises MediaFailed (with message_id set)."""
     for item in burst:
         if item.action is None:
             continue
         try:
             if item.action == "transcribe":
-                _transcribe(messages, item, options, send, settings, conversation_id, run_id)
+                _transcribe(messages, item, options, send, settings, conversation_id, run_id,
+                            deadline)
             else:
-                _attach(messages, item, send, settings)
+                _attach(messages, item, send, settings, deadline)
         except MediaFailed as exc:
             exc.message_id, exc.media_type = item.message_id, item.media_type
             raise
@@ -165,16 +181,17 @@ def resolve(
 
 def _transcribe(
     messages: list[dict[str, Any]], item: Item, options: dict[str, Any], send: dict[str, Any],
-    settings: Settings, conversation_id: int, run_id: int,
+    settings: Settings, conversation_id: int, run_id: int, deadline: float | None,
 ) -> None:
     from zapreply.llm import LLMError, transcribe
 
-    audio, mimetype, source = fetch(item.reference, item.media_type, send, settings)
+    audio, mimetype, source = fetch(item.reference, item.media_type, send, settings,
+                                    deadline=deadline)
     try:
         transcript = transcribe(
             model=options.get("transcription_model") or "whisper-1", audio=audio,
             file_name=_audio_file_name(item.reference, mimetype), mimetype=mimetype,
-            timeout=settings.media_timeout_seconds,
+            timeout=_time_left(_until(settings, deadline), "transcribe the audio"),
             language=options.get("transcription_language"),
         )
     except LLMError as exc:
@@ -203,8 +220,9 @@ def _transcribe(
 
 
 def _attach(messages: list[dict[str, Any]], item: Item, send: dict[str, Any],
-            settings: Settings) -> None:
-    data, mimetype, _source = fetch(item.reference, item.media_type, send, settings)
+            settings: Settings, deadline: float | None) -> None:
+    data, mimetype, _source = fetch(item.reference, item.media_type, send, settings,
+                                    deadline=deadline)
     mimetype = (mimetype or "").split(";", 1)[0].strip().lower()
     if not mimetype.startswith("image/"):
         mimetype = "image/jpeg"
@@ -268,9 +286,10 @@ def drop_inline(row: Message) -> None:
 
 
 def fetch(reference: dict[str, Any], media_type: str | None, send: dict[str, Any],
-          settings: Settings) -> tuple[bytes, str | None, str]:
+          settings: Settings, *, deadline: float | None = None) -> tuple[bytes, str | None, str]:
     """The media's bytes, its MIME type and where they came from: the inline base64, else the
-    S3 URL, else WuzAPI's download endpoint (LivChat has none)."""
+    S3 URL, else WuzAPI's download endpoint (LivChat has none). Each download ends within
+    MEDIA_TIMEOUT_SECONDS and by `deadline` (time.monotonic()), if given."""
     mimetype = reference.get("mimetype")
     failures: list[MediaFailed] = []
     inline = reference.get("base64")
@@ -284,13 +303,16 @@ def fetch(reference: dict[str, Any], media_type: str | None, send: dict[str, Any
         raise MediaFailed(f"the media has {size} bytes, over MEDIA_MAX_BYTES", permanent=True)
     if reference.get("url"):
         try:
-            return _get(str(reference["url"]), settings), mimetype, "s3"
+            return _get(str(reference["url"]), settings, _until(settings, deadline)), \
+                mimetype, "s3"
         except MediaFailed as exc:
             failures.append(exc)
     path = _DOWNLOAD_PATHS.get(media_type or "")
-    if reference.get("download") and path and send.get("driver") == "wuzapi":
+    keys = reference.get("download")
+    if isinstance(keys, dict) and keys.get("DirectPath") and path \
+            and send.get("driver") == "wuzapi":
         try:
-            data, declared = _download(send, path, reference["download"], settings)
+            data, declared = _download(send, path, keys, settings, _until(settings, deadline))
             return data, declared or mimetype, "download"
         except MediaFailed as exc:
             failures.append(exc)
@@ -302,38 +324,101 @@ def fetch(reference: dict[str, Any], media_type: str | None, send: dict[str, Any
                       retry_after=max((f.retry_after or 0 for f in failures), default=0) or None)
 
 
-def _http() -> httpx.Client:
-    return shared_client("media", lambda: httpx.Client(
-        limits=httpx.Limits(max_connections=per_shard_limit(100),
-                            max_keepalive_connections=per_shard_limit(20)),
-        follow_redirects=True, max_redirects=3, verify=ssl_context(),
-    ))
+def _until(settings: Settings, deadline: float | None) -> float:
+    """When one download or transcription must end: MEDIA_TIMEOUT_SECONDS from now, or the
+    run's deadline if that comes first."""
+    until = time.monotonic() + settings.media_timeout_seconds
+    return until if deadline is None else min(until, deadline)
 
 
-def _get(url: str, settings: Settings) -> bytes:
-    # Never the URL in a message: a presigned one carries its signature.
+def _time_left(until: float, what: str) -> float:
+    left = until - time.monotonic()
+    if left <= 0:
+        # The run's time is up, not the media's fault: a later attempt may have time for it.
+        raise MediaFailed(f"no time left in this reply to {what}", permanent=False)
+    return left
+
+
+def allowed_origin(url: str, hosts: tuple[AllowedHost, ...]) -> bool | None:
+    """Whether MEDIA_ALLOWED_HOSTS lets `url` be fetched: None when it does not, else whether
+    its origin was listed with its scheme (and so may be a private address)."""
     try:
-        with _http().stream("GET", url, timeout=settings.media_timeout_seconds) as response:
+        parsed = httpx.URL(url)
+        host = parsed.raw_host.decode("ascii").rstrip(".").lower()
+    except (httpx.InvalidURL, UnicodeError, ValueError):
+        return None
+    port = parsed.port or {"https": 443, "http": 80}.get(parsed.scheme)
+    for entry in hosts:
+        if entry.scheme is not None:
+            if (parsed.scheme, host, port) == (entry.scheme, entry.host, entry.port):
+                return True
+        elif parsed.scheme == "https" and port == (entry.port or 443) and (
+            host == entry.host
+            or entry.host.startswith("*.") and host.endswith(entry.host[1:])
+        ):
+            return False
+    return None
+
+
+def _media_http(settings: Settings) -> httpx.Client:
+    # The origins listed with a scheme may resolve to private addresses; a client (and so a
+    # connection pool) per list, so a connection is never reused under another list's rules.
+    private = frozenset((e.host, e.port) for e in settings.media_allowed_hosts if e.scheme)
+    key = ",".join(sorted(f"{host}:{port}" for host, port in private))
+    return shared_client(f"media:{key}", lambda: egress.client(
+        lambda host, port: (host, port) in private, _limits()))
+
+
+def _download_http() -> httpx.Client:
+    # The config's own WuzAPI, set by the admin and usually on a private network: its address
+    # is not checked, only the deadline applies.
+    return shared_client("media-download", lambda: egress.client(None, _limits()))
+
+
+def _limits() -> httpx.Limits:
+    return httpx.Limits(max_connections=per_shard_limit(100),
+                        max_keepalive_connections=per_shard_limit(20))
+
+
+def _get(url: str, settings: Settings, until: float) -> bytes:
+    # Never the URL in a message: a presigned one carries its signature.
+    private_ok = allowed_origin(url, settings.media_allowed_hosts)
+    if private_ok is None:
+        raise MediaFailed("the S3 URL is not on an https host of MEDIA_ALLOWED_HOSTS",
+                          permanent=True)
+    _time_left(until, "fetch the media")
+    timeout = egress.timeout_until(until)
+    try:
+        with egress.deadline(until), \
+                _media_http(settings).stream("GET", url, timeout=timeout) as response:
             _check_status(response.status_code, "the S3 URL")
             return _read_capped(response, settings.media_max_bytes)
+    except egress.AddressRefused as exc:
+        raise MediaFailed("the S3 URL's host resolves to a private or local address",
+                          permanent=True) from exc
     except httpx.TimeoutException as exc:
         raise MediaFailed("timeout fetching the S3 URL", permanent=False) from exc
     except httpx.HTTPError as exc:
         raise MediaFailed(f"{type(exc).__name__} fetching the S3 URL", permanent=False) from exc
 
 
-def _download(send: dict[str, Any], path: str, keys: dict[str, Any],
-              settings: Settings) -> tuple[bytes, str | None]:
+def _download(send: dict[str, Any], path: str, keys: dict[str, Any], settings: Settings,
+              until: float) -> tuple[bytes, str | None]:
     """WuzAPI's /chat/download*: {"code": 200, "data": {"Data": "data:<mime>;base64,…",
     "Mimetype": …}, "success": true}. WuzAPI answers 500 to every failure (no session, media
     expired, WhatsApp unreachable): counted as retryable, within the attempt budget."""
     url = f"{str(send.get('base_url', '')).rstrip('/')}{path}"
     what = f"WuzAPI {path}"
+    body = {key: keys[key] for key in _DOWNLOAD_FIELDS if key in keys}
     # The answer is the media in base64 inside JSON: a third larger than the media itself.
     cap = settings.media_max_bytes * 4 // 3 + 64 * 1024
+    _time_left(until, "fetch the media")
+    timeout = egress.timeout_until(until)
     try:
-        with _http().stream("POST", url, json=keys, headers={"Token": str(send.get("token", ""))},
-                            timeout=settings.media_timeout_seconds) as response:
+        with egress.deadline(until), _download_http().stream(
+            "POST", url, json=body, headers={"Token": str(send.get("token", ""))},
+            timeout=timeout,
+        ) as response:
             _check_status(response.status_code, what)
             raw = _read_capped(response, cap)
     except httpx.TimeoutException as exc:
@@ -348,6 +433,8 @@ def _download(send: dict[str, Any], path: str, keys: dict[str, Any],
     except (ValueError, KeyError, TypeError):
         raise MediaFailed(f"{what} answered something that is not media", permanent=True) \
             from None
+    if len(content) > settings.media_max_bytes:
+        raise MediaFailed("the media is over MEDIA_MAX_BYTES", permanent=True)
     return content, (declared if isinstance(declared, str) and declared else from_url)
 
 
@@ -359,6 +446,9 @@ def _check_status(status: int, what: str) -> None:
 
 
 def _read_capped(response: httpx.Response, cap: int) -> bytes:
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        raise MediaFailed("the media is over MEDIA_MAX_BYTES", permanent=True)
     chunks: list[bytes] = []
     total = 0
     for chunk in response.iter_bytes():

@@ -624,6 +624,8 @@ class _Context:
     instance: str = ""
     # The customer messages this run answers, and what their media still need.
     burst: list[media.Item] = field(default_factory=list)
+    # Whose conversation it is, as the business's tools are told.
+    identity: business_tools.Identity | None = None
 
 
 @dataclass
@@ -687,8 +689,10 @@ def _llm_context(
         groups.tell_the_model(messages, rows)
         for item in burst:  # a system note put in front of them moves them on
             item.index += len(messages) - before
+    identity = business_tools.Identity(conversation.instance, conversation.id,
+                                       conversation.chat_jid, conversation.contact_phone)
     return _Context(config.id, config.model, messages, options, instance=conversation.instance,
-                    burst=burst)
+                    burst=burst, identity=identity)
 
 
 def _in_reply_order(session: Session, rows: list[Message]) -> list[Message]:
@@ -791,14 +795,17 @@ def render_prompt(template: str, conversation: Conversation, options: dict[str, 
 
 
 def _generate(context: _Context, settings: Settings,
-              effects: tools.Effects | None = None) -> _Draft:
+              effects: tools.Effects | None = None, deadline: float | None = None) -> _Draft:
     from zapreply import llm
 
     messages = list(context.messages)
     effects = effects if effects is not None else tools.Effects(
         max_messages=settings.max_messages_per_run)
-    business = business_tools.Toolbox(context.options.get("tools"),
-                                      budget_seconds=business_tools.time_budget(settings))
+    if deadline is None:
+        deadline = time.monotonic() + business_tools.time_budget(settings)
+    business = business_tools.Toolbox(
+        context.options.get("tools"), budget_seconds=deadline - time.monotonic(),
+        identity=context.identity, private_hosts=context.options.get("tool_private_hosts"))
     completions = []
     final = ""
     for _round in range(settings.max_tool_rounds + 1):
@@ -889,10 +896,14 @@ def _generate_and_store(
         messaging.set_typing(step.send, to=step.to, typing=True,
                              timeout=settings.send_timeout_seconds)
     effects = tools.Effects(max_messages=settings.max_messages_per_run)
+    # Media work and business tools share one deadline: what the task time limit leaves after
+    # the LLM calls.
+    deadline = time.monotonic() + business_tools.time_budget(settings)
     try:
         instead = media.resolve(step.context.messages, step.context.burst,
                                 options=options, send=step.send, settings=settings,
-                                conversation_id=conversation_id, run_id=step.run_id)
+                                conversation_id=conversation_id, run_id=step.run_id,
+                                deadline=deadline)
     except media.MediaFailed as exc:
         if options.get("typing_indicator"):
             messaging.set_typing(step.send, to=step.to, typing=False,
@@ -901,7 +912,7 @@ def _generate_and_store(
     try:
         # Nothing in the burst the model could understand: the config's media fallback text.
         draft = _Draft([instead], effects) if instead is not None \
-            else _generate(step.context, settings, effects)
+            else _generate(step.context, settings, effects, deadline)
     except LLMError as exc:
         _record_discarded_calls(conversation_id, token, step.run_id, settings, effects)
         if options.get("typing_indicator"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 
 class ImproperlyConfigured(ValueError):
@@ -52,6 +53,45 @@ def _bool(env: dict[str, str], name: str, default: bool) -> bool:
     if lowered in {"0", "false", "no", "off"}:
         return False
     raise ImproperlyConfigured(f"{name} must be true or false, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class AllowedHost:
+    """An entry of MEDIA_ALLOWED_HOSTS. Without a scheme: a host name, or `*.` and a domain
+    (any name under it), over https, on port 443 unless one is given; what it resolves to must
+    be public. With a scheme (`http://127.0.0.1:9000`): exactly that origin, which may be a
+    private address (a MinIO beside the worker)."""
+
+    host: str
+    port: int | None = None
+    scheme: str | None = None
+
+
+def _allowed_hosts(env: dict[str, str], name: str, default: str) -> tuple[AllowedHost, ...]:
+    raw = _str(env, name, default) or ""
+    entries = []
+    for item in (part.strip().lower() for part in raw.split(",")):
+        if not item:
+            continue
+        scheme = item.split("://", 1)[0] if "://" in item else None
+        try:
+            parts = urlsplit(item if scheme else f"//{item}")
+            port = parts.port
+        except ValueError:
+            parts, port = None, None
+        host = parts.hostname if parts else None
+        wildcard = bool(host) and host.startswith("*.") and "*" not in host[2:] \
+            and bool(host[2:].strip(".")) and not scheme
+        if (parts is None or not host or scheme not in (None, "http", "https")
+                or parts.path not in ("", "/") or parts.query or parts.username
+                or ("*" in host and not wildcard)):
+            raise ImproperlyConfigured(
+                f"{name}: {item!r} is not a host name, '*.domain', 'host:port' or "
+                "'scheme://host:port'")
+        if scheme and port is None:
+            port = 443 if scheme == "https" else 80
+        entries.append(AllowedHost(host.rstrip("."), port, scheme))
+    return tuple(entries)
 
 
 @dataclass(frozen=True)
@@ -103,6 +143,8 @@ class Settings:
     # retention_days, and how many rows one of its transactions deletes at most.
     retention_interval_seconds: float = 3600.0
     retention_batch_size: int = 500
+    # Where media may be fetched from by URL (see AllowedHost).
+    media_allowed_hosts: tuple[AllowedHost, ...] = ()
 
     @property
     def is_sqlite(self) -> bool:
@@ -149,6 +191,9 @@ def load(overrides: dict[str, str] | None = None) -> Settings:
         queue_degraded_depth=_int(env, "QUEUE_DEGRADED_DEPTH", 1000),
         retention_interval_seconds=_float(env, "RETENTION_INTERVAL_SECONDS", 3600.0),
         retention_batch_size=_int(env, "RETENTION_BATCH_SIZE", 500),
+        # WhatsApp's media CDN and S3's virtual-hosted and path-style hosts.
+        media_allowed_hosts=_allowed_hosts(env, "MEDIA_ALLOWED_HOSTS",
+                                           "*.whatsapp.net,*.amazonaws.com"),
     )
     if settings.task_time_limit_seconds * 2 > settings.visibility_timeout_seconds:
         # Redis redelivers an unacked message once the visibility timeout passes, even while

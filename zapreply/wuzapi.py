@@ -341,9 +341,10 @@ def _contact_phone(info: dict[str, Any], chat: str, from_me: bool) -> str | None
 
 
 # Media message fields → the body of WuzAPI's /chat/download* endpoints (whatsmeow's JSON names
-# on the left; the bytes fields are base64 strings on both sides).
+# on the left; the bytes fields are base64 strings on both sides). Not the message's URL:
+# whatsmeow fetches by DirectPath from WhatsApp's own hosts, and WuzAPI would fetch a URL the
+# sender chose.
 _DOWNLOAD_KEYS = {
-    "URL": "Url",
     "directPath": "DirectPath",
     "mediaKey": "MediaKey",
     "mimetype": "Mimetype",
@@ -393,7 +394,7 @@ def media_reference(
                 download[target] = value
         elif _short(value):
             download[target] = _short(value)
-    if download.get("DirectPath") or download.get("Url"):
+    if download.get("DirectPath"):
         reference["download"] = download
     return reference
 

@@ -41,6 +41,7 @@ SAMPLES = {
     "allow_contacts": ('["5511900000001"]', ["5511900000001"]),
     "deny_contacts": ('["5511900000002@s.whatsapp.net"]', ["5511900000002@s.whatsapp.net"]),
     "tools": (json.dumps([TOOL]), None),  # checked apart: headers come back masked
+    "tool_private_hosts": ('["erp.interno"]', ["erp.interno"]),
     "daily_token_budget": ("100000", 100000), "daily_cost_budget": ("2.5", 2.5),
     "budget_action": ("handoff", "handoff"), "groups": ("mention", "mention"),
     "bot_number": ('["5511900000099", "100000000000099@lid"]',

@@ -42,7 +42,7 @@ def test_a_voice_note_carries_its_inline_bytes_and_its_download_keys() -> None:
         "voice": True,
         "base64": AUDIO["base64"],
         "download": {
-            "Url": keys["URL"], "DirectPath": keys["directPath"], "MediaKey": keys["mediaKey"],
+            "DirectPath": keys["directPath"], "MediaKey": keys["mediaKey"],
             "Mimetype": "audio/ogg; codecs=opus", "FileEncSHA256": keys["fileEncSHA256"],
             "FileSHA256": keys["fileSHA256"], "FileLength": 120,
         },
@@ -80,9 +80,18 @@ def test_a_url_that_is_not_http_is_not_passed_on() -> None:
 
 def test_overlong_keys_are_not_passed_on() -> None:
     envelope = copy.deepcopy(IMAGE)
-    envelope["event"]["Message"]["imageMessage"]["URL"] = "https://x/" + "a" * 10_000
+    envelope["event"]["Message"]["imageMessage"]["mediaKey"] = "A" * 10_000
     download = read(envelope).media["download"]
-    assert "Url" not in download and download["DirectPath"]
+    assert "MediaKey" not in download and download["DirectPath"]
+
+
+def test_the_url_of_a_media_message_is_not_passed_on_for_the_download_endpoint() -> None:
+    envelope = copy.deepcopy(IMAGE)
+    envelope["event"]["Message"]["imageMessage"]["URL"] = "http://169.254.169.254/latest/"
+    download = read(envelope).media["download"]
+    assert "Url" not in download and "169.254" not in json.dumps(download)
+    envelope["event"]["Message"]["imageMessage"].pop("directPath")
+    assert "download" not in read(envelope).media  # nothing WuzAPI could fetch it by
 
 
 def test_a_document_with_a_caption_is_read_from_its_inner_message() -> None:
@@ -313,3 +322,205 @@ def test_a_message_of_a_paused_conversation_drops_its_inline_bytes(db) -> None:
                             actor="operator")
     responder.answer_conversation(conversation_id, owner="test")
     assert "base64" not in stored_media("IMG-1")
+
+
+# --- where media may be fetched from -------------------------------------------------------------
+
+
+def hosts(value: str) -> tuple:
+    return load({"MEDIA_ALLOWED_HOSTS": value}).media_allowed_hosts
+
+
+@pytest.mark.parametrize(("url", "listed", "allowed"), [
+    ("https://mmg.whatsapp.net/v/t62/x.enc", "*.whatsapp.net,*.amazonaws.com", False),
+    ("https://media-gru1-1.cdn.whatsapp.net/x", "*.whatsapp.net", False),
+    ("https://loja.s3.sa-east-1.amazonaws.com/img.jpg?X-Amz-Signature=a", "*.amazonaws.com",
+     False),
+    ("https://MMG.WhatsApp.NET./x", "mmg.whatsapp.net", False),
+    ("https://whatsapp.net/x", "*.whatsapp.net", None),
+    ("https://evilwhatsapp.net/x", "*.whatsapp.net", None),
+    ("https://mmg.whatsapp.net.evil.example/x", "*.whatsapp.net", None),
+    ("https://mmg.whatsapp.net@evil.example/x", "*.whatsapp.net", None),
+    ("http://mmg.whatsapp.net/x", "*.whatsapp.net", None),
+    ("https://mmg.whatsapp.net:8443/x", "*.whatsapp.net", None),
+    ("https://media.local:8443/x", "media.local:8443", False),
+    ("http://127.0.0.1:9000/bucket/img.jpg", "http://127.0.0.1:9000", True),
+    ("http://127.0.0.1:9001/bucket/img.jpg", "http://127.0.0.1:9000", None),
+    ("https://127.0.0.1:9000/bucket/img.jpg", "http://127.0.0.1:9000", None),
+    ("http://minio/bucket/img.jpg", "http://minio", True),
+    ("https://[::1]:9/x", "https://[::1]:9", True),
+    ("http://169.254.169.254/latest/meta-data/", "*.whatsapp.net,*.amazonaws.com", None),
+    ("not a url", "*.whatsapp.net", None),
+])
+def test_a_url_is_fetched_only_from_the_allowed_hosts(url: str, listed: str,
+                                                       allowed: bool | None) -> None:
+    assert media.allowed_origin(url, hosts(listed)) is allowed
+
+
+@pytest.mark.parametrize("value", ["ftp://media.example", "http://*.example", "a*.example",
+                                   "*", "*.", "media.example/path", "https://u@media.example",
+                                   "media.example:port"])
+def test_a_malformed_allowed_host_stops_the_process_at_start(value: str) -> None:
+    from zapreply.settings import ImproperlyConfigured
+
+    with pytest.raises(ImproperlyConfigured, match="MEDIA_ALLOWED_HOSTS"):
+        hosts(value)
+
+
+@pytest.fixture
+def internal():  # type: ignore[no-untyped-def]
+    """A server on loopback standing for something internal: it counts every connection."""
+    from tests.zapreply.test_egress import OK, Server
+
+    server = Server(OK)
+    yield server
+    server.close()
+
+
+WUZAPI = {"driver": "wuzapi", "base_url": "http://127.0.0.1:9", "token": "t"}
+
+
+def test_a_url_off_the_allowed_hosts_is_never_fetched(internal) -> None:  # type: ignore[no-untyped-def]
+    reference = {"url": f"http://127.0.0.1:{internal.port}/internal"}
+    with pytest.raises(media.MediaFailed, match="MEDIA_ALLOWED_HOSTS") as failed:
+        media.fetch(reference, "image", WUZAPI, load({}))
+    assert failed.value.permanent
+    assert internal.connections == 0
+
+
+def test_an_allowed_host_that_resolves_to_loopback_is_refused_when_connecting(internal) -> None:  # type: ignore[no-untyped-def]
+    settings = load({"MEDIA_ALLOWED_HOSTS": f"localhost:{internal.port}"})
+    reference = {"url": f"https://localhost:{internal.port}/internal"}
+    with pytest.raises(media.MediaFailed, match="private or local address") as failed:
+        media.fetch(reference, "image", WUZAPI, settings)
+    assert failed.value.permanent
+    assert internal.connections == 0
+
+
+def test_an_origin_listed_with_its_scheme_is_fetched(internal) -> None:  # type: ignore[no-untyped-def]
+    settings = load({"MEDIA_ALLOWED_HOSTS": f"http://127.0.0.1:{internal.port}"})
+    reference = {"url": f"http://127.0.0.1:{internal.port}/bucket/img.jpg", "mimetype": "x/y"}
+    assert media.fetch(reference, "image", WUZAPI, settings) == (b"hello", "x/y", "s3")
+
+
+def test_a_redirect_from_an_allowed_host_is_not_followed(internal) -> None:  # type: ignore[no-untyped-def]
+    from tests.zapreply.test_egress import Server
+
+    redirect = Server(f"HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:"
+                      f"{internal.port}/internal\r\nContent-Length: 0\r\n\r\n".encode())
+    try:
+        settings = load({"MEDIA_ALLOWED_HOSTS": f"http://127.0.0.1:{redirect.port}"})
+        with pytest.raises(media.MediaFailed, match="answered 307") as failed:
+            media.fetch({"url": f"http://127.0.0.1:{redirect.port}/img.jpg"}, "image",
+                        WUZAPI, settings)
+    finally:
+        redirect.close()
+    assert failed.value.permanent
+    assert internal.connections == 0
+
+
+def test_media_declared_larger_than_the_limit_is_not_read() -> None:
+    from tests.zapreply.test_egress import Server
+
+    big = Server(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + b"x" * 100)
+    try:
+        settings = load({"MEDIA_ALLOWED_HOSTS": f"http://127.0.0.1:{big.port}",
+                         "MEDIA_MAX_BYTES": "1000"})
+        with pytest.raises(media.MediaFailed, match="over MEDIA_MAX_BYTES") as failed:
+            media.fetch({"url": f"http://127.0.0.1:{big.port}/img.jpg"}, "image", WUZAPI,
+                        settings)
+    finally:
+        big.close()
+    assert failed.value.permanent
+
+
+def test_without_time_left_in_the_run_the_media_is_not_fetched(internal) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    settings = load({"MEDIA_ALLOWED_HOSTS": f"http://127.0.0.1:{internal.port}"})
+    with pytest.raises(media.MediaFailed, match="no time left") as failed:
+        media.fetch({"url": f"http://127.0.0.1:{internal.port}/img.jpg"}, "image", WUZAPI,
+                    settings, deadline=time.monotonic() - 1)
+    assert not failed.value.permanent  # a later attempt of the run may have the time
+    assert internal.connections == 0
+
+
+def test_the_download_endpoint_is_sent_the_media_keys_and_never_a_url() -> None:
+    from tests.stubs import MessagesStub
+
+    wuzapi_stub = MessagesStub().start()
+    try:
+        wuzapi_stub.media["/v/t62/abc"] = (b"OggS-bytes", "audio/ogg")
+        # A reference stored before URLs were dropped at the receiver still carries one.
+        reference = {"download": {"Url": "http://169.254.169.254/latest/meta-data/",
+                                  "url": "http://127.0.0.1:1/", "DirectPath": "/v/t62/abc",
+                                  "MediaKey": "a2V5", "FileLength": 10, "Extra": "x"}}
+        send = {"driver": "wuzapi", "base_url": wuzapi_stub.url, "token": "t"}
+        data, mimetype, source = media.fetch(reference, "audio", send, load({}))
+    finally:
+        wuzapi_stub.stop()
+    assert (data, mimetype, source) == (b"OggS-bytes", "audio/ogg", "download")
+    [download] = wuzapi_stub.downloads
+    assert download["body"] == {"DirectPath": "/v/t62/abc", "MediaKey": "a2V5", "FileLength": 10}
+
+
+def test_an_answer_of_the_download_endpoint_over_the_limit_is_refused() -> None:
+    from tests.stubs import MessagesStub
+
+    wuzapi_stub = MessagesStub().start()
+    try:
+        wuzapi_stub.media["/v/big"] = (b"x" * 3000, "audio/ogg")
+        send = {"driver": "wuzapi", "base_url": wuzapi_stub.url, "token": "t"}
+        with pytest.raises(media.MediaFailed, match="over MEDIA_MAX_BYTES") as failed:
+            media.fetch({"download": {"DirectPath": "/v/big"}}, "audio", send,
+                        load({"MEDIA_MAX_BYTES": "1000"}))
+    finally:
+        wuzapi_stub.stop()
+    assert failed.value.permanent
+
+
+def test_the_run_s_deadline_cuts_a_download_shorter_than_media_timeout_seconds() -> None:
+    import socket
+    import time
+
+    from tests.zapreply.test_egress import Server
+
+    def drip(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+        for _ in range(300):
+            conn.sendall(b"x")
+            time.sleep(0.2)
+
+    slow = Server(drip)
+    settings = load({"MEDIA_ALLOWED_HOSTS": f"http://127.0.0.1:{slow.port}",
+                     "MEDIA_TIMEOUT_SECONDS": "60"})
+    item = media.Item(message_id=1, index=0, media_type="image", action="attach",
+                      reference={"url": f"http://127.0.0.1:{slow.port}/img.jpg"})
+    started = time.monotonic()
+    try:
+        with pytest.raises(media.MediaFailed, match="timeout fetching the S3 URL") as failed:
+            media.resolve([{"role": "user", "content": ""}], [item], options={}, send=WUZAPI,
+                          settings=settings, conversation_id=1, run_id=1,
+                          deadline=time.monotonic() + 1.0)
+    finally:
+        slow.close()
+    assert 0.9 <= time.monotonic() - started < 1.6
+    assert not failed.value.permanent and failed.value.message_id == 1
+
+
+def test_a_transcription_without_time_left_in_the_run_is_not_started(monkeypatch) -> None:
+    import time
+
+    from zapreply import llm
+
+    called = []
+    monkeypatch.setattr(llm, "transcribe", lambda **kwargs: called.append(kwargs))
+    item = media.Item(message_id=1, index=0, media_type="audio", action="transcribe",
+                      reference={"base64": base64.b64encode(b"OggS-bytes").decode()})
+    with pytest.raises(media.MediaFailed, match="no time left in this reply to transcribe") \
+            as failed:
+        media.resolve([{"role": "user", "content": ""}], [item],
+                      options={"transcribe_audio": True}, send=WUZAPI, settings=load({}),
+                      conversation_id=1, run_id=1, deadline=time.monotonic() - 1)
+    assert not failed.value.permanent
+    assert called == []
