@@ -116,6 +116,38 @@ def test_base64_plus_and_slash_survive_form_decoding() -> None:
     assert envelope.media["mimeType"] == "audio/ogg; codecs=opus"
 
 
+def test_form_fields_wuzapi_does_not_send_are_ignored() -> None:
+    body = as_form(TEXT) + b"&utm_source=x&jsonData=%7B%22type%22%3A%22Other%22%7D&extra"
+    envelope = wuzapi.parse_envelope(FORM, body)
+    # The first jsonData counts, as parse_qs's first value did.
+    assert envelope.type == "Message"
+    assert envelope.instance_candidates() == ["loja-teste", "0123456789abcdef0123456789abcdef"]
+
+
+def test_percent_encoded_form_field_names_are_still_read() -> None:
+    body = b"json%44ata=" + as_form(TEXT).split(b"jsonData=", 1)[1]
+    envelope = wuzapi.parse_envelope(FORM, body)
+    assert envelope.event["Info"]["ID"] == "3A00000000000000F001"
+
+
+def test_a_form_with_more_fields_than_wuzapi_could_send_is_refused_by_name() -> None:
+    body = as_form(TEXT) + b"&a=" * wuzapi.MAX_FORM_FIELDS
+    with pytest.raises(BadPayload, match=f"more than {wuzapi.MAX_FORM_FIELDS} fields"):
+        wuzapi.parse_envelope(FORM, body)
+
+
+def test_a_form_with_as_many_fields_as_allowed_is_read() -> None:
+    body = as_form(TEXT) + b"&a=" * (wuzapi.MAX_FORM_FIELDS - 3)
+    assert body.count(b"&") == wuzapi.MAX_FORM_FIELDS - 1
+    assert wuzapi.parse_envelope(FORM, body).type == "Message"
+
+
+def test_a_million_empty_form_fields_are_refused_without_being_split() -> None:
+    body = b"a=&" * 1_000_000 + as_form(TEXT)
+    with pytest.raises(BadPayload, match="fields"):
+        wuzapi.parse_envelope(FORM, body)
+
+
 def test_s3_media_is_kept_with_the_envelope() -> None:
     image = json.loads((FIXTURES / "message_image_s3.json").read_text())
     envelope = wuzapi.parse_envelope(FORM, as_form(image))
