@@ -89,6 +89,12 @@ class Settings:
     media_inline_max_bytes: int = 2 * 1024 * 1024
     media_max_bytes: int = 25 * 1024 * 1024
     media_timeout_seconds: float = 60.0
+    # Receiver: a webhook body not fully arrived this long after its headers is cut off (408).
+    webhook_read_timeout_seconds: float = 15.0
+    # gunicorn, read by gunicorn.conf.py (command-line flags still win).
+    receiver_bind: str = "0.0.0.0:8000"
+    receiver_workers: int = 2
+    receiver_threads: int = 8
 
     @property
     def is_sqlite(self) -> bool:
@@ -107,7 +113,7 @@ def load(overrides: dict[str, str] | None = None) -> Settings:
         broker_url=broker_url,
         hmac_key=_str(env, "WUZAPI_HMAC_KEY"),
         admin_token=_str(env, "ADMIN_TOKEN"),
-        max_body_bytes=_int(env, "WEBHOOK_MAX_BODY_BYTES", 32 * 1024 * 1024),
+        max_body_bytes=_int(env, "WEBHOOK_MAX_BODY_BYTES", 24 * 1024 * 1024),
         config_cache_seconds=_float(env, "CONFIG_CACHE_SECONDS", 5.0),
         worker_pool=_str(env, "WORKER_POOL", "threads"),
         worker_concurrency=_int(env, "WORKER_CONCURRENCY", 32),
@@ -129,6 +135,10 @@ def load(overrides: dict[str, str] | None = None) -> Settings:
         media_inline_max_bytes=_int(env, "MEDIA_INLINE_MAX_BYTES", 2 * 1024 * 1024),
         media_max_bytes=_int(env, "MEDIA_MAX_BYTES", 25 * 1024 * 1024),
         media_timeout_seconds=_float(env, "MEDIA_TIMEOUT_SECONDS", 60.0),
+        webhook_read_timeout_seconds=_float(env, "WEBHOOK_READ_TIMEOUT_SECONDS", 15.0),
+        receiver_bind=_str(env, "GUNICORN_BIND", f"0.0.0.0:{_int(env, 'PORT', 8000)}"),
+        receiver_workers=_int(env, "WEB_CONCURRENCY", 2),
+        receiver_threads=_int(env, "RECEIVER_THREADS", 8),
     )
     if settings.task_time_limit_seconds * 2 > settings.visibility_timeout_seconds:
         # Redis redelivers an unacked message once the visibility timeout passes, even while
@@ -136,6 +146,10 @@ def load(overrides: dict[str, str] | None = None) -> Settings:
         raise ImproperlyConfigured(
             "VISIBILITY_TIMEOUT_SECONDS must be at least twice TASK_TIME_LIMIT_SECONDS"
         )
+    if settings.webhook_read_timeout_seconds <= 0:
+        raise ImproperlyConfigured("WEBHOOK_READ_TIMEOUT_SECONDS must be positive")
+    if settings.receiver_workers < 1 or settings.receiver_threads < 1:
+        raise ImproperlyConfigured("WEB_CONCURRENCY and RECEIVER_THREADS must be at least 1")
     if not 0 <= settings.worker_nice <= 19:
         raise ImproperlyConfigured("WORKER_NICE must be between 0 and 19")
     if settings.lease_seconds < 3:
