@@ -8,10 +8,10 @@ Chosen for clients that are slow on purpose or by accident (WuzAPI over a long l
   (31 s, measured). A threaded worker's main loop keeps accepting and heartbeating while threads
   read; a connection that has sent nothing waits in the poller, not on a thread (gunicorn 27);
   WuzAPI's kept-alive connections cost no thread between webhooks.
-- Every body read is bounded by WEBHOOK_READ_TIMEOUT_SECONDS inside the app (408), so a slow
-  sender holds a thread for at most that long; RECEIVER_THREADS × WEB_CONCURRENCY senders at
-  once are needed to make a webhook wait, and a buffering proxy in front (docker-compose.yml)
-  takes even that away.
+- Reading the headers, then the body, is each bounded by WEBHOOK_READ_TIMEOUT_SECONDS (the
+  connection closed; a 408), so a slow sender holds a thread for at most that long twice;
+  RECEIVER_THREADS × WEB_CONCURRENCY senders at once are needed to make a webhook wait, and a
+  buffering proxy in front (docker-compose.yml) takes even that away.
 - Small header limits: WuzAPI sends half a dozen headers and a short request line.
 """
 
@@ -23,7 +23,8 @@ _settings = load()
 
 bind = [_settings.receiver_bind]
 workers = _settings.receiver_workers
-worker_class = "gthread"
+# gthread, with a deadline on reading request headers (webhook_app/server.py).
+worker_class = "webhook_app.server.ReceiverWorker"
 threads = _settings.receiver_threads
 # Open connections a worker holds, kept-alive ones included; past it the listen backlog waits.
 worker_connections = 200

@@ -149,3 +149,30 @@ def test_a_body_of_a_million_empty_form_fields_is_refused_and_the_receiver_stays
     assert httpx.get(f"{receiver.url}/healthz", timeout=FAILURE_TIMEOUT_SECONDS).status_code == 200
     # And it still takes webhooks.
     assert post(receiver.url, fresh(fixture_body("message_text.json"))).json()["status"] == "queued"
+
+
+def test_a_sender_trickling_its_headers_is_disconnected_after_the_read_timeout(
+    receiver: Receiver, config: int,
+) -> None:
+    address = urlsplit(receiver.url)
+    head = b"POST /webhooks/wuzapi HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Padding: " + b"a" * 4000
+    with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+        started = time.monotonic()
+        sock.settimeout(0.1)
+        closed_at = None
+        for sent in range(len(head)):
+            try:
+                sock.sendall(head[sent:sent + 1])
+                if sock.recv(65536) == b"":
+                    closed_at = time.monotonic()
+                    break
+            except TimeoutError:
+                if time.monotonic() - started > READ_TIMEOUT_SECONDS + FAILURE_TIMEOUT_SECONDS:
+                    break
+            except OSError:
+                closed_at = time.monotonic()
+                break
+
+    assert closed_at is not None, "the receiver kept reading the headers"
+    assert closed_at - started >= READ_TIMEOUT_SECONDS
+    assert httpx.get(f"{receiver.url}/healthz", timeout=FAILURE_TIMEOUT_SECONDS).status_code == 200

@@ -93,7 +93,7 @@ def test_the_contract_command_runs_gthread_workers_with_the_configured_threads(t
     ).stdout
     config = {line.split("=", 1)[0].strip(): line.split("=", 1)[1].strip()
               for line in output.splitlines() if "=" in line}
-    assert config["worker_class"] == "gthread"
+    assert config["worker_class"] == "webhook_app.server.ReceiverWorker"
     assert config["threads"] == "5"
     assert config["workers"] == "3"
     assert config["bind"] == "['0.0.0.0:9123']"
