@@ -71,7 +71,9 @@ class Watcher:
                     del self._watches[id(watch)]
                     watch.cut = True
                     try:
-                        watch.sock.shutdown(socket.SHUT_RD)
+                        # socket.socket's own: an SSLSocket's would also drop its TLS state,
+                        # and the 408 would go out unencrypted.
+                        socket.socket.shutdown(watch.sock, socket.SHUT_RD)
                     except OSError:
                         pass  # The client already went away.
             time.sleep(GRANULARITY_SECONDS)
