@@ -3,8 +3,10 @@ command with gunicorn.conf.py from the repo root) on the tests' PostgreSQL and R
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -12,11 +14,12 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+import redis
 
-from tests.conftest import queued_tasks, signed
+from tests.conftest import signed
 from tests.e2e import fixture_body, fresh, make_config, post
 from tests.processes import Receiver, free_port
-from zapreply.queue import HANDLE_INBOUND
+from zapreply.queue import HANDLE_INBOUND, QUEUE
 
 # Short, so that a cut-off is seen within the test; the trickling senders below need far longer
 # than this to send their bodies.
@@ -28,9 +31,37 @@ FORM = "application/x-www-form-urlencoded"
 
 
 @pytest.fixture(scope="module")
-def receiver(migrated: str, base_env: dict[str, str], tmp_path_factory) -> Iterator[Receiver]:
+def broker(tmp_path_factory) -> Iterator[redis.Redis]:
+    """A Redis of this module's own: what is queued here is only what these tests sent (the
+    suite's shared Redis databases can be another run's at the same time)."""
+    port = free_port()
+    directory = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(directory)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + FAILURE_TIMEOUT_SECONDS
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            assert process.poll() is None and time.monotonic() < deadline, "redis-server failed"
+            time.sleep(0.05)
+    yield client
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def receiver(migrated: str, base_env: dict[str, str], broker: redis.Redis,
+             tmp_path_factory) -> Iterator[Receiver]:
+    port = broker.connection_pool.connection_kwargs["port"]
     process = Receiver(
-        {**os.environ, **base_env, "WEBHOOK_READ_TIMEOUT_SECONDS": str(READ_TIMEOUT_SECONDS)},
+        {**os.environ, **base_env, "CELERY_BROKER_URL": f"redis://127.0.0.1:{port}/0",
+         "WEBHOOK_READ_TIMEOUT_SECONDS": str(READ_TIMEOUT_SECONDS)},
         free_port(), tmp_path_factory.mktemp("receiver") / "receiver.log",
     )
     yield process
@@ -38,8 +69,15 @@ def receiver(migrated: str, base_env: dict[str, str], tmp_path_factory) -> Itera
 
 
 @pytest.fixture
-def config(db: None, wuzapi) -> int:  # type: ignore[no-untyped-def]
+def config(db: None, wuzapi, broker: redis.Redis) -> int:  # type: ignore[no-untyped-def]
+    broker.delete(QUEUE)
     return make_config(wuzapi.url)
+
+
+@pytest.fixture
+def queued(broker: redis.Redis):  # type: ignore[no-untyped-def]
+    """Names of the tasks the receiver queued."""
+    return lambda: [json.loads(raw)["headers"]["task"] for raw in broker.lrange(QUEUE, 0, -1)]
 
 
 class TricklingSender:
@@ -98,7 +136,7 @@ class TricklingSender:
 
 
 def test_a_signed_webhook_is_queued_while_six_senders_trickle_their_bodies(
-    receiver: Receiver, config: int,
+    receiver: Receiver, config: int, queued,  # type: ignore[no-untyped-def]
 ) -> None:
     senders = [TricklingSender(receiver.url, fresh(fixture_body("message_text.json")))
                for _ in range(6)]
@@ -117,12 +155,12 @@ def test_a_signed_webhook_is_queued_while_six_senders_trickle_their_bodies(
         assert sender.status == 408
         # The webhook did not wait for the trickling senders to be cut off.
         assert answered_at < sender.answered_at
-    assert queued_tasks() == [HANDLE_INBOUND]
+    assert queued() == [HANDLE_INBOUND]
     assert "WORKER TIMEOUT" not in receiver.log_path.read_text(errors="replace")
 
 
 def test_a_trickling_body_is_cut_off_with_408_after_the_read_timeout_and_nothing_is_queued(
-    receiver: Receiver, config: int,
+    receiver: Receiver, config: int, queued,  # type: ignore[no-untyped-def]
 ) -> None:
     sender = TricklingSender(receiver.url, fresh(fixture_body("message_text.json")))
 
@@ -131,12 +169,12 @@ def test_a_trickling_body_is_cut_off_with_408_after_the_read_timeout_and_nothing
     assert b"did not arrive within the read timeout" in sender.answer
     assert sender.answered_at is not None
     assert sender.answered_at - sender.started_at >= READ_TIMEOUT_SECONDS
-    assert queued_tasks() == []
+    assert queued() == []
     assert httpx.get(f"{receiver.url}/healthz", timeout=FAILURE_TIMEOUT_SECONDS).status_code == 200
 
 
 def test_a_body_of_a_million_empty_form_fields_is_refused_and_the_receiver_stays_healthy(
-    receiver: Receiver, config: int,
+    receiver: Receiver, config: int, queued,  # type: ignore[no-untyped-def]
 ) -> None:
     body = b"a=&" * 1_000_000
     response = httpx.post(f"{receiver.url}/webhooks/wuzapi", content=body,
@@ -145,7 +183,7 @@ def test_a_body_of_a_million_empty_form_fields_is_refused_and_the_receiver_stays
 
     assert response.status_code == 400
     assert "more than" in response.json()["error"]
-    assert queued_tasks() == []
+    assert queued() == []
     assert httpx.get(f"{receiver.url}/healthz", timeout=FAILURE_TIMEOUT_SECONDS).status_code == 200
     # And it still takes webhooks.
     assert post(receiver.url, fresh(fixture_body("message_text.json"))).json()["status"] == "queued"
