@@ -7,8 +7,11 @@ import hashlib
 import hmac
 import json
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.conftest import FIXTURES
 from tests.webhook_app.test_webhooks import FORM, JSON, as_form, compact, go_form
@@ -146,6 +149,29 @@ def test_a_million_empty_form_fields_are_refused_without_being_split() -> None:
     body = b"a=&" * 1_000_000 + as_form(TEXT)
     with pytest.raises(BadPayload, match="fields"):
         wuzapi.parse_envelope(FORM, body)
+
+
+@given(st.lists(st.sampled_from([
+    "%", "%4", "%41", "%c3", "%A9", "%E2%82", "%AC", "%zz", "%%", "%FF", "%5C", "%5Cx41", "\\",
+    "\\x41", "\\n", "+", " ", "a", "é", "€", "=",
+]), max_size=16).map("".join))
+def test_form_values_decode_as_urllib_unquote_decodes_them(value: str) -> None:
+    assert wuzapi._unquote_plus(value) == unquote(value.replace("+", " "))
+
+
+def test_a_form_body_made_of_percent_escapes_is_read() -> None:
+    escaped = "".join(f"%{byte:02X}" for byte in json.dumps(TEXT).encode())
+    envelope = wuzapi.parse_envelope(FORM, f"jsonData={escaped}".encode())
+    assert envelope.event == TEXT["event"]
+
+
+def test_a_form_body_with_a_few_stray_percent_signs_is_read_but_not_one_made_of_them() -> None:
+    text = dict(TEXT, event={**TEXT["event"], "Message": {"conversation": "50% off, 100% sure"}})
+    body = b"jsonData=" + json.dumps(text).encode().replace(b" ", b"+")
+    assert wuzapi.parse_envelope(FORM, body).event["Message"]["conversation"] == \
+        "50% off, 100% sure"
+    with pytest.raises(BadPayload, match="'%' that start no percent-escape"):
+        wuzapi.parse_envelope(FORM, b"jsonData=" + b"%zz" * 65)
 
 
 def test_s3_media_is_kept_with_the_envelope() -> None:
