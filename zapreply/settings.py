@@ -89,7 +89,8 @@ class Settings:
     media_inline_max_bytes: int = 2 * 1024 * 1024
     media_max_bytes: int = 25 * 1024 * 1024
     media_timeout_seconds: float = 60.0
-    # Receiver: a webhook body not fully arrived this long after its headers is cut off (408).
+    # Receiver: request headers not all arrived this long after a thread took the connection,
+    # or a body this long after its headers, are cut off (the connection closed; a 408).
     webhook_read_timeout_seconds: float = 15.0
     # gunicorn, read by gunicorn.conf.py (command-line flags still win).
     receiver_bind: str = "0.0.0.0:8000"
