@@ -19,8 +19,8 @@ ENV LITELLM_LOCAL_MODEL_COST_MAP=True
 ENV PYTHONPATH=/app \
     ZAPREPLY_DATA_DIR=/app/var
 
-# gunicorn reads WEB_CONCURRENCY as its worker count; GUNICORN_CMD_ARGS="--workers N" or a
-# --workers flag override it.
+# gunicorn.conf.py reads WEB_CONCURRENCY as the receiver's worker count; GUNICORN_CMD_ARGS=
+# "--workers N" or a --workers flag override it.
 ENV WEB_CONCURRENCY=2
 
 # Unprivileged user with a writable home: recent gunicorn puts its control socket in
@@ -39,7 +39,7 @@ RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb')); p
     && pip install -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
-COPY alembic.ini ./
+COPY alembic.ini gunicorn.conf.py ./
 COPY migrations/ migrations/
 COPY zapreply/ zapreply/
 COPY webhook_app/ webhook_app/
@@ -58,7 +58,8 @@ USER 10001:10001
 
 EXPOSE 8000
 
-# Bound to all interfaces; the worker count comes from WEB_CONCURRENCY (above) and any other
-# gunicorn flag from GUNICORN_CMD_ARGS (e.g. "--access-logfile - --timeout 30").
-# The heartbeat file lives in /dev/shm: a disk-backed overlay can stall it under load.
-CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--worker-tmp-dir", "/dev/shm", "webhook_app:create_app()"]
+# gunicorn.conf.py in /app (the working directory) sets the worker class, threads, timeouts,
+# header limits, the bind (0.0.0.0:8000) and the heartbeat file in /dev/shm; the worker count
+# comes from WEB_CONCURRENCY (above) and any other gunicorn flag from GUNICORN_CMD_ARGS
+# (e.g. "--access-logfile -").
+CMD ["gunicorn", "webhook_app:create_app()"]

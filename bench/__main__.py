@@ -26,7 +26,8 @@ def parse_args(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
     add = parser.add_argument
     add("--gunicorn-workers", type=int, default=2, help="for the receiver and the bare app")
     add("--gunicorn-threads", type=int, default=0,
-        help="0: sync workers (gunicorn's default); N: gthread workers with N threads each")
+        help="0: sync workers (as earlier runs; gunicorn.conf.py deploys gthread); "
+             "N: gthread workers with N threads each")
     add("--worker-pool", default="threads", choices=["threads", "gevent", "prefork", "solo"],
         help="WORKER_POOL of the Celery worker")
     add("--worker-concurrency", type=int, default=300, help="WORKER_CONCURRENCY")

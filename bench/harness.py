@@ -155,6 +155,9 @@ class Bench:
                 "--workers", str(self.options.gunicorn_workers)]
         if self.options.gunicorn_threads:
             argv += ["--worker-class", "gthread", "--threads", str(self.options.gunicorn_threads)]
+        else:
+            # gunicorn.conf.py deploys gthread; the sync rows stay comparable with earlier runs.
+            argv += ["--worker-class", "sync", "--threads", "1"]
         if Path("/dev/shm").is_dir():
             # As the image runs it (Dockerfile): the workers' heartbeat file in memory.
             argv += ["--worker-tmp-dir", "/dev/shm"]

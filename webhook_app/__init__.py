@@ -18,8 +18,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     settings = settings_module.load({k: str(v) for k, v in (config or {}).items()})
     settings_module.override(settings)
-    # Each gunicorn worker handles one request at a time: it never needs many connections.
-    db.set_pool_size(2)
+    # A gunicorn worker serves at most its threads' requests at once (gunicorn.conf.py), and
+    # few of them reach the database (the config cache); the pool opens connections only as
+    # they are needed at the same time.
+    db.set_pool_size(settings.receiver_threads)
 
     if settings.webhook_allow_unsigned:
         logging.getLogger(__name__).warning(

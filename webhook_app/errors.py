@@ -11,7 +11,10 @@ log = logging.getLogger(__name__)
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):  # type: ignore[no-untyped-def]
-        messages = {413: "request body is larger than the limit"}
+        messages = {
+            408: "request body did not arrive within the read timeout",
+            413: "request body is larger than the limit",
+        }
         message = messages.get(error.code or 500, error.description or error.name)
         return jsonify(error=message), error.code
 

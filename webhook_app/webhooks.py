@@ -12,10 +12,10 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 from kombu.exceptions import KombuError, OperationalError
 from sqlalchemy.exc import SQLAlchemyError
-from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge, RequestTimeout
 from werkzeug.wsgi import get_content_length
 
-from webhook_app import authentication, routing
+from webhook_app import authentication, deadline, routing
 from zapreply import wuzapi
 from zapreply.queue import HANDLE_INBOUND, RECORD_IGNORED
 
@@ -32,8 +32,9 @@ def _error(message: str, code: int):  # type: ignore[no-untyped-def]
     return jsonify(error=message), code
 
 
-def _body(limit: int) -> bytes:
-    """The request body, or 413 if it is longer than `limit` bytes.
+def _body(limit: int, timeout: float) -> bytes:
+    """The request body; 413 if it is longer than `limit` bytes, 408 if it has not all arrived
+    `timeout` seconds after the headers.
 
     Werkzeug's rules, read straight from the WSGI input: behind gunicorn, with
     MAX_CONTENT_LENGTH set, `request.get_data()` reads every body through a LimitedStream in
@@ -42,6 +43,9 @@ def _body(limit: int) -> bytes:
     went away (400). A body without one (chunked) is read only from a server that marks its end
     (`wsgi.input_terminated`, gunicorn does), one byte past the limit to tell a body of exactly
     the limit from a longer one; from any other server it is empty.
+
+    The deadline is kept on gunicorn's socket (webhook_app.deadline): a client trickling its
+    body would otherwise hold a worker thread for as long as it keeps sending.
     """
     environ = request.environ
     length = get_content_length(environ)
@@ -50,10 +54,18 @@ def _body(limit: int) -> bytes:
     if length is None and "wsgi.input_terminated" not in environ:
         return b""
     wanted = limit + 1 if length is None else length
+    sock = environ.get("gunicorn.socket")
+    watch = deadline.watcher.watch(sock, timeout) if sock is not None else None
     try:
         body = _read(environ["wsgi.input"], wanted)
     except OSError:
-        raise ClientDisconnected() from None
+        body = None
+    if watch is not None and deadline.watcher.release(watch):
+        log.warning("webhook body from %s not received within %s s; cut off",
+                    environ.get("REMOTE_ADDR"), timeout)
+        raise RequestTimeout()
+    if body is None:
+        raise ClientDisconnected()
     if length is None and len(body) > limit:
         raise RequestEntityTooLarge()
     if length is not None and len(body) < length:
@@ -83,7 +95,7 @@ _UNAUTHENTICATED = ("unauthenticated webhook: sign it (x-hmac-signature) with th
 @bp.post("/webhooks/wuzapi/<instance>/<secret>")
 def receive(instance: str | None = None, secret: str | None = None):  # type: ignore[no-untyped-def]
     settings = current_app.config["ZAPREPLY_SETTINGS"]
-    body = _body(settings.max_body_bytes)
+    body = _body(settings.max_body_bytes, settings.webhook_read_timeout_seconds)
     signature = request.headers.get("x-hmac-signature")
     trust: authentication.Trust | None = None
     try:

@@ -145,6 +145,13 @@ class Settings:
     retention_batch_size: int = 500
     # Where media may be fetched from by URL (see AllowedHost).
     media_allowed_hosts: tuple[AllowedHost, ...] = ()
+    # Receiver: request headers not all arrived this long after a thread took the connection,
+    # or a body this long after its headers, are cut off (the connection closed; a 408).
+    webhook_read_timeout_seconds: float = 15.0
+    # gunicorn, read by gunicorn.conf.py (command-line flags still win).
+    receiver_bind: str = "0.0.0.0:8000"
+    receiver_workers: int = 2
+    receiver_threads: int = 8
 
     @property
     def is_sqlite(self) -> bool:
@@ -165,7 +172,7 @@ def load(overrides: dict[str, str] | None = None) -> Settings:
         admin_token=_str(env, "ADMIN_TOKEN"),
         webhook_allow_unsigned=_bool(env, "WEBHOOK_ALLOW_UNSIGNED", False),
         public_url=_str(env, "PUBLIC_URL", "http://localhost:8000").rstrip("/"),
-        max_body_bytes=_int(env, "WEBHOOK_MAX_BODY_BYTES", 32 * 1024 * 1024),
+        max_body_bytes=_int(env, "WEBHOOK_MAX_BODY_BYTES", 24 * 1024 * 1024),
         config_cache_seconds=_float(env, "CONFIG_CACHE_SECONDS", 5.0),
         worker_pool=_str(env, "WORKER_POOL", "threads"),
         worker_concurrency=_int(env, "WORKER_CONCURRENCY", 32),
@@ -194,6 +201,10 @@ def load(overrides: dict[str, str] | None = None) -> Settings:
         # WhatsApp's media CDN and S3's virtual-hosted and path-style hosts.
         media_allowed_hosts=_allowed_hosts(env, "MEDIA_ALLOWED_HOSTS",
                                            "*.whatsapp.net,*.amazonaws.com"),
+        webhook_read_timeout_seconds=_float(env, "WEBHOOK_READ_TIMEOUT_SECONDS", 15.0),
+        receiver_bind=_str(env, "GUNICORN_BIND", f"0.0.0.0:{_int(env, 'PORT', 8000)}"),
+        receiver_workers=_int(env, "WEB_CONCURRENCY", 2),
+        receiver_threads=_int(env, "RECEIVER_THREADS", 8),
     )
     if settings.task_time_limit_seconds * 2 > settings.visibility_timeout_seconds:
         # Redis redelivers an unacked message once the visibility timeout passes, even while
@@ -208,6 +219,10 @@ def load(overrides: dict[str, str] | None = None) -> Settings:
     if settings.retention_interval_seconds <= 0 or settings.retention_batch_size < 1:
         raise ImproperlyConfigured(
             "RETENTION_INTERVAL_SECONDS must be above 0 and RETENTION_BATCH_SIZE at least 1")
+    if settings.webhook_read_timeout_seconds <= 0:
+        raise ImproperlyConfigured("WEBHOOK_READ_TIMEOUT_SECONDS must be positive")
+    if settings.receiver_workers < 1 or settings.receiver_threads < 1:
+        raise ImproperlyConfigured("WEB_CONCURRENCY and RECEIVER_THREADS must be at least 1")
     if not 0 <= settings.worker_nice <= 19:
         raise ImproperlyConfigured("WORKER_NICE must be between 0 and 19")
     if settings.lease_seconds < 3:

@@ -7,12 +7,13 @@ import anything heavy.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import hmac
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs
 
 
 class BadPayload(ValueError):
@@ -93,18 +94,15 @@ def parse_envelope(content_type: str | None, body: bytes) -> Envelope:
             _opt_str(data, "token"),
         )
     elif mime == "application/x-www-form-urlencoded":
-        try:
-            fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
-        except UnicodeDecodeError:
-            raise BadPayload("form body is not valid UTF-8") from None
+        fields = _form_fields(body)
         raw = fields.get("jsonData")
-        if not raw:
+        if raw is None:
             raise BadPayload("form body has no jsonData field")
-        data = _json_object(raw[0].encode("utf-8"), "jsonData")
+        data = _json_object(raw.encode("utf-8"), "jsonData")
 
         def field(name: str) -> str | None:
-            values = fields.get(name)
-            return values[0].strip() or None if values else None
+            value = fields.get(name)
+            return value.strip() or None if value is not None else None
 
         # Older builds put instanceName/userID inside jsonData too; the form fields win.
         instance_name = field("instanceName") or _opt_str(data, "instanceName")
@@ -126,6 +124,58 @@ def parse_envelope(content_type: str | None, body: bytes) -> Envelope:
         raise BadPayload("'event' must be an object")
     media = {key: data[key] for key in _MEDIA_KEYS if key in data}
     return Envelope(event_type, event, instance_name, user_id, token, media)
+
+
+# The fields WuzAPI sends in a form body (token instead of userID and instanceName in older
+# builds). Any other field is skipped without being decoded.
+_FORM_FIELDS = frozenset({"jsonData", "userID", "instanceName", "token"})
+# WuzAPI sends at most four fields. parse_qs has no limit of its own: a 32 MB body of empty
+# fields took it 9 s and 1.6 GB, holding a receiver worker all along.
+MAX_FORM_FIELDS = 32
+
+
+def _form_fields(body: bytes) -> dict[str, str]:
+    """The first value of each field WuzAPI sends, decoded as parse_qs would (`+` is a space,
+    percent escapes as UTF-8 with replacement), refusing a body with too many fields before
+    splitting it."""
+    if body.count(b"&") >= MAX_FORM_FIELDS:
+        raise BadPayload(f"form body has more than {MAX_FORM_FIELDS} fields; "
+                         "WuzAPI sends jsonData, userID, instanceName and token")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadPayload("form body is not valid UTF-8") from None
+    fields: dict[str, str] = {}
+    for pair in text.split("&"):
+        name, _, value = pair.partition("=")
+        if "%" in name or "+" in name:
+            name = _unquote_plus(name)
+        if name in _FORM_FIELDS and name not in fields:
+            fields[name] = _unquote_plus(value) if "%" in value or "+" in value else value
+    return fields
+
+
+# A % not starting an escape stands for itself, as in unquote. Go's QueryEscape never writes
+# one; a few are let through, a body made of them is refused.
+_STRAY_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+_MAX_STRAY_PERCENTS = 64
+
+
+def _unquote_plus(value: str) -> str:
+    """unquote(value.replace("+", " ")), in C: urllib's unquote spends Python code on every
+    escape (5 s for a 24 MB body of them). Each %XX becomes a \\xXX that codecs.escape_decode
+    turns into its byte, once the backslashes already there are escaped themselves."""
+    value = value.replace("+", " ")
+    if "%" not in value:
+        return value
+    data = value.encode("utf-8")
+    if b"\\" in data:
+        data = data.replace(b"\\", b"\\\\")
+    data, strays = _STRAY_PERCENT.subn(b"%25", data, count=_MAX_STRAY_PERCENTS)
+    if strays == _MAX_STRAY_PERCENTS and _STRAY_PERCENT.search(data):
+        raise BadPayload(f"form body has more than {_MAX_STRAY_PERCENTS} '%' that start no "
+                         "percent-escape")
+    return codecs.escape_decode(data.replace(b"%", b"\\x"))[0].decode("utf-8", "replace")
 
 
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:

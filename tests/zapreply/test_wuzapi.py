@@ -7,8 +7,11 @@ import hashlib
 import hmac
 import json
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.conftest import FIXTURES
 from tests.webhook_app.test_webhooks import FORM, JSON, as_form, compact, go_form
@@ -114,6 +117,61 @@ def test_base64_plus_and_slash_survive_form_decoding() -> None:
     assert envelope.media["base64"] == audio["base64"]
     assert "+" in envelope.media["base64"]
     assert envelope.media["mimeType"] == "audio/ogg; codecs=opus"
+
+
+def test_form_fields_wuzapi_does_not_send_are_ignored() -> None:
+    body = as_form(TEXT) + b"&utm_source=x&jsonData=%7B%22type%22%3A%22Other%22%7D&extra"
+    envelope = wuzapi.parse_envelope(FORM, body)
+    # The first jsonData counts, as parse_qs's first value did.
+    assert envelope.type == "Message"
+    assert envelope.instance_candidates() == ["loja-teste", "0123456789abcdef0123456789abcdef"]
+
+
+def test_percent_encoded_form_field_names_are_still_read() -> None:
+    body = b"json%44ata=" + as_form(TEXT).split(b"jsonData=", 1)[1]
+    envelope = wuzapi.parse_envelope(FORM, body)
+    assert envelope.event["Info"]["ID"] == "3A00000000000000F001"
+
+
+def test_a_form_with_more_fields_than_wuzapi_could_send_is_refused_by_name() -> None:
+    body = as_form(TEXT) + b"&a=" * wuzapi.MAX_FORM_FIELDS
+    with pytest.raises(BadPayload, match=f"more than {wuzapi.MAX_FORM_FIELDS} fields"):
+        wuzapi.parse_envelope(FORM, body)
+
+
+def test_a_form_with_as_many_fields_as_allowed_is_read() -> None:
+    body = as_form(TEXT) + b"&a=" * (wuzapi.MAX_FORM_FIELDS - 3)
+    assert body.count(b"&") == wuzapi.MAX_FORM_FIELDS - 1
+    assert wuzapi.parse_envelope(FORM, body).type == "Message"
+
+
+def test_a_million_empty_form_fields_are_refused_without_being_split() -> None:
+    body = b"a=&" * 1_000_000 + as_form(TEXT)
+    with pytest.raises(BadPayload, match="fields"):
+        wuzapi.parse_envelope(FORM, body)
+
+
+@given(st.lists(st.sampled_from([
+    "%", "%4", "%41", "%c3", "%A9", "%E2%82", "%AC", "%zz", "%%", "%FF", "%5C", "%5Cx41", "\\",
+    "\\x41", "\\n", "+", " ", "a", "é", "€", "=",
+]), max_size=16).map("".join))
+def test_form_values_decode_as_urllib_unquote_decodes_them(value: str) -> None:
+    assert wuzapi._unquote_plus(value) == unquote(value.replace("+", " "))
+
+
+def test_a_form_body_made_of_percent_escapes_is_read() -> None:
+    escaped = "".join(f"%{byte:02X}" for byte in json.dumps(TEXT).encode())
+    envelope = wuzapi.parse_envelope(FORM, f"jsonData={escaped}".encode())
+    assert envelope.event == TEXT["event"]
+
+
+def test_a_form_body_with_a_few_stray_percent_signs_is_read_but_not_one_made_of_them() -> None:
+    text = dict(TEXT, event={**TEXT["event"], "Message": {"conversation": "50% off, 100% sure"}})
+    body = b"jsonData=" + json.dumps(text).encode().replace(b" ", b"+")
+    assert wuzapi.parse_envelope(FORM, body).event["Message"]["conversation"] == \
+        "50% off, 100% sure"
+    with pytest.raises(BadPayload, match="'%' that start no percent-escape"):
+        wuzapi.parse_envelope(FORM, b"jsonData=" + b"%zz" * 65)
 
 
 def test_s3_media_is_kept_with_the_envelope() -> None:

@@ -1,0 +1,44 @@
+"""gunicorn's settings for the receiver: `gunicorn 'webhook_app:create_app()'` reads this file
+from the working directory. Command-line flags and GUNICORN_CMD_ARGS still win over it.
+
+Chosen for clients that are slow on purpose or by accident (WuzAPI over a long link):
+
+- gthread workers. A sync worker is one request at a time: two clients trickling a body held
+  both workers until the heartbeat timeout killed them, with every webhook in between waiting
+  (31 s, measured). A threaded worker's main loop keeps accepting and heartbeating while threads
+  read; a connection that has sent nothing waits in the poller, not on a thread (gunicorn 27);
+  WuzAPI's kept-alive connections cost no thread between webhooks.
+- Reading the headers, then the body, is each bounded by WEBHOOK_READ_TIMEOUT_SECONDS (the
+  connection closed; a 408), so a slow sender holds a thread for at most that long twice;
+  RECEIVER_THREADS × WEB_CONCURRENCY senders at once are needed to make a webhook wait, and a
+  buffering proxy in front (docker-compose.yml) takes even that away.
+- Small header limits: WuzAPI sends half a dozen headers and a short request line.
+"""
+
+from pathlib import Path
+
+from zapreply.settings import load
+
+_settings = load()
+
+bind = [_settings.receiver_bind]
+workers = _settings.receiver_workers
+# gthread, with a deadline on reading request headers (webhook_app/server.py).
+worker_class = "webhook_app.server.ReceiverWorker"
+threads = _settings.receiver_threads
+# Open connections a worker holds, kept-alive ones included; past it the listen backlog waits.
+worker_connections = 200
+# The heartbeat: in gthread the main loop beats, so only a wedged process is killed.
+timeout = 30
+graceful_timeout = 25
+# WuzAPI (Go's http.Transport) reuses a connection when its next webhook comes within this;
+# idle kept-alive connections cost a poller entry, no thread.
+keepalive = 5
+# WuzAPI's request line is the webhook path (a secret path included) and its headers are few; a
+# proxy adds its X-Forwarded-* ones.
+limit_request_line = 2048
+limit_request_fields = 32
+limit_request_field_size = 4096
+# The heartbeat file in memory: a disk-backed overlay can stall it under load.
+if Path("/dev/shm").is_dir():
+    worker_tmp_dir = "/dev/shm"
