@@ -33,7 +33,7 @@ ADMIN_TOKEN = "bench-admin-token"
 # A model litellm knows (priced, capabilities on file), as a real config names one; the LLM
 # stand-in answers whatever model is asked for.
 BENCH_MODEL = "openai/gpt-4o-mini"
-QUEUE = "zapreply"  # zapreply.queue.QUEUE; not imported, the harness stays out of the app
+QUEUE = "zapreply"  # zapreply.broker.queue.QUEUE; not imported, the harness stays out of the app
 
 Tick = Callable[[], None]
 

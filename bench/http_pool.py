@@ -1,5 +1,5 @@
 """CPU per request of many threads posting through httpx clients, as a worker's threads do:
-one client for the process, `zapreply.http.SHARDS` clients (each thread on one), or one per
+one client for the process, `zapreply.net.http.SHARDS` clients (each thread on one), or one per
 thread.
 
     .venv/bin/python -m bench.http_pool [--threads 300] [--seconds 15] [--rounds 2]
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_measure(args.url, args.clients, args.threads, args.seconds)))
         return 0
 
-    from zapreply.http import SHARDS
+    from zapreply.net.http import SHARDS
 
     llm_port, wuzapi_port = free_port(), free_port()
     stubs = subprocess.Popen(
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 def _measure(url: str, clients: int, threads: int, seconds: float) -> dict[str, float]:
     import httpx
 
-    from zapreply.http import ssl_context
+    from zapreply.net.http import ssl_context
 
     share = -(-threads // clients)
     pool = [httpx.Client(verify=ssl_context(),

@@ -100,10 +100,10 @@ def _run(args: argparse.Namespace, wuzapi_port: int, options: dict[str, Any]) ->
 
     from worker.app import app  # noqa: F401 - registers the tasks
     from worker.inbound import handle_inbound
-    from zapreply import wuzapi
-    from zapreply.db import get_engine, session_scope
-    from zapreply.llm import warm_up
-    from zapreply.models import WorkflowConfig
+    from zapreply.channel import wuzapi
+    from zapreply.llm.chat import warm_up
+    from zapreply.storage.db import get_engine, session_scope
+    from zapreply.storage.models import WorkflowConfig
 
     with session_scope() as session:
         config = WorkflowConfig(

@@ -1,4 +1,4 @@
-"""CPU of one LLM call as the worker makes it: `zapreply.llm.complete` (litellm, a chat
+"""CPU of one LLM call as the worker makes it: `zapreply.llm.chat.complete` (litellm, a chat
 completion with the reply tools) against the bench's LLM stand-in, beside a plain httpx POST of
 the same request.
 
@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
 def _measure(args: argparse.Namespace, llm_port: int) -> None:
     import httpx
 
-    from zapreply import llm, tools
+    from zapreply.llm import chat as llm
+    from zapreply.llm import tools
 
     messages = [{"role": "system", "content": "Você é o atendente da Loja."},
                 {"role": "user", "content": "Olá, quero saber o preço"}]

@@ -2,9 +2,9 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from zapreply.db import make_engine
-from zapreply.models import Base
 from zapreply.settings import get_settings
+from zapreply.storage.db import make_engine
+from zapreply.storage.models import Base
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):

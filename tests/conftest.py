@@ -25,9 +25,9 @@ from alembic.config import Config
 from sqlalchemy import text
 
 from tests.stubs import LLMStub, MessagesStub
-from zapreply import configs
 from zapreply import settings as settings_module
-from zapreply.db import get_engine, reset_engines
+from zapreply.rules import configs
+from zapreply.storage.db import get_engine, reset_engines
 
 # The end-to-end fixtures (receiver process, idle_afterwards) live beside the helpers they use.
 pytest_plugins = ["tests.e2e"]

@@ -16,8 +16,8 @@ from sqlalchemy import select
 
 from tests.conftest import FIXTURES, signed, wait_until_idle
 from tests.processes import Receiver, free_port
-from zapreply.db import session_scope
-from zapreply.models import Event, WorkflowConfig
+from zapreply.storage.db import session_scope
+from zapreply.storage.models import Event, WorkflowConfig
 
 
 @pytest.fixture

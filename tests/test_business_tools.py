@@ -18,8 +18,8 @@ from tests.conftest import ADMIN_TOKEN, FIXTURES
 from tests.e2e import events_of, make_config, post
 from tests.processes import free_port
 from tests.stubs import EndpointStub
-from zapreply.db import session_scope
-from zapreply.models import Message, WorkflowConfig
+from zapreply.storage.db import session_scope
+from zapreply.storage.models import Message, WorkflowConfig
 
 pytestmark = pytest.mark.usefixtures("worker_process", "idle_afterwards")
 

@@ -13,8 +13,8 @@ from sqlalchemy import select
 
 from tests.conftest import FIXTURES
 from tests.e2e import events_of, make_config, post, wait_for, wait_for_event
-from zapreply.db import session_scope
-from zapreply.models import Conversation, Message, utcnow
+from zapreply.storage.db import session_scope
+from zapreply.storage.models import Conversation, Message, utcnow
 
 pytestmark = pytest.mark.usefixtures("worker_process", "idle_afterwards")
 

@@ -23,8 +23,8 @@ from tests.e2e import (
     wait_for_event,
 )
 from zapreply import settings
-from zapreply.db import session_scope
-from zapreply.models import Conversation, Message, ReplyRun
+from zapreply.storage.db import session_scope
+from zapreply.storage.models import Conversation, Message, ReplyRun
 
 pytestmark = pytest.mark.usefixtures("worker_process", "idle_afterwards")
 

@@ -71,7 +71,7 @@ def test_zapreply_up_answers_a_message_on_the_embedded_defaults(tmp_path, llm, w
         assert response.json()["status"] == "queued"
         sent = wuzapi.wait_for(lambda r: len(r) >= 1, timeout=30)
         assert sent[0]["body"]["Body"] == "Resposta: Olá! Vocês abrem amanhã?"
-        assert (tmp_path / "var" / "zapreply.db").exists()
+        assert (tmp_path / "var" / "zapreply.storage.db").exists()
         assert (tmp_path / "var" / "broker.db").exists()
     finally:
         up.send_signal(signal.SIGINT)

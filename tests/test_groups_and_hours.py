@@ -21,8 +21,8 @@ from sqlalchemy import select
 from tests.conftest import ADMIN_TOKEN, FIXTURES
 from tests.e2e import all_events, events_of, make_config, post, wait_for, wait_for_event
 from zapreply import cli
-from zapreply.db import session_scope
-from zapreply.models import Conversation, Message, WorkflowConfig, utcnow
+from zapreply.storage.db import session_scope
+from zapreply.storage.models import Conversation, Message, WorkflowConfig, utcnow
 
 pytestmark = pytest.mark.usefixtures("worker_process", "idle_afterwards")
 

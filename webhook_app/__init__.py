@@ -12,9 +12,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     (e.g. {"DATABASE_URL": ...})."""
     from webhook_app import admin, health, webhooks
     from webhook_app.errors import register_error_handlers
-    from zapreply import db
     from zapreply import settings as settings_module
-    from zapreply.queue import Publisher
+    from zapreply.broker.queue import Publisher
+    from zapreply.storage import db
 
     settings = settings_module.load({k: str(v) for k, v in (config or {}).items()})
     settings_module.override(settings)

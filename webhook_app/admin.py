@@ -30,9 +30,10 @@ from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from zapreply import configs, conversations, privacy
-from zapreply.db import session_scope
-from zapreply.models import Conversation, Event, Message, WorkflowConfig, utcnow
+from zapreply.actions import privacy
+from zapreply.rules import configs, conversations
+from zapreply.storage.db import session_scope
+from zapreply.storage.models import Conversation, Event, Message, WorkflowConfig, utcnow
 
 bp = Blueprint("admin", __name__, url_prefix="/api")
 
@@ -328,8 +329,8 @@ def _message_view(message: Message) -> dict[str, Any]:
 @bp.post("/runs/<run_id>/replay")
 def replay_run(run_id: str) -> tuple[Response, int]:
     """Re-run a failed reply run (after the LLM or messages API is back)."""
-    from zapreply import replay
-    from zapreply.queue import REPLY
+    from zapreply.actions import replay
+    from zapreply.broker.queue import REPLY
 
     parsed = _parse_id(run_id, "run id")
     with session_scope() as session:
@@ -384,7 +385,7 @@ def _event_view(event: Event) -> dict[str, Any]:
     }
 
 
-# Contacts: personal data (zapreply.privacy).
+# Contacts: personal data (zapreply.actions.privacy).
 
 
 @bp.get("/contacts/<phone>/export")

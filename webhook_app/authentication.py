@@ -21,7 +21,7 @@ import hmac
 from dataclasses import dataclass
 
 from webhook_app import routing
-from zapreply import wuzapi
+from zapreply.channel import wuzapi
 
 # Compared against when an instance has no secret, so a miss costs what a hit costs.
 _NO_SECRET = b"-" * 32

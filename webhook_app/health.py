@@ -5,7 +5,7 @@ import logging
 from flask import Blueprint, current_app, jsonify
 from sqlalchemy import text
 
-from zapreply.db import get_engine
+from zapreply.storage.db import get_engine
 
 log = logging.getLogger(__name__)
 

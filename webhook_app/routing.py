@@ -13,17 +13,17 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from zapreply import groups
-from zapreply.db import session_factory
-from zapreply.models import WorkflowConfig
+from zapreply.rules import groups
 from zapreply.settings import get_settings
+from zapreply.storage.db import session_factory
+from zapreply.storage.models import WorkflowConfig
 
 
 @dataclass(frozen=True)
 class ConfigRef:
     id: int
     instance: str
-    # Some active config on the instance answers group chats (zapreply.groups): group
+    # Some active config on the instance answers group chats (zapreply.rules.groups): group
     # messages go on to the worker instead of being dropped here.
     groups: bool = False
 

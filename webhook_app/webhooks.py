@@ -16,8 +16,8 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge, Reque
 from werkzeug.wsgi import get_content_length
 
 from webhook_app import authentication, deadline, routing
-from zapreply import wuzapi
-from zapreply.queue import HANDLE_INBOUND, RECORD_IGNORED
+from zapreply.broker.queue import HANDLE_INBOUND, RECORD_IGNORED
+from zapreply.channel import wuzapi
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ import os
 
 from celery import signals
 
-from zapreply.db import reset_engines, skip_pre_ping
-from zapreply.queue import make_celery
+from zapreply.broker.queue import make_celery
 from zapreply.settings import apply_litellm_environment, get_settings
+from zapreply.storage.db import reset_engines, skip_pre_ping
 
 apply_litellm_environment()
 
@@ -25,8 +25,9 @@ def _fresh_connections_after_fork(**_: object) -> None:
 
 @signals.worker_ready.connect
 def _start_sweeper(**_: object) -> None:
-    from zapreply import privacy, sweeper
-    from zapreply.queue import REPLY
+    from zapreply.actions import privacy
+    from zapreply.broker.queue import REPLY
+    from zapreply.replies import sweeper
 
     sweeper.start(lambda conversation_id: app.send_task(REPLY, args=[conversation_id]))
     # Retention, on its own interval: a long purge must not delay the sweeps.
@@ -44,7 +45,7 @@ def _yield_cpu_to_the_receiver(**_: object) -> None:
 @signals.worker_init.connect
 def _import_litellm_once(**_: object) -> None:
     # ~3 s and ~165 MB: pay it once in the parent, before any pool process or thread starts.
-    from zapreply import llm
+    from zapreply.llm import chat as llm
 
     llm.warm_up()
     # litellm's import is ~400,000 objects that live as long as the process: a full collection

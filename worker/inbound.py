@@ -9,9 +9,9 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from worker.app import app
 from worker.replies import answer_now_or_later, owner, reply
-from zapreply import inbound, responder
-from zapreply.db import session_scope
-from zapreply.queue import HANDLE_INBOUND, RECORD_IGNORED
+from zapreply.broker.queue import HANDLE_INBOUND, RECORD_IGNORED
+from zapreply.replies import inbound, responder
+from zapreply.storage.db import session_scope
 
 # The database being unreachable must not lose an acknowledged message: keep retrying, backing
 # off to a minute. Other database errors are bugs, not outages: retrying would only repeat them.

@@ -11,9 +11,9 @@ from celery import Task
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from worker.app import app
-from zapreply import responder
-from zapreply.leases import LeaseLost
-from zapreply.queue import REPLY
+from zapreply.broker.queue import REPLY
+from zapreply.replies import responder
+from zapreply.replies.leases import LeaseLost
 from zapreply.settings import get_settings
 
 log = logging.getLogger(__name__)

@@ -24,8 +24,8 @@ def migrate(_: argparse.Namespace | None = None) -> int:
     from alembic import command
     from alembic.config import Config
 
-    from zapreply.db import ensure_data_dir
     from zapreply.settings import get_settings
+    from zapreply.storage.db import ensure_data_dir
 
     settings = get_settings()
     ensure_data_dir()
@@ -143,9 +143,9 @@ def _option(item: str) -> tuple[str, Any]:
 
 
 def config_create(args: argparse.Namespace) -> int:
-    from zapreply import configs
-    from zapreply.db import session_scope
-    from zapreply.models import WorkflowConfig
+    from zapreply.rules import configs
+    from zapreply.storage.db import session_scope
+    from zapreply.storage.models import WorkflowConfig
 
     try:
         values = configs.validate(_config_body(args))
@@ -175,9 +175,9 @@ def _print_webhook_url(view: dict[str, Any]) -> None:
 
 
 def config_rotate_secret(args: argparse.Namespace) -> int:
-    from zapreply import configs
-    from zapreply.db import session_scope
-    from zapreply.models import WorkflowConfig
+    from zapreply.rules import configs
+    from zapreply.storage.db import session_scope
+    from zapreply.storage.models import WorkflowConfig
 
     with session_scope() as session:
         config = session.get(WorkflowConfig, args.id)
@@ -195,9 +195,9 @@ def config_rotate_secret(args: argparse.Namespace) -> int:
 def config_list(_: argparse.Namespace) -> int:
     from sqlalchemy import select
 
-    from zapreply import configs
-    from zapreply.db import session_scope
-    from zapreply.models import WorkflowConfig
+    from zapreply.rules import configs
+    from zapreply.storage.db import session_scope
+    from zapreply.storage.models import WorkflowConfig
 
     with session_scope() as session:
         rows = session.scalars(select(WorkflowConfig).order_by(WorkflowConfig.id)).all()
@@ -206,9 +206,9 @@ def config_list(_: argparse.Namespace) -> int:
 
 
 def config_update(args: argparse.Namespace) -> int:
-    from zapreply import configs
-    from zapreply.db import session_scope
-    from zapreply.models import WorkflowConfig
+    from zapreply.rules import configs
+    from zapreply.storage.db import session_scope
+    from zapreply.storage.models import WorkflowConfig
 
     try:
         values = configs.validate(_config_body(args), partial=True)
@@ -241,9 +241,9 @@ def conversation_resume(args: argparse.Namespace) -> int:
 def _pause_or_resume(args: argparse.Namespace, *, pause: bool) -> int:
     from datetime import timedelta
 
-    from zapreply import conversations
-    from zapreply.db import session_scope
-    from zapreply.models import Conversation, utcnow
+    from zapreply.rules import conversations
+    from zapreply.storage.db import session_scope
+    from zapreply.storage.models import Conversation, utcnow
 
     if pause:
         # As the admin API checks them.
@@ -274,9 +274,9 @@ def _pause_or_resume(args: argparse.Namespace, *, pause: bool) -> int:
 
 
 def replay(args: argparse.Namespace) -> int:
-    from zapreply import replay as replay_module
-    from zapreply.db import session_scope
-    from zapreply.queue import REPLY, make_celery
+    from zapreply.actions import replay as replay_module
+    from zapreply.broker.queue import REPLY, make_celery
+    from zapreply.storage.db import session_scope
 
     try:
         with session_scope() as session:
@@ -292,8 +292,8 @@ def replay(args: argparse.Namespace) -> int:
 
 def contact_export(args: argparse.Namespace) -> int:
     """Everything stored about a contact, as JSON on stdout."""
-    from zapreply import privacy
-    from zapreply.db import session_scope
+    from zapreply.actions import privacy
+    from zapreply.storage.db import session_scope
 
     contact = _contact(args.phone)
     if contact is None:
@@ -308,7 +308,7 @@ def contact_export(args: argparse.Namespace) -> int:
 
 
 def contact_erase(args: argparse.Namespace) -> int:
-    from zapreply import privacy
+    from zapreply.actions import privacy
 
     contact = _contact(args.phone)
     if contact is None:
@@ -325,7 +325,7 @@ def contact_erase(args: argparse.Namespace) -> int:
 
 
 def _contact(raw: str) -> Any:
-    from zapreply import privacy
+    from zapreply.actions import privacy
 
     try:
         return privacy.parse_contact(raw)

@@ -139,7 +139,7 @@ class Settings:
     max_messages_per_run: int = 10
     # /readyz says "degraded" once this many tasks wait in the broker's queue.
     queue_degraded_depth: int = 1000
-    # Retention (zapreply.privacy): how often each worker deletes what is past its config's
+    # Retention (zapreply.actions.privacy): how often each worker deletes what is past its config's
     # retention_days, and how many rows one of its transactions deletes at most.
     retention_interval_seconds: float = 3600.0
     retention_batch_size: int = 500
@@ -162,7 +162,7 @@ def load(overrides: dict[str, str] | None = None) -> Settings:
     """Read the environment; `overrides` (e.g. the app factory's config) take precedence."""
     env = {**os.environ, **(overrides or {})}
     data_dir = Path(_str(env, "ZAPREPLY_DATA_DIR", "var")).resolve()
-    database_url = _str(env, "DATABASE_URL", f"sqlite:///{data_dir / 'zapreply.db'}")
+    database_url = _str(env, "DATABASE_URL", f"sqlite:///{data_dir / 'zapreply.storage.db'}")
     broker_url = _str(env, "CELERY_BROKER_URL", f"sqla+sqlite:///{data_dir / 'broker.db'}")
     settings = Settings(
         data_dir=data_dir,

@@ -16,7 +16,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    # The retention job (zapreply.privacy) deletes the oldest rows in small batches: each batch
+    # The retention job (zapreply.actions.privacy) deletes the oldest rows in small batches: each batch
     # must find them by an index range, not by scanning the whole table under its locks.
     op.create_index("ix_messages_created_at", "messages", ["created_at"])
     op.create_index("ix_events_created_at", "events", ["created_at"])

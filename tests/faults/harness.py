@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from tests.conftest import FIXTURES, ROOT, signed
 from tests.processes import Receiver
 from tests.stubs import LLMStub, MessagesStub
-from zapreply.models import Event, Message, ReplyRun, WorkflowConfig
+from zapreply.storage.models import Event, Message, ReplyRun, WorkflowConfig
 
 ADMIN_TOKEN = "faults-admin-token"
 INSTANCE = "loja-faults"

@@ -62,7 +62,7 @@ def test_a_worker_killed_mid_llm_call_is_replaced_and_the_message_answered_once(
                 f"again within {REDELIVERY_BOUND_SECONDS:.0f}s of the kill (visibility timeout "
                 f"{VISIBILITY:.0f}s): kombu looks for expired unacknowledged tasks only every "
                 "unacked_restore_interval × unacked_restore_throttle seconds (10 × 10 by "
-                "default), and zapreply/queue.py celery_config() sets neither in "
+                "default), and zapreply/broker/queue.py celery_config() sets neither in "
                 f"broker_transport_options.\n{exc}", pytrace=False)
         raise
     stack.metric("kill -> everything settled (s)", time.monotonic() - killed_at)

@@ -14,8 +14,8 @@ from sqlalchemy import select
 from tests.conftest import FIXTURES
 from tests.e2e import events_of, make_config, post
 from tests.stubs import EndpointStub
-from zapreply.db import session_scope
-from zapreply.models import Conversation
+from zapreply.storage.db import session_scope
+from zapreply.storage.models import Conversation
 
 pytestmark = pytest.mark.usefixtures("worker_process", "idle_afterwards")
 

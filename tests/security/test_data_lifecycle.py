@@ -17,10 +17,11 @@ from sqlalchemy import func, insert, select, text, update
 from tests.conftest import FIXTURES, ROOT, running_worker, wait_until_idle
 from tests.e2e import events_of, fresh, post, wait_for
 from tests.e2e import make_config as make_e2e_config
-from zapreply import inbound, leases, privacy, responder
 from zapreply import settings as settings_module
-from zapreply.db import get_engine, reset_engines, session_scope
-from zapreply.models import (
+from zapreply.actions import privacy
+from zapreply.replies import inbound, leases, responder
+from zapreply.storage.db import get_engine, reset_engines, session_scope
+from zapreply.storage.models import (
     Conversation,
     DailyUsage,
     Event,
@@ -38,7 +39,7 @@ def database(request, db, base_env, tmp_path):  # type: ignore[no-untyped-def]
     """The test's database: the suite's PostgreSQL one (emptied), or a new SQLite file built by
     `alembic upgrade head`, as the embedded default is."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'zapreply.db'}"
+        url = f"sqlite:///{tmp_path / 'zapreply.storage.db'}"
         settings_module.override(settings_module.load({**base_env, "DATABASE_URL": url}))
         reset_engines()
         config = Config(str(ROOT / "alembic.ini"))

@@ -14,9 +14,9 @@ from sqlalchemy import func, select
 from tests.conftest import queued_tasks, signed, wait_until_idle
 from tests.e2e import fixture_body, fresh, make_config
 from tests.processes import Receiver, free_port
-from zapreply import configs
-from zapreply.db import session_scope
-from zapreply.models import Conversation, Message, WorkflowConfig
+from zapreply.rules import configs
+from zapreply.storage.db import session_scope
+from zapreply.storage.models import Conversation, Message, WorkflowConfig
 
 INSTANCE_KEY = "k" * 24 + "-loja-teste-hmac-key"
 

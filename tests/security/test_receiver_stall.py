@@ -19,7 +19,7 @@ import redis
 from tests.conftest import signed
 from tests.e2e import fixture_body, fresh, make_config, post
 from tests.processes import Receiver, free_port
-from zapreply.queue import HANDLE_INBOUND, QUEUE
+from zapreply.broker.queue import HANDLE_INBOUND, QUEUE
 
 # Short, so that a cut-off is seen within the test; the trickling senders below need far longer
 # than this to send their bodies.

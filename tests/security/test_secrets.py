@@ -114,7 +114,7 @@ def test_zapreply_up_keeps_its_data_files_private_whatever_the_umask(tmp_path, l
 
         data = tmp_path / "var"
         files = {path.name: stat.S_IMODE(path.stat().st_mode) for path in data.iterdir()}
-        assert {"zapreply.db", "zapreply.db-wal", "zapreply.db-shm", "broker.db"} <= set(files)
+        assert {"zapreply.storage.db", "zapreply.storage.db-wal", "zapreply.storage.db-shm", "broker.db"} <= set(files)
         assert files == dict.fromkeys(files, 0o600)
         assert stat.S_IMODE(data.stat().st_mode) == 0o700
     finally:

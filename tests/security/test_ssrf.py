@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import FIXTURES, running_worker
 from tests.e2e import events_of, make_config, post
-from tests.zapreply.test_egress import Server
+from tests.zapreply.net.test_egress import Server
 
 pytestmark = pytest.mark.usefixtures("worker_process", "idle_afterwards")
 

@@ -6,9 +6,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from zapreply import conversations
-from zapreply.db import session_scope
-from zapreply.models import Conversation, Event, Message, ReplyRun, WorkflowConfig, utcnow
+from zapreply.rules import conversations
+from zapreply.storage.db import session_scope
+from zapreply.storage.models import Conversation, Event, Message, ReplyRun, WorkflowConfig, utcnow
 
 SECRET = "user-token-s3cret"
 

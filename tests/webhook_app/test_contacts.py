@@ -8,9 +8,9 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy import func, select
 
-from zapreply import inbound
-from zapreply.db import session_scope
-from zapreply.models import Conversation, Event, Message, WorkflowConfig
+from zapreply.replies import inbound
+from zapreply.storage.db import session_scope
+from zapreply.storage.models import Conversation, Event, Message, WorkflowConfig
 
 PHONE = "5511900000001"
 

@@ -32,7 +32,7 @@ from tests.webhook_app.test_webhooks import (
     queued_messages,
 )
 from webhook_app import routing
-from zapreply.queue import HANDLE_INBOUND, RECORD_IGNORED
+from zapreply.broker.queue import HANDLE_INBOUND, RECORD_IGNORED
 
 client_with = pytest.fixture(name="client_with")(clients_with_settings)
 

@@ -16,9 +16,9 @@ from tests.webhook_app.test_webhooks import (
     load_envelope,
     queued_messages,
 )
-from zapreply import configs
-from zapreply.db import session_scope
-from zapreply.models import WorkflowConfig
+from zapreply.rules import configs
+from zapreply.storage.db import session_scope
+from zapreply.storage.models import WorkflowConfig
 
 client_with = pytest.fixture(name="client_with")(clients_with_settings)
 

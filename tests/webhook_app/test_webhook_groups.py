@@ -14,9 +14,9 @@ from tests.webhook_app.test_webhooks import (
     post,
     queued_messages,
 )
-from zapreply.db import session_scope
-from zapreply.models import WorkflowConfig
-from zapreply.queue import HANDLE_INBOUND, RECORD_IGNORED
+from zapreply.broker.queue import HANDLE_INBOUND, RECORD_IGNORED
+from zapreply.storage.db import session_scope
+from zapreply.storage.models import WorkflowConfig
 
 BOT = "5511900000099@s.whatsapp.net"
 

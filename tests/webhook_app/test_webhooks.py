@@ -24,9 +24,9 @@ import redis
 
 from tests.conftest import FIXTURES, REDIS_URL, ROOT, queued_tasks, signed
 from zapreply import settings as settings_module
-from zapreply.db import session_scope
-from zapreply.models import WorkflowConfig
-from zapreply.queue import HANDLE_INBOUND, QUEUE, RECORD_IGNORED
+from zapreply.broker.queue import HANDLE_INBOUND, QUEUE, RECORD_IGNORED
+from zapreply.storage.db import session_scope
+from zapreply.storage.models import WorkflowConfig
 
 INSTANCE = "loja-teste"
 USER_ID = "0123456789abcdef0123456789abcdef"
@@ -277,7 +277,7 @@ def test_a_message_typed_by_the_business_is_queued_marked_from_me(client) -> Non
 def test_base64_media_survives_form_decoding(client) -> None:
     # '+' and '/' in base64 arrive as %2B and %2F; a parser that turned '+' into a space would
     # still find the text, so check the decoded envelope itself.
-    from zapreply import wuzapi
+    from zapreply.channel import wuzapi
 
     envelope = load_envelope("message_audio.json")
     assert "+" in envelope["base64"]

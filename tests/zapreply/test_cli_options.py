@@ -11,10 +11,11 @@ import pytest
 from sqlalchemy import select
 
 from tests.conftest import ROOT
-from zapreply import cli, events
-from zapreply.configs import MASK, OPTION_DEFAULTS
-from zapreply.db import session_scope
-from zapreply.models import Conversation, Event, WorkflowConfig, utcnow
+from zapreply import cli
+from zapreply.rules.configs import MASK, OPTION_DEFAULTS
+from zapreply.storage import events
+from zapreply.storage.db import session_scope
+from zapreply.storage.models import Conversation, Event, WorkflowConfig, utcnow
 
 BASE = ["--name", "Loja", "--instance", "loja-cli", "--model", "openai/gpt-4o-mini",
         "--driver", "wuzapi", "--base-url", "http://wuzapi:8080", "--token", "user-token"]

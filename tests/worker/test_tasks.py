@@ -1,0 +1,114 @@
+"""The worker's inbound task called in this process (no broker round trip for it): what it
+commits, and that a message is never lost with a failed plan."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select
+
+from tests.zapreply.replies.test_responder import event_types, make_config, run_of
+from zapreply.replies import leases, responder
+from zapreply.storage import db as db_module
+from zapreply.storage.db import get_engine, session_scope
+from zapreply.storage.models import Conversation, Message
+
+CHAT = "5511900000007@s.whatsapp.net"
+
+
+def message(wa_id: str, text: str = "oi") -> dict[str, Any]:
+    return {"wa_message_id": wa_id, "chat_jid": CHAT, "sender_jid": CHAT,
+            "contact_phone": CHAT.split("@")[0], "push_name": "Cliente", "from_me": False,
+            "timestamp": None, "text": text, "media_type": None}
+
+
+@pytest.fixture
+def tasks(monkeypatch):  # type: ignore[no-untyped-def]
+    # worker.app turns the pool's pre-ping off for its process: not for the rest of this one.
+    monkeypatch.setattr(db_module, "_pre_ping", db_module._pre_ping)
+    import worker.inbound
+
+    return worker.inbound
+
+
+@pytest.fixture
+def commits():  # type: ignore[no-untyped-def]
+    counted: list[int] = []
+
+    def count(_connection: Any) -> None:
+        counted.append(1)
+
+    engine = get_engine()
+    event.listen(engine, "commit", count)
+    yield counted
+    event.remove(engine, "commit", count)
+
+
+def test_a_message_answered_at_once_takes_one_commit(db, tasks, commits, wuzapi):
+    config_id = make_config(wuzapi)
+    commits.clear()
+
+    result = tasks.handle_inbound(config_id, "loja", message("T1"))
+
+    assert result == "answered 1"
+    assert [r["body"]["Body"] for r in wuzapi.sent()] == ["Resposta: oi"]
+    # Recorded, claimed and planned together; the LLM's answer stored, and then the send
+    # recorded, each by one statement in autocommit.
+    assert len(commits) == 1
+    with session_scope() as session:
+        conversation = session.scalars(select(Conversation)).one()
+        assert conversation.lease_owner is None and conversation.lease_expires_at is None
+    assert run_of(conversation.id).status == "sent"
+    assert event_types(conversation.id) == ["message.received", "llm.completed", "message.sent"]
+
+
+def test_a_failed_plan_keeps_the_message_and_frees_the_lease(db, tasks, wuzapi,
+                                                            monkeypatch):
+    config_id = make_config(wuzapi)
+
+    def broken(*_: Any, **__: Any) -> None:
+        raise RuntimeError("a bug in planning")
+
+    with monkeypatch.context() as patched, \
+            pytest.raises(RuntimeError, match="a bug in planning"):
+        patched.setattr(responder, "_plan", broken)
+        tasks.handle_inbound(config_id, "loja", message("T2", "quero saber o preço"))
+
+    with session_scope() as session:
+        kept = session.scalars(select(Message)).all()
+        assert [(m.role, m.content, m.wa_message_id) for m in kept] == [
+            ("customer", "quero saber o preço", "T2")]
+        conversation = session.scalars(select(Conversation)).one()
+        assert conversation.lease_expires_at is None
+    assert event_types(conversation.id) == ["message.received"]
+    assert wuzapi.sent() == []
+
+    # Once planning works again, the kept message is answered.
+    assert responder.answer_conversation(conversation.id, owner="test") == 1
+    assert [r["body"]["Body"] for r in wuzapi.sent()] == ["Resposta: quero saber o preço"]
+
+
+def test_a_conversation_another_worker_holds_is_recorded_and_answered_later(
+    db, tasks, wuzapi, monkeypatch
+):
+    config_id = make_config(wuzapi)
+    tasks.handle_inbound(config_id, "loja", message("T3"))  # the conversation exists
+    with session_scope() as session:
+        conversation_id = session.scalars(select(Conversation.id)).one()
+        assert leases.claim_and_load(session, conversation_id, "someone else", 30) is not None
+    later: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(tasks.reply, "apply_async",
+                        lambda args, countdown: later.append((args, countdown)))
+
+    result = tasks.handle_inbound(config_id, "loja", message("T4", "ainda aí?"))
+
+    assert result == "deferred"
+    assert [args for args, _ in later] == [[conversation_id]]
+    with session_scope() as session:
+        texts = session.scalars(select(Message.content).where(Message.role == "customer")
+                                .order_by(Message.id)).all()
+        holder = session.get(Conversation, conversation_id).lease_owner
+    assert texts == ["oi", "ainda aí?"]
+    assert holder == "someone else"  # the claim that failed changed nothing
+    assert len(wuzapi.sent()) == 1  # only the first message's reply

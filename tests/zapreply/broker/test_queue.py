@@ -1,0 +1,185 @@
+"""The receiver's publisher: the message it LPUSHes is the one Celery would have sent, and its
+one connection recovers from a broker that dropped it."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from typing import Any
+
+import pytest
+import redis
+from kombu import Queue
+
+from zapreply import settings as settings_module
+from zapreply.broker import redis_transport as broker_module
+from zapreply.broker.queue import HANDLE_INBOUND, QUEUE, REPLY, Publisher, make_celery
+
+# Anything a payload or a repr may hold: quotes, backslashes, non-ASCII, control characters.
+AWKWARD = 'Olá "cliente" \\ \x01 \u2028 日本 🙂'
+
+
+@pytest.fixture
+def broker(broker_url: str) -> redis.Redis:
+    client = redis.Redis.from_url(broker_url)
+    client.delete(QUEUE)
+    yield client
+    client.delete(QUEUE)
+
+
+def settings_for(broker_url: str) -> settings_module.Settings:
+    return settings_module.load({"DATABASE_URL": "postgresql+psycopg://unused@127.0.0.1/x",
+                                 "CELERY_BROKER_URL": broker_url})
+
+
+@pytest.fixture
+def publisher(broker_url: str) -> Publisher:
+    return Publisher(settings_for(broker_url))
+
+
+def queued(client: redis.Redis) -> list[dict[str, Any]]:
+    """Every message in the queue, oldest first, with its body decoded."""
+    messages = []
+    for raw in reversed(client.lrange(QUEUE, 0, -1)):
+        message = json.loads(raw)
+        message["body"] = json.loads(base64.b64decode(message["body"]))
+        messages.append(message)
+    return messages
+
+
+def without_ids(message: dict[str, Any]) -> dict[str, Any]:
+    message = json.loads(json.dumps(message))
+    for key in ("id", "root_id"):
+        message["headers"].pop(key)
+    # Celery also copies the reprs into the properties and names a result queue nobody reads
+    # (task_ignore_result): the worker looks at neither.
+    for key in ("correlation_id", "delivery_tag", "reply_to", "argsrepr", "kwargsrepr"):
+        message["properties"].pop(key, None)
+    return message
+
+
+@pytest.mark.parametrize("name, kwargs, kwargsrepr, args", [
+    (HANDLE_INBOUND, {"config_id": 7, "message": {"text": AWKWARD, "mentions": []}},
+     f"{{'config_id': 7, 'wa_message_id': {AWKWARD!r}}}", None),
+    (REPLY, None, "{}", [42]),
+])
+def test_it_publishes_the_message_celery_would(broker, publisher, broker_url, name, kwargs,
+                                               kwargsrepr, args) -> None:
+    task_id = publisher.send(name, kwargs, kwargsrepr=kwargsrepr, args=args)
+    make_celery(settings_for(broker_url)).send_task(name, args=args or [], kwargs=kwargs or {},
+                                    argsrepr=repr(tuple(args or [])), kwargsrepr=kwargsrepr)
+
+    ours, celerys = queued(broker)
+    assert ours["headers"]["id"] == ours["headers"]["root_id"] == task_id
+    assert ours["properties"]["correlation_id"] == task_id
+    assert ours["properties"]["delivery_tag"] != celerys["properties"]["delivery_tag"]
+    assert without_ids(ours) == without_ids(celerys)
+
+
+def test_each_message_has_its_own_ids(broker, publisher) -> None:
+    first = publisher.send(REPLY, args=[1])
+    second = publisher.send(REPLY, args=[1])
+    assert first != second
+    tags = {message["properties"]["delivery_tag"] for message in queued(broker)}
+    assert len(tags) == 2 and not tags & {first, second}
+
+
+def test_it_reconnects_after_the_broker_dropped_its_connection(broker, publisher) -> None:
+    publisher.send(REPLY, args=[1])
+    db = broker.connection_pool.connection_kwargs.get("db", 0)
+    killed = [client for client in broker.client_list()
+              if client["cmd"] == "lpush" and int(client["db"]) == db]
+    assert killed
+    for client in killed:
+        broker.client_kill_filter(_id=client["id"])
+
+    # The server closed the socket (as a Redis restart does): the next publish notices before
+    # sending and reconnects, so no webhook is answered 503 for it.
+    publisher.send(REPLY, args=[2])
+    publisher.send(REPLY, args=[3])
+    publisher.ping()
+    assert [message["body"][0] for message in queued(broker)] == [[1], [2], [3]]
+
+
+def test_an_unreachable_broker_raises_one_of_its_errors() -> None:
+    publisher = Publisher(settings_for("redis://127.0.0.1:1/0"))
+    with pytest.raises(publisher.errors):
+        publisher.send(REPLY, args=[1])
+    with pytest.raises(publisher.errors):
+        publisher.ping()
+
+
+def test_the_task_is_queued_when_the_block_ends(broker, publisher) -> None:
+    with publisher.publishing(REPLY, args=[1]) as task_id:
+        answer = f"queued {task_id}"
+    assert answer.endswith(task_id)
+    assert [message["headers"]["id"] for message in queued(broker)] == [task_id]
+
+
+def test_a_block_that_raises_leaves_no_reply_behind(broker, publisher) -> None:
+    with pytest.raises(RuntimeError), publisher.publishing(REPLY, args=[1]):
+        raise RuntimeError("failed while the task was being published")
+    # The next command gets its own reply, not the LPUSH's left unread.
+    publisher.ping()
+    task_id = publisher.send(REPLY, args=[2])
+    assert queued(broker)[-1]["headers"]["id"] == task_id
+
+
+def test_task_ids_are_random_uuids(broker, publisher) -> None:
+    ids = [publisher.send(REPLY, args=[n]) for n in range(50)]
+    tags = [message["properties"]["delivery_tag"] for message in queued(broker)]
+    for value in ids + tags:
+        parsed = uuid.UUID(value)
+        assert str(parsed) == value
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    assert len(set(ids + tags)) == 100
+
+
+def test_on_redis_the_worker_app_uses_the_transport_that_keeps_its_client(broker_url) -> None:
+    app = make_celery(settings_for(broker_url))
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        assert isinstance(channel, broker_module.Channel)
+        with channel.conn_or_acquire() as first, channel.conn_or_acquire() as second:
+            assert first is second
+            assert first.ping()
+
+
+def test_the_kept_client_goes_with_the_pool_kombu_drops(broker_url) -> None:
+    app = make_celery(settings_for(broker_url))
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        with channel.conn_or_acquire() as before:
+            pass
+        channel._disconnect_pools()  # what kombu does after a connection error
+        with channel.conn_or_acquire() as after:
+            assert after is not before
+            assert after.connection_pool is channel.pool
+            assert after.ping()
+
+
+def test_a_client_handed_in_is_used_as_it_is(broker_url) -> None:
+    app = make_celery(settings_for(broker_url))
+    given = redis.Redis.from_url(broker_url)
+    with app.connection_for_write() as connection:
+        with connection.default_channel.conn_or_acquire(given) as used:
+            assert used is given
+
+
+def test_events_and_acks_go_through_the_kept_client(broker, broker_url) -> None:
+    app = make_celery(settings_for(broker_url))
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        with channel.conn_or_acquire() as kept:
+            pass
+        received: list[Any] = []
+        queue = f"test-kept-client-{uuid.uuid4().hex}"
+        producer = connection.Producer()
+        producer.publish({"n": 1}, routing_key=queue, declare=[Queue(queue)])
+        with connection.Consumer(Queue(queue), callbacks=[
+                lambda body, message: (received.append(body), message.ack())]):
+            connection.drain_events(timeout=5)
+        assert received == [{"n": 1}]
+        assert channel._command_client is kept
+        assert broker.llen(queue) == 0

@@ -1,0 +1,102 @@
+"""Tools offered to the model. None of them takes a phone number or a chat: every effect is
+bound to the conversation being answered, so the model cannot message anyone else."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from zapreply.llm.business_tools import Toolbox
+
+SEND_WHATSAPP = "send_whatsapp"
+HANDOFF_TO_HUMAN = "handoff_to_human"
+BUILT_IN = frozenset({SEND_WHATSAPP, HANDOFF_TO_HUMAN})
+
+MAX_MESSAGE_CHARS = 4096
+
+SCHEMAS: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "function": {
+            "name": SEND_WHATSAPP,
+            "description": (
+                "Send a WhatsApp message to the customer of this conversation. "
+                "Use it for each message you want the customer to receive."
+            ),
+            "parameters": {
+                "type": "object",
+                "properties": {"message": {"type": "string", "description": "The text to send."}},
+                "required": ["message"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": HANDOFF_TO_HUMAN,
+            "description": (
+                "Hand this conversation to a human attendant: the bot stops answering it "
+                "until a person resumes it. Use when the customer asks for a human or you "
+                "cannot help."
+            ),
+            "parameters": {
+                "type": "object",
+                "properties": {"reason": {"type": "string", "description": "Why, briefly."}},
+                "required": ["reason"],
+            },
+        },
+    },
+]
+
+
+@dataclass
+class Effects:
+    """What the tools asked for during one run; applied together when the run is stored."""
+
+    messages: list[str] = field(default_factory=list)
+    handoff_reason: str | None = None
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    # The most send_whatsapp calls one run accepts (MAX_MESSAGES_PER_RUN); those refused past it.
+    max_messages: int | None = None
+    refused_messages: int = 0
+
+
+def execute(name: str, raw_arguments: str, effects: Effects,
+            business: Toolbox | None = None) -> str:
+    """Run a tool call; the string returned goes back to the model. Never raises.
+    `business`: the tools the config defines (zapreply.llm.business_tools)."""
+    try:
+        arguments = json.loads(raw_arguments or "{}")
+        if not isinstance(arguments, dict):
+            raise ValueError("arguments must be a JSON object")
+    except ValueError as exc:
+        result = f"error: invalid arguments ({exc})"
+        effects.calls.append({"name": name, "arguments": raw_arguments, "result": result})
+        return result
+
+    if name == SEND_WHATSAPP:
+        message = arguments.get("message")
+        if not isinstance(message, str) or not message.strip():
+            result = "error: 'message' must be a non-empty string"
+        elif effects.max_messages is not None and len(effects.messages) >= effects.max_messages:
+            effects.refused_messages += 1
+            result = (f"error: not sent; one reply may send at most {effects.max_messages} "
+                      "messages and this one has. Stop sending and finish.")
+        else:
+            effects.messages.append(message.strip()[:MAX_MESSAGE_CHARS])
+            result = "ok: message will be delivered to the customer"
+    elif name == HANDOFF_TO_HUMAN:
+        reason = arguments.get("reason")
+        effects.handoff_reason = str(reason or "requested by the assistant")[:500]
+        result = "ok: a human attendant will take over; the bot stops answering"
+    elif business is not None and name in business:
+        result, details = business.call(name, arguments)
+        effects.calls.append({"name": name, "arguments": arguments, "result": result,
+                              "details": details})
+        return result
+    else:
+        result = f"error: unknown tool {name!r}"
+    effects.calls.append({"name": name, "arguments": arguments, "result": result})
+    return result

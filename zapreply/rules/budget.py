@@ -1,0 +1,125 @@
+"""Daily LLM budgets per config: options `daily_token_budget` (prompt + completion tokens) and
+`daily_cost_budget` (USD, as litellm prices the model; a model it has no price for never
+spends a cost budget), over a day in the config's `timezone`.
+
+What a config spent is one `daily_usage` row per day, added to in the transaction that stores
+each reply (and each voice-note transcription, in cost) and read by primary key before a new
+reply is generated: nothing is kept, and
+nothing is checked, for configs without a budget.
+
+The check happens before the LLM is called, and usage is added after: replies that were already
+being generated when the budget ran out still finish, so a day may end slightly over budget (by
+at most what the replies in flight at that moment spend). Tokens of a generation that failed
+midway (the LLM went down between tool rounds) are not counted.
+
+Once spent, new customer messages get no LLM call: `budget_action` "fallback" sends
+`fallback_text` (if set), "handoff" pauses the conversation for a person as `handoff_to_human`
+does (sending `handoff_text`, if set). Each such burst is recorded as `message.ignored` (reason
+"daily budget spent"); the first one of the day, per config, also writes `budget.exceeded`.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from zapreply.rules import conversations
+from zapreply.storage import events
+from zapreply.storage.models import Conversation, DailyUsage, ReplyRun
+
+SPENT = "daily budget spent"
+
+
+def has_budget(options: dict[str, Any]) -> bool:
+    return options.get("daily_token_budget") is not None \
+        or options.get("daily_cost_budget") is not None
+
+
+def day_of(now: datetime, options: dict[str, Any]) -> date:
+    try:
+        zone = ZoneInfo(options.get("timezone") or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = ZoneInfo("UTC")
+    return now.astimezone(zone).date()
+
+
+def is_spent(session: Session, config_id: int, options: dict[str, Any], now: datetime) -> bool:
+    if not has_budget(options):
+        return False
+    usage = session.get(DailyUsage, (config_id, day_of(now, options)))
+    tokens, cost = (usage.tokens, usage.cost) if usage is not None else (0, 0.0)
+    token_budget, cost_budget = options.get("daily_token_budget"), options.get("daily_cost_budget")
+    return (token_budget is not None and tokens >= token_budget) or \
+        (cost_budget is not None and cost >= cost_budget)
+
+
+def record_usage(session: Session, config_id: int, options: dict[str, Any],
+                 completions: list[Any], now: datetime) -> None:
+    """Add what a reply's LLM calls spent to the config's day (only if it has a budget)."""
+    if not has_budget(options):
+        return
+    tokens = sum((c.prompt_tokens or 0) + (c.completion_tokens or 0) for c in completions)
+    cost = sum(c.cost or 0.0 for c in completions)
+    if tokens or cost:
+        _add(session, config_id, day_of(now, options), tokens, cost)
+
+
+def record_transcription(session: Session, config_id: int | None, options: dict[str, Any],
+                         cost: float | None, now: datetime) -> None:
+    """Add what a voice note's transcription cost to the config's day (only if it has a
+    budget): it is paid to an LLM provider like a completion."""
+    if config_id is not None and cost and has_budget(options):
+        _add(session, config_id, day_of(now, options), 0, cost)
+
+
+def turn_away(session: Session, conversation: Conversation, run: ReplyRun,
+              options: dict[str, Any], now: datetime) -> list[str]:
+    """The budget is spent: act on `budget_action`; return the texts to send (maybe none)."""
+    day = day_of(now, options)
+    _add(session, run.workflow_config_id, day, 0, 0.0)  # the row to mark exists
+    first_today = session.execute(
+        update(DailyUsage)
+        .where(DailyUsage.workflow_config_id == run.workflow_config_id, DailyUsage.day == day,
+               DailyUsage.exceeded_at.is_(None))
+        .values(exceeded_at=now)
+        .returning(DailyUsage.tokens, DailyUsage.cost)
+        .execution_options(synchronize_session=False)
+    ).first()
+    action = options.get("budget_action") or "fallback"
+    if first_today is not None:
+        events.record(
+            session, events.BUDGET_EXCEEDED, conversation_id=conversation.id, run_id=run.id,
+            workflow_config_id=run.workflow_config_id, day=day.isoformat(),
+            tokens=first_today.tokens, cost=first_today.cost,
+            daily_token_budget=options.get("daily_token_budget"),
+            daily_cost_budget=options.get("daily_cost_budget"), action=action,
+        )
+    if action == "handoff":
+        conversations.pause(session, conversation, reason="handoff to human", until=None,
+                            actor="budget")
+        events.record(session, events.HANDOFF_REQUESTED, conversation_id=conversation.id,
+                      run_id=run.id, reason=SPENT)
+        text = options.get("handoff_text")
+    else:
+        text = options.get("fallback_text")
+    return [text] if text else []
+
+
+def _add(session: Session, config_id: int, day: date, tokens: int, cost: float) -> None:
+    # Concurrent replies of one config add to the same row: an upsert, so no read-modify-write
+    # race and no duplicate-key error for the first two of a day.
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    statement = insert(DailyUsage).values(workflow_config_id=config_id, day=day, tokens=tokens,
+                                          cost=cost)
+    session.execute(statement.on_conflict_do_update(
+        index_elements=[DailyUsage.workflow_config_id, DailyUsage.day],
+        set_={"tokens": DailyUsage.tokens + statement.excluded.tokens,
+              "cost": DailyUsage.cost + statement.excluded.cost},
+    ))

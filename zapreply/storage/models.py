@@ -1,0 +1,221 @@
+"""Tables. Alembic owns the schema (migrations/); these models must match it (`alembic check`)."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, date, datetime
+from typing import Annotated, Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_webhook_secret() -> str:
+    """The secret in a config's webhook path: 192 random bits, URL-safe."""
+    return secrets.token_urlsafe(24)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in and out, also on SQLite (which stores no offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+intpk = Annotated[int, mapped_column(BigId, primary_key=True, autoincrement=True)]
+created_at = Annotated[datetime, mapped_column(UTCDateTime(), default=utcnow, nullable=False)]
+json_dict = Annotated[dict[str, Any], mapped_column(JSONType, default=dict, nullable=False)]
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime()}
+
+
+class WorkflowConfig(Base):
+    __tablename__ = "workflow_configs"
+
+    id: Mapped[intpk]
+    name: Mapped[str] = mapped_column(String(200))
+    instance: Mapped[str] = mapped_column(String(200), index=True)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    model: Mapped[str] = mapped_column(String(200))
+    system_prompt: Mapped[str] = mapped_column(Text, default="")
+    # {"driver": "wuzapi"|"livchat", "base_url": ..., "token": ...}; the token never leaves
+    # through the API (see zapreply.rules.configs.public_view).
+    send: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    debounce_seconds: Mapped[float] = mapped_column(Float, default=2.0)
+    # A webhook posted to /webhooks/wuzapi/<instance>/<webhook_secret> is authentic; rotating
+    # it invalidates the old path. hmac_key: WuzAPI's per-user HMAC key, when the instance
+    # signs its webhooks (x-hmac-signature); never shown after it is set.
+    webhook_secret: Mapped[str] = mapped_column(String(64), default=new_webhook_secret)
+    hmac_key: Mapped[str | None] = mapped_column(String(200))
+    # Optional behaviour knobs (temperature, fallback_text, human_pause_minutes, ...).
+    options: Mapped[json_dict]
+    created_at: Mapped[created_at]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Conversation(Base):
+    __tablename__ = "conversations"
+    __table_args__ = (
+        UniqueConstraint("instance", "chat_jid", name="uq_conversations_chat"),
+        # Conversations an instance opened in the last minute (new_conversations_per_minute).
+        Index("ix_conversations_instance_created_at", "instance", "created_at"),
+    )
+
+    id: Mapped[intpk]
+    instance: Mapped[str] = mapped_column(String(200))
+    chat_jid: Mapped[str] = mapped_column(String(200))
+    contact_phone: Mapped[str | None] = mapped_column(String(64))
+    contact_name: Mapped[str | None] = mapped_column(String(200))
+    workflow_config_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("workflow_configs.id", ondelete="SET NULL")
+    )
+    # "active" or "paused"; paused_until NULL with status paused means "until an operator resumes".
+    status: Mapped[str] = mapped_column(String(20), default="active")
+    paused_until: Mapped[datetime | None]
+    pause_reason: Mapped[str | None] = mapped_column(String(200))
+    # The responder lease. lease_token only ever grows: a holder fences each write with the
+    # token it got, so a holder whose lease expired and was taken over cannot write or send.
+    lease_token: Mapped[int] = mapped_column(BigInteger, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None]
+    last_inbound_at: Mapped[datetime | None]
+    created_at: Mapped[created_at]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ReplyRun(Base):
+    """One attempt at answering a burst of inbound messages."""
+
+    __tablename__ = "reply_runs"
+    __table_args__ = (
+        Index("ix_reply_runs_conversation_status", "conversation_id", "status"),
+        Index("ix_reply_runs_created_at", "created_at"),
+    )
+
+    id: Mapped[intpk]
+    conversation_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("conversations.id", ondelete="CASCADE")
+    )
+    workflow_config_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("workflow_configs.id", ondelete="SET NULL")
+    )
+    # running → sent | failed | skipped
+    status: Mapped[str] = mapped_column(String(20), default="running")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Backoff after a failed attempt survives the task that scheduled it: no one resumes the
+    # run before this (see zapreply.replies.sweeper).
+    next_attempt_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[created_at]
+    finished_at: Mapped[datetime | None]
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (
+        # Inbound dedupe: WuzAPI may deliver the same message several times, concurrently.
+        UniqueConstraint("instance", "wa_message_id", name="uq_messages_wa_id"),
+        Index("ix_messages_conversation_id", "conversation_id", "id"),
+        Index("ix_messages_reply_run_id", "reply_run_id"),
+        Index("ix_messages_created_at", "created_at"),
+        Index(
+            "ix_messages_unanswered", "conversation_id",
+            postgresql_where=text("role = 'customer' AND reply_run_id IS NULL"),
+            sqlite_where=text("role = 'customer' AND reply_run_id IS NULL"),
+        ),
+    )
+
+    id: Mapped[intpk]
+    conversation_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("conversations.id", ondelete="CASCADE")
+    )
+    instance: Mapped[str] = mapped_column(String(200))
+    # customer | assistant | business | tool
+    role: Mapped[str] = mapped_column(String(20))
+    content: Mapped[str] = mapped_column(Text, default="")
+    wa_message_id: Mapped[str | None] = mapped_column(String(128))
+    media_type: Mapped[str | None] = mapped_column(String(40))
+    # For customer messages: the run that answered them (NULL = not answered yet).
+    # For assistant messages: the run that produced them.
+    reply_run_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("reply_runs.id", ondelete="SET NULL")
+    )
+    # Outbound only: pending → sent | failed; the position within its run.
+    status: Mapped[str | None] = mapped_column(String(20))
+    seq: Mapped[int | None] = mapped_column(Integer)
+    provider_message_id: Mapped[str | None] = mapped_column(String(128))
+    extra: Mapped[json_dict]
+    sent_at: Mapped[datetime | None]
+    created_at: Mapped[created_at]
+
+
+class Event(Base):
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_conversation_id", "conversation_id", "id"),
+        Index("ix_events_type", "type", "id"),
+        Index("ix_events_created_at", "created_at"),
+    )
+
+    id: Mapped[intpk]
+    type: Mapped[str] = mapped_column(String(64))
+    conversation_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("conversations.id", ondelete="CASCADE")
+    )
+    run_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("reply_runs.id", ondelete="SET NULL")
+    )
+    payload: Mapped[json_dict]
+    created_at: Mapped[created_at]
+
+
+class DailyUsage(Base):
+    """LLM tokens and cost a config spent on one day (in its timezone): what its daily budget
+    is checked against (zapreply.rules.budget). Kept only for configs that have a budget."""
+
+    __tablename__ = "daily_usage"
+
+    workflow_config_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("workflow_configs.id", ondelete="CASCADE"), primary_key=True,
+        autoincrement=False,
+    )
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost: Mapped[float] = mapped_column(Float, default=0.0)
+    # When the budget.exceeded event of that day was written (once per config and day).
+    exceeded_at: Mapped[datetime | None]
