@@ -14,7 +14,7 @@ from pathlib import Path
 from types import FrameType
 
 from bench import phases
-from bench.harness import Bench, Options, find_fixture
+from bench.harness import Bench, Options
 from bench.procs import machine_busy_seconds
 from bench.report import Report
 
@@ -25,14 +25,9 @@ def parse_args(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = parser.add_argument
     add("--gunicorn-workers", type=int, default=2, help="for the receiver and the bare app")
-    add("--gunicorn-threads", type=int, default=0,
-        help="0: sync workers (as earlier runs; gunicorn.conf.py deploys gthread); "
-             "N: gthread workers with N threads each")
-    add("--worker-pool", default="threads", choices=["threads", "gevent", "prefork", "solo"],
-        help="WORKER_POOL of the Celery worker")
     add("--worker-concurrency", type=int, default=300, help="WORKER_CONCURRENCY")
     add("--worker-processes", type=int, default=2,
-        help="how many `celery worker` processes (threads: one per core)")
+        help="how many `celery worker` processes (threads pool: one per core)")
     add("--loadgen", default="auto", choices=["auto", "wrk", "python"],
         help="client of the maximum-rate runs; auto: wrk if installed")
     add("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
@@ -43,7 +38,6 @@ def parse_args(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
         help="database and login role, created fresh and dropped at the end")
     add("--db-connection-limit", type=int, default=60,
         help="CONNECTION LIMIT of that role: leaves the shared server's other users room")
-    add("--fixture", type=Path, default=find_fixture(), help="WuzAPI message_text.raw.json")
     add("--ingest-duration", type=float, default=6.0, help="seconds per ingest round")
     add("--ingest-rounds", type=int, default=2, help="alternating bare/receiver rounds")
     add("--ingest-connections", type=int, default=16)
@@ -101,9 +95,6 @@ def run(bench: Bench, args: argparse.Namespace, report: Report) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     options, args = parse_args(argv)
-    if not options.fixture.is_file():
-        print(f"bench: fixture not found: {options.fixture} (give --fixture)", file=sys.stderr)
-        return 2
     # Ctrl-C and SIGTERM unwind through `finally`, which stops every process started here.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)

@@ -23,10 +23,7 @@ from bench.procs import Child, Supervisor, tree_cpu_seconds, wait_http_ok
 from bench.report import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURE_CANDIDATES = (
-    ROOT.parent / "shared" / "fixtures" / "wuzapi" / "message_text.raw.json",
-    ROOT / "tests" / "fixtures" / "wuzapi" / "message_text.raw.json",
-)
+FIXTURE = ROOT / "tests" / "fixtures" / "wuzapi" / "message_text.raw.json"
 WRK_SCRIPT = Path(__file__).resolve().parent / "wrk_post.lua"
 INSTANCE = "loja-teste"
 ADMIN_TOKEN = "bench-admin-token"
@@ -41,8 +38,6 @@ Tick = Callable[[], None]
 @dataclass
 class Options:
     gunicorn_workers: int
-    gunicorn_threads: int  # 0: gunicorn's sync workers; N: gthread workers with N threads
-    worker_pool: str
     worker_concurrency: int
     worker_processes: int
     loadgen: str  # "auto", "wrk" or "python": the client of the maximum-rate runs
@@ -50,7 +45,6 @@ class Options:
     redis_url: str
     database: str
     db_connection_limit: int
-    fixture: Path
     ingest_duration: float
     ingest_rounds: int
     ingest_connections: int
@@ -62,6 +56,7 @@ class Options:
     concurrency_rate: float
     concurrency_duration: float
     llm_delay: float
+    fixture: Path = FIXTURE
 
 
 @dataclass(frozen=True)
@@ -88,13 +83,6 @@ def _children_cpu() -> float:
     """CPU of this process's children that have exited and been waited for."""
     usage = os.times()
     return usage.children_user + usage.children_system
-
-
-def find_fixture() -> Path:
-    for path in FIXTURE_CANDIDATES:
-        if path.is_file():
-            return path
-    return FIXTURE_CANDIDATES[0]
 
 
 class Bench:
@@ -151,13 +139,11 @@ class Bench:
 
     def _gunicorn(self, name: str, app: str) -> None:
         """Both apps get exactly these settings."""
+        # Sync workers, as the table has always been measured (gunicorn.conf.py deploys
+        # gthread): the ratio compares the two apps, and sync keeps earlier runs comparable.
         argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.ports[name]}",
-                "--workers", str(self.options.gunicorn_workers)]
-        if self.options.gunicorn_threads:
-            argv += ["--worker-class", "gthread", "--threads", str(self.options.gunicorn_threads)]
-        else:
-            # gunicorn.conf.py deploys gthread; the sync rows stay comparable with earlier runs.
-            argv += ["--worker-class", "sync", "--threads", "1"]
+                "--workers", str(self.options.gunicorn_workers),
+                "--worker-class", "sync", "--threads", "1"]
         if Path("/dev/shm").is_dir():
             # As the image runs it (Dockerfile): the workers' heartbeat file in memory.
             argv += ["--worker-tmp-dir", "/dev/shm"]
@@ -206,22 +192,20 @@ class Bench:
             self.supervisor.stop(child)
 
     def start_workers(self) -> None:
-        """`celery -A worker worker` (N of them, each with the chosen pool), then one message
-        end to end, which also waits out litellm's import and its first call."""
+        """`celery -A worker worker` (N of them, each a threads pool), then a few messages end
+        to end, which also wait out litellm's import and its first call."""
         options = self.options
         env = self.env(
             OPENAI_BASE_URL=self.url("llm", "/v1"),
             OPENAI_API_KEY="sk-bench-not-a-real-key",
             LITELLM_LOCAL_MODEL_COST_MAP="True",
-            WORKER_POOL=options.worker_pool,
+            WORKER_POOL="threads",
             WORKER_CONCURRENCY=str(options.worker_concurrency),
             LLM_TIMEOUT_SECONDS="30",
         )
         for index in range(options.worker_processes):
-            # The pool is given on the command line too: celery monkey-patches for gevent
-            # only when it sees -P there.
             argv = [sys.executable, "-m", "celery", "-A", "worker", "worker",
-                    "-P", options.worker_pool, "-c", str(options.worker_concurrency),
+                    "-P", "threads", "-c", str(options.worker_concurrency),
                     "--hostname", f"bench{index}-{os.getpid()}@%h",
                     # As deployed (LOG_LEVEL's default, docker-compose): the cost of the log
                     # lines counts, and task retries show in the log (log_errors).

@@ -84,14 +84,10 @@ async def _serve_connection(
         writer.close()
 
 
-async def serve(handler: Handler, host: str, port: int,
-                on_connection: Callable[[], None] | None = None) -> asyncio.Server:
-    """Listen on host:port and answer every request with `handler`; `on_connection` is called
-    for each connection accepted."""
+async def serve(handler: Handler, host: str, port: int) -> asyncio.Server:
+    """Listen on host:port and answer every request with `handler`."""
 
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if on_connection is not None:
-            on_connection()
         await _serve_connection(handler, reader, writer)
 
     return await asyncio.start_server(on_connect, host, port, backlog=4096,

@@ -56,15 +56,11 @@ def ingest(bench: Bench, report: Report) -> float:
     )
     client_cpu = sum(run.client_cpu for run in best.values())
     requests = sum(run.requests for run in best.values())
-    kind = (f"gthread workers × {options.gunicorn_threads} threads"
-            if options.gunicorn_threads else "sync workers")
     report.note(
-        f"ingest: {options.gunicorn_workers} gunicorn {kind} for each app, {bare.client} "
+        f"ingest: {options.gunicorn_workers} gunicorn sync workers for each app, {bare.client} "
         f"closed loop with {options.ingest_connections} connections, best of "
-        f"{options.ingest_rounds} alternating {options.ingest_duration:g} s rounds; "
-        + ("connections kept alive. " if options.gunicorn_threads and bare.client == "wrk"
-           else "a new connection per request (sync workers close it). ")
-        + f"The load generator shares the "
+        f"{options.ingest_rounds} alternating {options.ingest_duration:g} s rounds; a new "
+        f"connection per request (sync workers close it). The load generator shares the "
         f"2 cores ({client_cpu / max(requests, 1) * 1e6:.0f} µs CPU per request). The Celery "
         f"worker was not running: tasks only queued in Redis. Failed requests: receiver "
         f"{receiver.failed}, bare {bare.failed}."
@@ -182,8 +178,6 @@ class _CpuShares:
 
     def __init__(self, bench: Bench) -> None:
         self.bench = bench
-        options = bench.options
-        self.sessions_before = services.postgres_sessions(options.postgres_url, options.database)
         self.before = self._read()
 
     def _read(self) -> dict[str, float]:
@@ -204,12 +198,6 @@ class _CpuShares:
         parts = [name for name in used if name != "machine"]
         used["other"] = max(used["machine"] - sum(used[name] for name in parts), 0.0)
         return {name: _ms(seconds / max(replies, 1)) for name, seconds in used.items()}
-
-    def sessions(self) -> int:
-        """Database connections the run opened."""
-        options = self.bench.options
-        return services.postgres_sessions(options.postgres_url, options.database) \
-            - self.sessions_before
 
 
 def concurrency(bench: Bench, report: Report) -> None:
@@ -245,9 +233,8 @@ def concurrency(bench: Bench, report: Report) -> None:
                    f"{percentile(latencies, 50):.2f} s, p99 {percentile(latencies, 99):.2f} s"),
         Row("conversations in flight (max LLM calls open)", stats["llm_max_in_flight"],
             "{:.0f}", Goal(">=", 200),
-            detail=f"{stats['llm_requests']} LLM calls on {stats['llm_connections']} "
-                   f"connections"),
-        Row(f"worker RSS (max; {options.worker_processes} × pool {options.worker_pool} "
+            detail=f"{stats['llm_requests']} LLM calls"),
+        Row(f"worker RSS (max; {options.worker_processes} × pool threads "
             f"× {options.worker_concurrency})",
             peak_rss / MB, "{:.0f} MB", Goal("<=", 1536, "MB")),
     )
@@ -259,7 +246,6 @@ def concurrency(bench: Bench, report: Report) -> None:
         + ", ".join(f"{name} {cpu[name]:.1f}" for name in
                     ("workers", "receiver", "Postgres", "Redis", "stand-ins",
                      "load generator", "other"))
-        + f"; {shares.sessions()} database connections opened during it"
     )
     repeated = len(sends) - len(replied)
     if repeated:

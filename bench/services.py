@@ -99,10 +99,3 @@ def postgres_server_cpu(server_url: str) -> float:
     postmaster = int(stat.rsplit(")", 1)[1].split()[1])
     return tree_cpu_seconds(postmaster)
 
-
-def postgres_sessions(server_url: str, database: str) -> int:
-    """Connections ever opened to `database` (PostgreSQL 14+; 0 where it does not count)."""
-    with psycopg.connect(server_url, autocommit=True, connect_timeout=5) as conn:
-        row = conn.execute("SELECT sessions FROM pg_stat_database WHERE datname = %s",
-                           (database,)).fetchone()
-    return int(row[0] or 0) if row else 0

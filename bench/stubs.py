@@ -33,14 +33,12 @@ class State:
     llm_requests: int = 0
     llm_in_flight: int = 0
     llm_max_in_flight: int = 0
-    llm_connections: int = 0  # TCP connections the LLM stand-in accepted
     sends: list[tuple[float, str]] = field(default_factory=list)
     other_calls: int = 0  # /chat/presence, /chat/markread
 
     def reset(self) -> None:
         self.llm_requests = 0
         self.other_calls = 0
-        self.llm_connections = 0
         self.llm_max_in_flight = self.llm_in_flight
         self.sends.clear()
 
@@ -50,7 +48,6 @@ class State:
             "llm_requests": self.llm_requests,
             "llm_in_flight": self.llm_in_flight,
             "llm_max_in_flight": self.llm_max_in_flight,
-            "llm_connections": self.llm_connections,
             "send_count": len(self.sends),
             "other_calls": self.other_calls,
         }
@@ -122,10 +119,7 @@ def make_wuzapi_handler(state: State) -> Handler:
 
 async def run(llm_port: int, wuzapi_port: int, llm_delay: float, lifetime: float) -> None:
     state = State(llm_delay=llm_delay)
-    def count_llm_connection() -> None:
-        state.llm_connections += 1
-
-    llm = await serve(make_llm_handler(state), HOST, llm_port, count_llm_connection)
+    llm = await serve(make_llm_handler(state), HOST, llm_port)
     wuzapi = await serve(make_wuzapi_handler(state), HOST, wuzapi_port)
     async with llm, wuzapi:
         # Bounded even if the harness that started this process vanished without a word.
