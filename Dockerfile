@@ -41,6 +41,7 @@ COPY pyproject.toml README.md* alembic.ini gunicorn.conf.py ./
 COPY migrations/ migrations/
 COPY zapreply/ zapreply/
 COPY webhook_app/ webhook_app/
+COPY admin_api/ admin_api/
 COPY worker/ worker/
 
 # The project itself (console script `zapreply`, metadata) without dependencies: the lock met
