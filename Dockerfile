@@ -50,7 +50,7 @@ COPY worker/ worker/
 RUN pip install --no-deps . \
     && pip check \
     && rm -rf build ./*.egg-info \
-    && python -m compileall -q zapreply webhook_app worker migrations \
+    && python -m compileall -q zapreply webhook_app admin_api worker migrations \
     && mkdir -p /app/var \
     && chown zapreply:zapreply /app/var
 
