@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -143,27 +145,32 @@ def _option(item: str) -> tuple[str, Any]:
         return key.strip(), raw
 
 
-def _fail(error: Exception) -> int:
-    """An action's refusal as the CLI reports it: the message, and exit 1 for something not
-    found or not in a state to do it, 2 for a value to change."""
-    from zapreply.actions.errors import Invalid
+def _refusals(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """An action's refusal as the CLI reports it: `error: <message>` and exit code 1 for
+    something not found or not in a state to do it, 2 for a value to change (a flag's too)."""
 
-    print(f"error: {error}", file=sys.stderr)
-    return 2 if isinstance(error, Invalid | ValueError) else 1
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        from zapreply.actions.errors import ActionError, Invalid
+
+        try:
+            return command(args)
+        except (ActionError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2 if isinstance(exc, Invalid | ValueError) else 1
+
+    return run
 
 
+@_refusals
 def config_create(args: argparse.Namespace) -> int:
     from zapreply.actions import configs as config_actions
-    from zapreply.actions.errors import ActionError
     from zapreply.rules import configs
     from zapreply.storage.db import session_scope
 
-    try:
-        body = _config_body(args)
-        with session_scope() as session:
-            view = configs.public_view(config_actions.create_config(session, body))
-    except (ActionError, ValueError) as exc:
-        return _fail(exc)
+    body = _config_body(args)
+    with session_scope() as session:
+        view = configs.public_view(config_actions.create_config(session, body))
     _print(view)
     _print_webhook_url(view)
     return 0
@@ -176,17 +183,14 @@ def _print_webhook_url(view: dict[str, Any]) -> None:
           f"{get_settings().public_url}{view['webhook_path']}", file=sys.stderr)
 
 
+@_refusals
 def config_rotate_secret(args: argparse.Namespace) -> int:
     from zapreply.actions import configs as config_actions
-    from zapreply.actions.errors import ActionError
     from zapreply.rules import configs
     from zapreply.storage.db import session_scope
 
-    try:
-        with session_scope() as session:
-            view = configs.public_view(config_actions.rotate_webhook_secret(session, args.id))
-    except ActionError as exc:
-        return _fail(exc)
+    with session_scope() as session:
+        view = configs.public_view(config_actions.rotate_webhook_secret(session, args.id))
     _print(view)
     _print_webhook_url(view)
     return 0
@@ -202,73 +206,59 @@ def config_list(_: argparse.Namespace) -> int:
     return 0
 
 
+@_refusals
 def config_update(args: argparse.Namespace) -> int:
     from zapreply.actions import configs as config_actions
-    from zapreply.actions.errors import ActionError
     from zapreply.rules import configs
     from zapreply.storage.db import session_scope
 
-    try:
-        body = _config_body(args)
-        with session_scope() as session:
-            view = configs.public_view(config_actions.update_config(session, args.id, body))
-    except (ActionError, ValueError) as exc:
-        return _fail(exc)
+    body = _config_body(args)
+    with session_scope() as session:
+        view = configs.public_view(config_actions.update_config(session, args.id, body))
     _print(view)
     return 0
 
 
+@_refusals
 def conversation_pause(args: argparse.Namespace) -> int:
     from zapreply.actions import conversations as conversation_actions
-    from zapreply.actions.errors import ActionError
     from zapreply.rules import conversations
     from zapreply.storage.db import session_scope
     from zapreply.storage.models import utcnow
 
     now = utcnow()
-    try:
-        with session_scope() as session:
-            conversation = conversation_actions.pause(
-                session, args.id, reason=args.reason, minutes=args.minutes, actor=OPERATOR,
-                now=now)
-            view = conversations.public_view(conversation, now)
-    except ActionError as exc:
-        return _fail(exc)
+    with session_scope() as session:
+        conversation = conversation_actions.pause(
+            session, args.id, reason=args.reason, minutes=args.minutes, actor=OPERATOR, now=now)
+        view = conversations.public_view(conversation, now)
     _print(view)
     return 0
 
 
+@_refusals
 def conversation_resume(args: argparse.Namespace) -> int:
     from zapreply.actions import conversations as conversation_actions
-    from zapreply.actions.errors import ActionError
     from zapreply.rules import conversations
     from zapreply.storage.db import session_scope
     from zapreply.storage.models import utcnow
 
     now = utcnow()
-    try:
-        with session_scope() as session:
-            conversation = conversation_actions.resume(session, args.id, actor=OPERATOR,
-                                                       now=now)
-            view = conversations.public_view(conversation, now)
-    except ActionError as exc:
-        return _fail(exc)
+    with session_scope() as session:
+        conversation = conversation_actions.resume(session, args.id, actor=OPERATOR, now=now)
+        view = conversations.public_view(conversation, now)
     _print(view)
     return 0
 
 
+@_refusals
 def replay(args: argparse.Namespace) -> int:
     from zapreply.actions import replay as replay_module
-    from zapreply.actions.errors import ActionError
     from zapreply.broker.queue import REPLY, make_celery
     from zapreply.storage.db import session_scope
 
-    try:
-        with session_scope() as session:
-            conversation_id = replay_module.reopen_run(
-                session, args.run_id, actor=OPERATOR).conversation_id
-    except ActionError as exc:
-        return _fail(exc)
+    with session_scope() as session:
+        conversation_id = replay_module.reopen_run(
+            session, args.run_id, actor=OPERATOR).conversation_id
     # Published only once the reopened run is committed, so the worker finds it running.
     make_celery().send_task(REPLY, args=[conversation_id])
     _print({"run_id": args.run_id, "conversation_id": conversation_id, "status": "queued"})
