@@ -49,7 +49,7 @@ STATUS = {NotFound: 404, Conflict: 409, Invalid: 400}
 
 @bp.errorhandler(ActionError)
 def _action_error(error: ActionError) -> tuple[Response, int]:
-    status = next(code for kind, code in STATUS.items() if isinstance(error, kind))
+    status = next((code for kind, code in STATUS.items() if isinstance(error, kind)), 400)
     return jsonify(error=error.message), status
 
 
