@@ -21,27 +21,25 @@ Config changes reach the receiver within CONFIG_CACHE_SECONDS (webhook_app.routi
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from admin_api.auth import require_admin_token
+from admin_api.parsing import id_arg, json_body, limit_arg, parse_id, text_arg
 from zapreply.actions import configs as config_actions
 from zapreply.actions import contacts, replay
 from zapreply.actions import conversations as conversation_actions
 from zapreply.actions.errors import ActionError, Conflict, Invalid, NotFound
 from zapreply.actions.events import list_events as find_events
-from zapreply.actions.paging import DEFAULT_LIMIT, MAX_LIMIT
 from zapreply.rules import configs, conversations
 from zapreply.storage.db import session_scope
 from zapreply.storage.models import Event, Message, utcnow
 
 bp = Blueprint("admin", __name__, url_prefix="/api")
 
-MAX_ID = 2**63 - 1
 ACTOR = "admin"
 PAUSE_REASON = "paused by an operator"
 STATUS = {NotFound: 404, Conflict: 409, Invalid: 400}
@@ -78,7 +76,7 @@ bp.before_request(require_admin_token)
 
 @bp.post("/workflow-configs")
 def create_workflow_config() -> tuple[Response, int]:
-    data = _json_body()
+    data = json_body()
     with session_scope() as session:
         view = configs.public_view(config_actions.create_config(session, data))
     response = jsonify(view)
@@ -88,7 +86,7 @@ def create_workflow_config() -> tuple[Response, int]:
 
 @bp.get("/workflow-configs")
 def list_workflow_configs() -> Response:
-    instance = _text_arg("instance")
+    instance = text_arg("instance")
     with session_scope() as session:
         rows = config_actions.list_configs(session, instance=instance)
         return jsonify(workflow_configs=[configs.public_view(row) for row in rows])
@@ -96,15 +94,15 @@ def list_workflow_configs() -> Response:
 
 @bp.get("/workflow-configs/<config_id>")
 def get_workflow_config(config_id: str) -> Response:
-    parsed = _parse_id(config_id, "workflow config id")
+    parsed = parse_id(config_id, "workflow config id")
     with session_scope() as session:
         return jsonify(configs.public_view(config_actions.get_config(session, parsed)))
 
 
 @bp.patch("/workflow-configs/<config_id>")
 def update_workflow_config(config_id: str) -> Response:
-    data = _json_body()
-    parsed = _parse_id(config_id, "workflow config id")
+    data = json_body()
+    parsed = parse_id(config_id, "workflow config id")
     with session_scope() as session:
         return jsonify(configs.public_view(config_actions.update_config(session, parsed, data)))
 
@@ -112,14 +110,14 @@ def update_workflow_config(config_id: str) -> Response:
 @bp.post("/workflow-configs/<config_id>/rotate-webhook-secret")
 def rotate_webhook_secret(config_id: str) -> Response:
     """A new webhook_path for WuzAPI; the old one gets 401 from then on."""
-    parsed = _parse_id(config_id, "workflow config id")
+    parsed = parse_id(config_id, "workflow config id")
     with session_scope() as session:
         return jsonify(configs.public_view(config_actions.rotate_webhook_secret(session, parsed)))
 
 
 @bp.delete("/workflow-configs/<config_id>")
 def delete_workflow_config(config_id: str) -> tuple[str, int]:
-    parsed = _parse_id(config_id, "workflow config id")
+    parsed = parse_id(config_id, "workflow config id")
     with session_scope() as session:
         config_actions.delete_config(session, parsed)
     return "", 204
@@ -131,8 +129,8 @@ def delete_workflow_config(config_id: str) -> tuple[str, int]:
 @bp.get("/conversations")
 def list_conversations() -> Response:
     now = utcnow()
-    instance, status = _text_arg("instance"), _text_arg("status")
-    limit, before_id = _limit(), _id_arg("before_id")
+    instance, status = text_arg("instance"), text_arg("status")
+    limit, before_id = limit_arg(), id_arg("before_id")
     with session_scope() as session:
         page = conversation_actions.list_conversations(
             session, now=now, instance=instance, status=status, limit=limit,
@@ -143,7 +141,7 @@ def list_conversations() -> Response:
 
 @bp.get("/conversations/<conversation_id>")
 def get_conversation(conversation_id: str) -> Response:
-    parsed = _parse_id(conversation_id, "conversation id")
+    parsed = parse_id(conversation_id, "conversation id")
     with session_scope() as session:
         conversation = conversation_actions.get_conversation(session, parsed)
         return jsonify(conversations.public_view(conversation, utcnow()))
@@ -151,8 +149,8 @@ def get_conversation(conversation_id: str) -> Response:
 
 @bp.get("/conversations/<conversation_id>/messages")
 def list_messages(conversation_id: str) -> Response:
-    limit, before_id, after_id = _limit(), _id_arg("before_id"), _id_arg("after_id")
-    parsed = _parse_id(conversation_id, "conversation id")
+    limit, before_id, after_id = limit_arg(), id_arg("before_id"), id_arg("after_id")
+    parsed = parse_id(conversation_id, "conversation id")
     with session_scope() as session:
         page = conversation_actions.list_messages(
             session, parsed, limit=limit, before_id=before_id, after_id=after_id)
@@ -162,14 +160,14 @@ def list_messages(conversation_id: str) -> Response:
 @bp.post("/conversations/<conversation_id>/pause")
 def pause_conversation(conversation_id: str) -> Response:
     """`{"reason": str, "minutes": number | null}`, both optional: by default until resumed."""
-    data = _json_body(optional=True)
+    data = json_body(optional=True)
     if not isinstance(data, dict):
         raise Invalid("body must be a JSON object")
     unknown = sorted(set(data) - {"reason", "minutes"})
     if unknown:
         raise Invalid(f"unknown field(s): {', '.join(unknown)}")
     reason = data.get("reason")
-    parsed = _parse_id(conversation_id, "conversation id")
+    parsed = parse_id(conversation_id, "conversation id")
     now = utcnow()
     with session_scope() as session:
         conversation = conversation_actions.pause(
@@ -180,7 +178,7 @@ def pause_conversation(conversation_id: str) -> Response:
 
 @bp.post("/conversations/<conversation_id>/resume")
 def resume_conversation(conversation_id: str) -> Response:
-    parsed = _parse_id(conversation_id, "conversation id")
+    parsed = parse_id(conversation_id, "conversation id")
     now = utcnow()
     with session_scope() as session:
         conversation = conversation_actions.resume(session, parsed, actor=ACTOR, now=now)
@@ -210,7 +208,7 @@ def replay_run(run_id: str) -> tuple[Response, int]:
     """Re-run a failed reply run (after the LLM or messages API is back)."""
     from zapreply.broker.queue import REPLY
 
-    parsed = _parse_id(run_id, "run id")
+    parsed = parse_id(run_id, "run id")
     with session_scope() as session:
         conversation_id = replay.reopen_run(session, parsed, actor=ACTOR).conversation_id
     # Published only once the reopened run is committed, so the worker finds it running.
@@ -220,9 +218,9 @@ def replay_run(run_id: str) -> tuple[Response, int]:
 
 @bp.get("/events")
 def list_events() -> Response:
-    conversation_id, run_id = _id_arg("conversation_id"), _id_arg("run_id")
-    event_type = _text_arg("type")
-    limit, before_id, after_id = _limit(), _id_arg("before_id"), _id_arg("after_id")
+    conversation_id, run_id = id_arg("conversation_id"), id_arg("run_id")
+    event_type = text_arg("type")
+    limit, before_id, after_id = limit_arg(), id_arg("before_id"), id_arg("after_id")
     with session_scope() as session:
         page = find_events(session, conversation_id=conversation_id, run_id=run_id,
                            event_type=event_type, limit=limit, before_id=before_id,
@@ -256,87 +254,6 @@ def export_contact(phone: str) -> Response:
 def erase_contact(phone: str) -> Response:
     """Erase a contact; the `contact.erased` event it leaves holds counts only."""
     return jsonify(erased=contacts.erase_contact(phone, actor=ACTOR))
-
-
-# Request parsing.
-
-
-def _json_body(*, optional: bool = False) -> Any:
-    raw = request.get_data(cache=False)
-    if not raw.strip():
-        if optional:
-            return {}
-        raise Invalid("body must be a JSON object")
-    try:
-        data = json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):
-        raise Invalid("body is not valid JSON") from None
-    _check_storable(data)
-    return data
-
-
-def _reject_constant(name: str) -> Any:
-    # NaN and Infinity are not JSON; Python's parser accepts them, PostgreSQL's does not.
-    raise ValueError(f"{name} is not a JSON value")
-
-
-def _check_storable(data: Any) -> None:
-    """PostgreSQL stores no NUL character and no lone surrogate (both valid in JSON text)."""
-    pending = [data]
-    while pending:
-        value = pending.pop()
-        if isinstance(value, dict):
-            pending.extend(value.keys())
-            pending.extend(value.values())
-        elif isinstance(value, list):
-            pending.extend(value)
-        elif isinstance(value, str):
-            if "\x00" in value:
-                raise Invalid("strings must not contain NUL characters")
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise Invalid("strings must be valid Unicode") from None
-
-
-def _parse_id(raw: str, what: str) -> int:
-    value = _digits(raw)
-    if value is None or not 1 <= value <= MAX_ID:
-        raise Invalid(f"{what} must be a positive integer, got {raw[:40]!r}")
-    return value
-
-
-def _digits(raw: str) -> int | None:
-    # int() alone would take " 7", "+7", "7_0" and other scripts' digits.
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 20:
-        return None
-    return int(raw)
-
-
-def _id_arg(name: str) -> int | None:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return None
-    return _parse_id(raw, f"'{name}'")
-
-
-def _limit() -> int:
-    raw = request.args.get("limit")
-    if raw is None or raw == "":
-        return DEFAULT_LIMIT
-    value = _digits(raw)
-    if value is None or not 1 <= value <= MAX_LIMIT:
-        raise Invalid(f"'limit' must be an integer from 1 to {MAX_LIMIT}")
-    return value
-
-
-def _text_arg(name: str) -> str | None:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return None
-    if "\x00" in raw:
-        raise Invalid(f"'{name}' must not contain NUL characters")
-    return raw
 
 
 def _iso(value: Any) -> str | None:
