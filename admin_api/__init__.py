@@ -4,8 +4,8 @@ It lives beside the receiver, not inside it. The receiver answers every WhatsApp
 stays small: verify, parse, filter, look up, enqueue. The admin API is an operator's tool
 with most of the code (configs, conversations, events, replay, personal data), so it is its
 own package, and the receiver loads it only when ADMIN_TOKEN is set: without a token
-`webhook_app.create_app()` mounts a stub that answers 503 under /api, and none of the admin
-code or the actions it calls is imported into the process that takes webhooks. With a token
+`webhook_app.create_app()` mounts a stub that answers 503 under /api, and neither the admin
+routes nor the actions they call are imported into the process that takes webhooks. With a token
 it is mounted under /api in the receiver, as it always was, so a single deployment needs
 nothing more; to serve it elsewhere (another port, a private network, fewer workers), run
 it on its own with `gunicorn 'admin_api:create_app()'` and leave ADMIN_TOKEN unset for the
