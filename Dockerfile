@@ -41,6 +41,7 @@ COPY pyproject.toml README.md* alembic.ini gunicorn.conf.py ./
 COPY migrations/ migrations/
 COPY zapreply/ zapreply/
 COPY webhook_app/ webhook_app/
+COPY admin_api/ admin_api/
 COPY worker/ worker/
 
 # The project itself (console script `zapreply`, metadata) without dependencies: the lock met
@@ -49,7 +50,7 @@ COPY worker/ worker/
 RUN pip install --no-deps . \
     && pip check \
     && rm -rf build ./*.egg-info \
-    && python -m compileall -q zapreply webhook_app worker migrations \
+    && python -m compileall -q zapreply webhook_app admin_api worker migrations \
     && mkdir -p /app/var \
     && chown zapreply:zapreply /app/var
 

@@ -8,9 +8,11 @@ from flask import Flask
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
-    """The webhook receiver and admin API. `config` overrides environment settings by name
-    (e.g. {"DATABASE_URL": ...})."""
-    from webhook_app import admin, health, webhooks
+    """The webhook receiver, with the admin API under /api when ADMIN_TOKEN is set
+    (admin_api explains why it is loaded only then). `config` overrides environment settings
+    by name (e.g. {"DATABASE_URL": ...})."""
+    import admin_api
+    from webhook_app import health, webhooks
     from webhook_app.errors import register_error_handlers
     from zapreply import settings as settings_module
     from zapreply.broker.queue import Publisher
@@ -36,7 +38,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     register_error_handlers(app)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)
-    app.register_blueprint(admin.bp)
+    admin_api.mount(app)
     # What the imports built (Flask, SQLAlchemy and the models: ~80,000 objects) lives as long
     # as the process. Out of the collector's sight, a full collection no longer walks it: one
     # took ~50 ms, during which the worker answered nothing.

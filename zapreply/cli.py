@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-_MAX_PAUSE_MINUTES = 366 * 24 * 60  # as the admin API allows
+# The actor recorded in the events of what an operator does from the command line.
+OPERATOR = "operator"
 
 
 def _print(data: Any) -> None:
@@ -142,26 +145,32 @@ def _option(item: str) -> tuple[str, Any]:
         return key.strip(), raw
 
 
+def _refusals(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """An action's refusal as the CLI reports it: `error: <message>` and exit code 1 for
+    something not found or not in a state to do it, 2 for a value to change (a flag's too)."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        from zapreply.actions.errors import ActionError, Invalid
+
+        try:
+            return command(args)
+        except (ActionError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2 if isinstance(exc, Invalid | ValueError) else 1
+
+    return run
+
+
+@_refusals
 def config_create(args: argparse.Namespace) -> int:
+    from zapreply.actions import configs as config_actions
     from zapreply.rules import configs
     from zapreply.storage.db import session_scope
-    from zapreply.storage.models import WorkflowConfig
 
-    try:
-        values = configs.validate(_config_body(args))
-    except (configs.InvalidConfig, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        with session_scope() as session:
-            config = WorkflowConfig(options={})
-            configs.apply(config, values)
-            session.add(config)
-            session.flush()
-            view = configs.public_view(config)
-    except configs.InvalidConfig as exc:  # a masked token or header with nothing stored
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    body = _config_body(args)
+    with session_scope() as session:
+        view = configs.public_view(config_actions.create_config(session, body))
     _print(view)
     _print_webhook_url(view)
     return 0
@@ -174,117 +183,83 @@ def _print_webhook_url(view: dict[str, Any]) -> None:
           f"{get_settings().public_url}{view['webhook_path']}", file=sys.stderr)
 
 
+@_refusals
 def config_rotate_secret(args: argparse.Namespace) -> int:
+    from zapreply.actions import configs as config_actions
     from zapreply.rules import configs
     from zapreply.storage.db import session_scope
-    from zapreply.storage.models import WorkflowConfig
 
     with session_scope() as session:
-        config = session.get(WorkflowConfig, args.id)
-        if config is None:
-            print(f"error: no workflow config {args.id}", file=sys.stderr)
-            return 1
-        configs.rotate_webhook_secret(config)
-        session.flush()
-        view = configs.public_view(config)
+        view = configs.public_view(config_actions.rotate_webhook_secret(session, args.id))
     _print(view)
     _print_webhook_url(view)
     return 0
 
 
 def config_list(_: argparse.Namespace) -> int:
-    from sqlalchemy import select
-
+    from zapreply.actions import configs as config_actions
     from zapreply.rules import configs
     from zapreply.storage.db import session_scope
-    from zapreply.storage.models import WorkflowConfig
 
     with session_scope() as session:
-        rows = session.scalars(select(WorkflowConfig).order_by(WorkflowConfig.id)).all()
-        _print([configs.public_view(row) for row in rows])
+        _print([configs.public_view(row) for row in config_actions.list_configs(session)])
     return 0
 
 
+@_refusals
 def config_update(args: argparse.Namespace) -> int:
+    from zapreply.actions import configs as config_actions
     from zapreply.rules import configs
     from zapreply.storage.db import session_scope
-    from zapreply.storage.models import WorkflowConfig
 
-    try:
-        values = configs.validate(_config_body(args), partial=True)
-    except (configs.InvalidConfig, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        with session_scope() as session:
-            config = session.get(WorkflowConfig, args.id)
-            if config is None:
-                print(f"error: no workflow config {args.id}", file=sys.stderr)
-                return 1
-            configs.apply(config, values)
-            session.flush()
-            _print(configs.public_view(config))
-    except configs.InvalidConfig as exc:  # a masked tool header with nothing stored
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    body = _config_body(args)
+    with session_scope() as session:
+        view = configs.public_view(config_actions.update_config(session, args.id, body))
+    _print(view)
     return 0
 
 
+@_refusals
 def conversation_pause(args: argparse.Namespace) -> int:
-    return _pause_or_resume(args, pause=True)
-
-
-def conversation_resume(args: argparse.Namespace) -> int:
-    return _pause_or_resume(args, pause=False)
-
-
-def _pause_or_resume(args: argparse.Namespace, *, pause: bool) -> int:
-    from datetime import timedelta
-
+    from zapreply.actions import conversations as conversation_actions
     from zapreply.rules import conversations
     from zapreply.storage.db import session_scope
-    from zapreply.storage.models import Conversation, utcnow
+    from zapreply.storage.models import utcnow
 
-    if pause:
-        # As the admin API checks them.
-        length = Conversation.__table__.c.pause_reason.type.length
-        if args.minutes is not None and not 0 < args.minutes <= _MAX_PAUSE_MINUTES:
-            print(f"error: --minutes must be above 0 and at most {_MAX_PAUSE_MINUTES} (leave "
-                  "it out to pause until resumed)", file=sys.stderr)
-            return 2
-        if not args.reason.strip() or (length and len(args.reason.strip()) > length):
-            print(f"error: --reason must be a non-empty text of at most {length} characters",
-                  file=sys.stderr)
-            return 2
-        args.reason = args.reason.strip()
+    now = utcnow()
     with session_scope() as session:
-        conversation = session.get(Conversation, args.id)
-        if conversation is None:
-            print(f"error: no conversation {args.id}", file=sys.stderr)
-            return 1
-        if pause:
-            until = utcnow() + timedelta(minutes=args.minutes) if args.minutes else None
-            conversations.pause(session, conversation, reason=args.reason, until=until,
-                                actor="operator")
-        else:
-            conversations.resume(session, conversation, actor="operator")
-        session.flush()
-        _print(conversations.public_view(conversation, utcnow()))
+        conversation = conversation_actions.pause(
+            session, args.id, reason=args.reason, minutes=args.minutes, actor=OPERATOR, now=now)
+        view = conversations.public_view(conversation, now)
+    _print(view)
     return 0
 
 
+@_refusals
+def conversation_resume(args: argparse.Namespace) -> int:
+    from zapreply.actions import conversations as conversation_actions
+    from zapreply.rules import conversations
+    from zapreply.storage.db import session_scope
+    from zapreply.storage.models import utcnow
+
+    now = utcnow()
+    with session_scope() as session:
+        conversation = conversation_actions.resume(session, args.id, actor=OPERATOR, now=now)
+        view = conversations.public_view(conversation, now)
+    _print(view)
+    return 0
+
+
+@_refusals
 def replay(args: argparse.Namespace) -> int:
     from zapreply.actions import replay as replay_module
     from zapreply.broker.queue import REPLY, make_celery
     from zapreply.storage.db import session_scope
 
-    try:
-        with session_scope() as session:
-            run = replay_module.reopen_run(session, args.run_id, actor="operator")
-            conversation_id = run.conversation_id
-    except replay_module.CannotReplay as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    with session_scope() as session:
+        conversation_id = replay_module.reopen_run(
+            session, args.run_id, actor=OPERATOR).conversation_id
+    # Published only once the reopened run is committed, so the worker finds it running.
     make_celery().send_task(REPLY, args=[conversation_id])
     _print({"run_id": args.run_id, "conversation_id": conversation_id, "status": "queued"})
     return 0
@@ -292,46 +267,42 @@ def replay(args: argparse.Namespace) -> int:
 
 def contact_export(args: argparse.Namespace) -> int:
     """Everything stored about a contact, as JSON on stdout."""
-    from zapreply.actions import privacy
+    from zapreply.actions import contacts
+    from zapreply.actions.errors import ActionError, NotFound
     from zapreply.storage.db import session_scope
 
-    contact = _contact(args.phone)
-    if contact is None:
-        return 2
-    with session_scope() as session:
-        data = privacy.export_contact(session, contact)
-    if data is None:
-        print("nothing is stored about this contact", file=sys.stderr)
+    try:
+        with session_scope() as session:
+            data = contacts.export_contact(session, args.phone)
+    except NotFound as exc:
+        print(exc, file=sys.stderr)
         return 1
+    except ActionError as exc:
+        print(f"zapreply: {exc}", file=sys.stderr)
+        return 2
     _print(data)
     return 0
 
 
 def contact_erase(args: argparse.Namespace) -> int:
-    from zapreply.actions import privacy
-
-    contact = _contact(args.phone)
-    if contact is None:
-        return 2
-    if not args.yes:
-        print("erasing cannot be undone: run again with --yes", file=sys.stderr)
-        return 2
-    counts = privacy.erase(contact, actor="cli")
-    if counts is None:
-        print("nothing is stored about this contact", file=sys.stderr)
-        return 1
-    _print({"erased": counts})
-    return 0
-
-
-def _contact(raw: str) -> Any:
-    from zapreply.actions import privacy
+    from zapreply.actions import contacts, privacy
+    from zapreply.actions.errors import ActionError, NotFound
 
     try:
-        return privacy.parse_contact(raw)
-    except privacy.BadContact as exc:
+        # The contact is checked before --yes, so a typo is reported first.
+        privacy.parse_contact(args.phone)
+        if not args.yes:
+            print("erasing cannot be undone: run again with --yes", file=sys.stderr)
+            return 2
+        counts = contacts.erase_contact(args.phone, actor="cli")
+    except NotFound as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except ActionError as exc:
         print(f"zapreply: {exc}", file=sys.stderr)
-        return None
+        return 2
+    _print({"erased": counts})
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

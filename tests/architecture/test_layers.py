@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-PACKAGES = ("zapreply", "webhook_app", "worker")
+PACKAGES = ("zapreply", "webhook_app", "admin_api", "worker")
 
 
 def _module_name(path: Path) -> str:
@@ -76,6 +76,27 @@ def test_the_receiver_never_imports_the_reply_pipeline_or_the_llm_boundary() -> 
     assert {m: t for m, t in offenders.items() if t} == {}
 
 
+def test_the_admin_api_never_imports_the_reply_pipeline_the_llm_or_the_worker() -> None:
+    offenders = {module: sorted(t for t in targets
+                                if t.startswith(("zapreply.replies", "zapreply.llm", "worker")))
+                 for module, targets in GRAPH.items() if module.startswith("admin_api")}
+    assert {m: t for m, t in offenders.items() if t} == {}
+
+
+def test_the_receiver_reaches_the_use_cases_only_through_the_admin_api() -> None:
+    offenders = {module: sorted(t for t in targets if t.startswith("zapreply.actions"))
+                 for module, targets in GRAPH.items() if module.startswith("webhook_app")}
+    assert {m: t for m, t in offenders.items() if t} == {}
+
+
+def test_the_actions_never_import_a_front_door_the_pipeline_or_the_llm() -> None:
+    forbidden = ("zapreply.replies", "zapreply.llm", "zapreply.channel", "zapreply.cli",
+                 "webhook_app", "admin_api", "worker")
+    offenders = {module: sorted(t for t in targets if t.startswith(forbidden))
+                 for module, targets in GRAPH.items() if module.startswith("zapreply.actions")}
+    assert {m: t for m, t in offenders.items() if t} == {}
+
+
 def test_there_is_no_import_circle() -> None:
     modules = {m for m in GRAPH if m.count(".") >= 1 or m in PACKAGES}
     circles = []
@@ -103,6 +124,22 @@ def test_a_running_receiver_loads_neither_litellm_nor_the_pipeline(base_env, tmp
         "client.post('/webhooks/wuzapi', data=b'{}', content_type='application/json')\n"
         "loaded = [m for m in sys.modules if m == 'litellm' or m.startswith(("
         "'zapreply.replies', 'zapreply.llm', 'worker'))]\n"
+        "print(sorted(loaded))\n"
+    )
+    env = {**os.environ, **base_env, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_a_receiver_without_admin_token_loads_no_admin_code(base_env, tmp_path) -> None:
+    script = (
+        "import sys, webhook_app\n"
+        "client = webhook_app.create_app({'ADMIN_TOKEN': ''}).test_client()\n"
+        "assert client.get('/api/workflow-configs').status_code == 503\n"
+        "client.post('/webhooks/wuzapi', data=b'{}', content_type='application/json')\n"
+        "loaded = [m for m in sys.modules if m.startswith(('admin_api.views', 'zapreply.actions'))]\n"
         "print(sorted(loaded))\n"
     )
     env = {**os.environ, **base_env, "PYTHONPATH": str(ROOT)}

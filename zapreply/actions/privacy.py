@@ -37,6 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from zapreply.actions.errors import Invalid
 from zapreply.rules.configs import OPTION_DEFAULTS
 from zapreply.settings import get_settings
 from zapreply.storage import events
@@ -56,7 +57,7 @@ _MIN_DIGITS, _MAX_DIGITS = 7, 15
 _PERSON_SERVERS = ("s.whatsapp.net", "c.us", "lid")
 
 
-class BadContact(ValueError):
+class BadContact(Invalid):
     """Not a phone number or a person's WhatsApp JID."""
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 from sqlalchemy import and_, delete, exists, select, update
 from sqlalchemy.orm import Session
 
+from zapreply.actions.errors import Conflict, NotFound
 from zapreply.storage import events
 from zapreply.storage.models import Message, ReplyRun
 
 
-class CannotReplay(ValueError):
-    pass
+class CannotReplay(Conflict):
+    """The run exists but has not failed: there is nothing to answer again."""
 
 
 def reopen_run(session: Session, run_id: int, *, actor: str) -> ReplyRun:
@@ -19,7 +20,7 @@ def reopen_run(session: Session, run_id: int, *, actor: str) -> ReplyRun:
     message is sent again instead); a fallback text that went out stays in the history."""
     run = session.get(ReplyRun, run_id, with_for_update=True)
     if run is None:
-        raise CannotReplay(f"no run {run_id}")
+        raise NotFound(f"no run {run_id}")
     if run.status != "failed":
         raise CannotReplay(f"run {run_id} is {run.status}; only failed runs can be replayed")
     unsent = and_(Message.reply_run_id == run_id, Message.role.in_(("assistant", "tool")),

@@ -1,0 +1,260 @@
+"""The admin API's routes (SPEC §3): workflow configs, conversations, their messages, events,
+replaying a run, a contact's personal data.
+
+Every route needs `Authorization: Bearer $ADMIN_TOKEN`. JSON in and out; every error is
+`{"error": "..."}` with a 4xx, or a 503 when the database is unreachable (a retry can help),
+never a 500 for anything a client sent. Each route parses the request, calls one use case of
+zapreply.actions and formats its answer; an action's error picks the status by its type.
+
+Paging (`limit` 1..200, default 50; ids are the cursors, so a page never shifts when rows
+are added; zapreply.actions.paging):
+- `GET /conversations` and `GET /events`: newest first; pass the answer's `next_before_id` as
+  `before_id` for the page before it (null when there is none; `has_more` says the same).
+- `GET /events?after_id=N`: oldest first, the events after N, for tailing the log: pass the
+  answer's `next_after_id` as `after_id` to poll for what came since.
+- `GET /conversations/<id>/messages`: always chronological; by default the latest `limit`
+  messages, with `before_id` the ones before it (`next_before_id` for older), with `after_id`
+  the first ones after it (`next_after_id` for newer).
+
+Config changes reach the receiver within CONFIG_CACHE_SECONDS (webhook_app.routing caches).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from admin_api.auth import require_admin_token
+from admin_api.parsing import id_arg, json_body, limit_arg, parse_id, text_arg
+from zapreply.actions import configs as config_actions
+from zapreply.actions import contacts, replay
+from zapreply.actions import conversations as conversation_actions
+from zapreply.actions.errors import ActionError, Conflict, Invalid, NotFound
+from zapreply.actions.events import list_events as find_events
+from zapreply.rules import configs, conversations
+from zapreply.storage.db import session_scope
+from zapreply.storage.models import Event, Message, utcnow
+
+bp = Blueprint("admin", __name__, url_prefix="/api")
+
+ACTOR = "admin"
+PAUSE_REASON = "paused by an operator"
+STATUS = {NotFound: 404, Conflict: 409, Invalid: 400}
+
+
+@bp.errorhandler(ActionError)
+def _action_error(error: ActionError) -> tuple[Response, int]:
+    status = next((code for kind, code in STATUS.items() if isinstance(error, kind)), 400)
+    return jsonify(error=error.message), status
+
+
+@bp.errorhandler(OperationalError)
+@bp.errorhandler(InterfaceError)
+@bp.errorhandler(PoolTimeoutError)
+def _database_unavailable(error: Exception) -> tuple[Response, int]:
+    current_app.logger.warning("admin API: database unavailable: %s", type(error).__name__)
+    return jsonify(error="database unavailable"), 503
+
+
+@bp.errorhandler(DataError)
+def _data_error(error: DataError) -> tuple[Response, int]:
+    # Validation should have caught it. Neither the database's message nor the statement's
+    # parameters are logged: they may hold a send token.
+    current_app.logger.warning("admin API: value rejected by the database: %s",
+                               type(error.orig).__name__)
+    return jsonify(error="a value is not valid for the database (too long?)"), 400
+
+
+bp.before_request(require_admin_token)
+
+
+# Workflow configs.
+
+
+@bp.post("/workflow-configs")
+def create_workflow_config() -> tuple[Response, int]:
+    data = json_body()
+    with session_scope() as session:
+        view = configs.public_view(config_actions.create_config(session, data))
+    response = jsonify(view)
+    response.headers["Location"] = f"{bp.url_prefix}/workflow-configs/{view['id']}"
+    return response, 201
+
+
+@bp.get("/workflow-configs")
+def list_workflow_configs() -> Response:
+    instance = text_arg("instance")
+    with session_scope() as session:
+        rows = config_actions.list_configs(session, instance=instance)
+        return jsonify(workflow_configs=[configs.public_view(row) for row in rows])
+
+
+@bp.get("/workflow-configs/<config_id>")
+def get_workflow_config(config_id: str) -> Response:
+    parsed = parse_id(config_id, "workflow config id")
+    with session_scope() as session:
+        return jsonify(configs.public_view(config_actions.get_config(session, parsed)))
+
+
+@bp.patch("/workflow-configs/<config_id>")
+def update_workflow_config(config_id: str) -> Response:
+    data = json_body()
+    parsed = parse_id(config_id, "workflow config id")
+    with session_scope() as session:
+        return jsonify(configs.public_view(config_actions.update_config(session, parsed, data)))
+
+
+@bp.post("/workflow-configs/<config_id>/rotate-webhook-secret")
+def rotate_webhook_secret(config_id: str) -> Response:
+    """A new webhook_path for WuzAPI; the old one gets 401 from then on."""
+    parsed = parse_id(config_id, "workflow config id")
+    with session_scope() as session:
+        return jsonify(configs.public_view(config_actions.rotate_webhook_secret(session, parsed)))
+
+
+@bp.delete("/workflow-configs/<config_id>")
+def delete_workflow_config(config_id: str) -> tuple[str, int]:
+    parsed = parse_id(config_id, "workflow config id")
+    with session_scope() as session:
+        config_actions.delete_config(session, parsed)
+    return "", 204
+
+
+# Conversations.
+
+
+@bp.get("/conversations")
+def list_conversations() -> Response:
+    now = utcnow()
+    instance, status = text_arg("instance"), text_arg("status")
+    limit, before_id = limit_arg(), id_arg("before_id")
+    with session_scope() as session:
+        page = conversation_actions.list_conversations(
+            session, now=now, instance=instance, status=status, limit=limit,
+            before_id=before_id)
+        return jsonify(conversations=[conversations.public_view(row, now) for row in page.rows],
+                       **page.cursor())
+
+
+@bp.get("/conversations/<conversation_id>")
+def get_conversation(conversation_id: str) -> Response:
+    parsed = parse_id(conversation_id, "conversation id")
+    with session_scope() as session:
+        conversation = conversation_actions.get_conversation(session, parsed)
+        return jsonify(conversations.public_view(conversation, utcnow()))
+
+
+@bp.get("/conversations/<conversation_id>/messages")
+def list_messages(conversation_id: str) -> Response:
+    limit, before_id, after_id = limit_arg(), id_arg("before_id"), id_arg("after_id")
+    parsed = parse_id(conversation_id, "conversation id")
+    with session_scope() as session:
+        page = conversation_actions.list_messages(
+            session, parsed, limit=limit, before_id=before_id, after_id=after_id)
+        return jsonify(messages=[_message_view(row) for row in page.rows], **page.cursor())
+
+
+@bp.post("/conversations/<conversation_id>/pause")
+def pause_conversation(conversation_id: str) -> Response:
+    """`{"reason": str, "minutes": number | null}`, both optional: by default until resumed."""
+    data = json_body(optional=True)
+    if not isinstance(data, dict):
+        raise Invalid("body must be a JSON object")
+    unknown = sorted(set(data) - {"reason", "minutes"})
+    if unknown:
+        raise Invalid(f"unknown field(s): {', '.join(unknown)}")
+    reason = data.get("reason")
+    parsed = parse_id(conversation_id, "conversation id")
+    now = utcnow()
+    with session_scope() as session:
+        conversation = conversation_actions.pause(
+            session, parsed, reason=PAUSE_REASON if reason is None else reason,
+            minutes=data.get("minutes"), actor=ACTOR, now=now)
+        return jsonify(conversations.public_view(conversation, now))
+
+
+@bp.post("/conversations/<conversation_id>/resume")
+def resume_conversation(conversation_id: str) -> Response:
+    parsed = parse_id(conversation_id, "conversation id")
+    now = utcnow()
+    with session_scope() as session:
+        conversation = conversation_actions.resume(session, parsed, actor=ACTOR, now=now)
+        return jsonify(conversations.public_view(conversation, now))
+
+
+def _message_view(message: Message) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "role": message.role,
+        "content": message.content,
+        "wa_message_id": message.wa_message_id,
+        "media_type": message.media_type,
+        "status": message.status,
+        "provider_message_id": message.provider_message_id,
+        "reply_run_id": message.reply_run_id,
+        "created_at": _iso(message.created_at),
+        "sent_at": _iso(message.sent_at),
+    }
+
+
+# Runs and events.
+
+
+@bp.post("/runs/<run_id>/replay")
+def replay_run(run_id: str) -> tuple[Response, int]:
+    """Re-run a failed reply run (after the LLM or messages API is back)."""
+    from zapreply.broker.queue import REPLY
+
+    parsed = parse_id(run_id, "run id")
+    with session_scope() as session:
+        conversation_id = replay.reopen_run(session, parsed, actor=ACTOR).conversation_id
+    # Published only once the reopened run is committed, so the worker finds it running.
+    current_app.extensions["zapreply.publisher"].send(REPLY, args=[conversation_id])
+    return jsonify(run_id=parsed, conversation_id=conversation_id, status="queued"), 202
+
+
+@bp.get("/events")
+def list_events() -> Response:
+    conversation_id, run_id = id_arg("conversation_id"), id_arg("run_id")
+    event_type = text_arg("type")
+    limit, before_id, after_id = limit_arg(), id_arg("before_id"), id_arg("after_id")
+    with session_scope() as session:
+        page = find_events(session, conversation_id=conversation_id, run_id=run_id,
+                           event_type=event_type, limit=limit, before_id=before_id,
+                           after_id=after_id)
+        return jsonify(events=[_event_view(row) for row in page.rows], **page.cursor())
+
+
+def _event_view(event: Event) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "type": event.type,
+        "conversation_id": event.conversation_id,
+        "run_id": event.run_id,
+        "payload": event.payload,
+        "created_at": _iso(event.created_at),
+    }
+
+
+# Contacts: personal data.
+
+
+@bp.get("/contacts/<phone>/export")
+def export_contact(phone: str) -> Response:
+    """Everything stored about a phone number or JID: its conversations with their messages
+    and events, its own messages in groups."""
+    with session_scope() as session:
+        return jsonify(contacts.export_contact(session, phone))
+
+
+@bp.delete("/contacts/<phone>")
+def erase_contact(phone: str) -> Response:
+    """Erase a contact; the `contact.erased` event it leaves holds counts only."""
+    return jsonify(erased=contacts.erase_contact(phone, actor=ACTOR))
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
