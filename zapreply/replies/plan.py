@@ -53,6 +53,16 @@ class _RunRef:
 
 
 @dataclass(frozen=True)
+class _Seen:
+    """What the planner read of the conversation, once per decision."""
+
+    conversation: Conversation | Row[Any]
+    config: WorkflowConfig | None
+    options: dict[str, Any]
+    now: datetime
+
+
+@dataclass(frozen=True)
 class _Skip:
     """Why a burst gets no model call (None: it does), and the opening hours it came outside."""
 
@@ -98,37 +108,38 @@ def _decide(session: Session, run: RunContext,
     # fallback text of a run that failed).
     undelivered = sorted((m for m in waiting if m.role == "assistant"),
                          key=lambda m: (m.reply_run_id or 0, m.seq or 0))
+    seen = _Seen(conversation, config, options, now)
     if undelivered:
-        return _deliver_undelivered(session, conversation, config, undelivered, now)
+        return _deliver_undelivered(session, seen, undelivered)
     open_id = waiting[0].open_run_id if waiting else connection.execute(
         runs.RUNNING, {"conversation_id": run.conversation_id}).scalar()
     if open_id is not None:
-        return _resume(session, run, conversation, config, session.get(ReplyRun, open_id), now)
+        return _resume(session, run, seen, session.get(ReplyRun, open_id))
     pending = [m for m in waiting if m.role == "customer"]
     if not pending:
         return Done()
-    return _open(session, run, conversation, config, options, pending, now)
+    return _open(session, run, seen, pending)
 
 
-def _deliver_undelivered(session: Session, conversation: Conversation | Row[Any],
-                         config: WorkflowConfig | None, undelivered: list[Row[Any]],
-                         now: datetime) -> Wait | Deliver:
+def _deliver_undelivered(session: Session, seen: _Seen,
+                         undelivered: list[Row[Any]]) -> Wait | Deliver:
+    now = seen.now
     reply_run = session.get(ReplyRun, undelivered[0].reply_run_id)
     if (reply_run.status == "running" and reply_run.next_attempt_at
             and reply_run.next_attempt_at > now):
         return Wait((reply_run.next_attempt_at - now).total_seconds())
-    config = _config_of(session, config, reply_run.workflow_config_id)
+    config = _config_of(session, seen.config, reply_run.workflow_config_id)
     send = dict(config.send) if config else {}
-    return Deliver(reply_run.id, _target(conversation, send),
+    return Deliver(reply_run.id, _target(seen.conversation, send),
                    [Outgoing(m.id, m.content, m.wa_message_id or "")
                     for m in undelivered if m.reply_run_id == reply_run.id],
                    option_values(config) if config else {})
 
 
-def _resume(session: Session, run: RunContext, conversation: Conversation | Row[Any],
-            config: WorkflowConfig | None, reply_run: ReplyRun,
-            now: datetime) -> Wait | Generate | _Replan:
+def _resume(session: Session, run: RunContext, seen: _Seen,
+            reply_run: ReplyRun) -> Wait | Generate | _Replan:
     """A run left open (a retry, a crash, a replay)."""
+    now = seen.now
     if reply_run.next_attempt_at is not None and reply_run.next_attempt_at > now:
         return Wait((reply_run.next_attempt_at - now).total_seconds())
     # A fallback text sent by an earlier failed attempt is not an answer (see replay).
@@ -142,7 +153,7 @@ def _resume(session: Session, run: RunContext, conversation: Conversation | Row[
         reply_run.status = "sent"
         reply_run.finished_at = now
         return _Replan(finished=1)
-    if conversations.is_paused(conversation, now):
+    if conversations.is_paused(seen.conversation, now):
         # A person took the conversation over while this run waited for a retry: the bot
         # must not answer after them.
         reply_run.status = "skipped"
@@ -151,17 +162,17 @@ def _resume(session: Session, run: RunContext, conversation: Conversation | Row[
         events.record(session, events.MESSAGE_IGNORED, conversation_id=run.conversation_id,
                       run_id=reply_run.id, reason="conversation paused")
         return _Replan()
-    config = _config_of(session, config, reply_run.workflow_config_id)
+    config = _config_of(session, seen.config, reply_run.workflow_config_id)
     if config is None:
         raise RuntimeError(f"run {reply_run.id} has no workflow config")
-    return _generate(session, run, conversation, reply_run, config)
+    return _generate(session, run, seen.conversation, reply_run.id, config)
 
 
-def _open(session: Session, run: RunContext, conversation: Conversation | Row[Any],
-          config: WorkflowConfig | None, options: dict[str, Any], pending: list[Row[Any]],
-          now: datetime) -> Wait | Generate | _Replan:
+def _open(session: Session, run: RunContext, seen: _Seen,
+          pending: list[Row[Any]]) -> Wait | Generate | _Replan:
     """Open a run for the burst `pending` (customer messages no run has taken)."""
-    skip = _why_not_answer(session, conversation, config, options, pending, now)
+    conversation, config, now = seen.conversation, seen.config, seen.now
+    skip = _why_not_answer(session, seen, pending)
     if isinstance(skip, Wait):
         return skip
     config_id = config.id if config else None
@@ -175,40 +186,45 @@ def _open(session: Session, run: RunContext, conversation: Conversation | Row[An
         "created_at": now,
         "finished_at": now if skip.reason else None,
     }, [m.id for m in pending]), config_id)
-    if skip.reason or skip.closed is not None:  # not answered (the away message is no answer)
-        for message in pending:
-            if message.media_type:
-                media.drop_inline(session.get(Message, message.id))
+    if skip.reason or skip.closed is not None:
+        _not_answered(session, run, seen, reply_run, skip, pending)
+        return _Replan()
+    # A new run has no outbox rows yet: its numbering starts at 0.
+    return _generate(session, run, conversation, reply_run.id, config, newest=pending[-1].id,
+                     first_seq=0)
+
+
+def _not_answered(session: Session, run: RunContext, seen: _Seen, reply_run: _RunRef,
+                  skip: _Skip, pending: list[Row[Any]]) -> None:
+    """The burst gets no model call: its inline media dropped, and the away message, or the
+    reason it was skipped (and the budget's turn-away texts), recorded."""
+    for message in pending:
+        if message.media_type:
+            media.drop_inline(session.get(Message, message.id))
     if skip.closed is not None and skip.closed.away_text is not None:
         # Sent like any reply (outbox row, deterministic id, delivered first when planning
         # again); the customer's messages stay in the history for when the business opens.
-        away = outbox.add(session, conversation, reply_run.id, [skip.closed.away_text],
+        away = outbox.add(session, seen.conversation, reply_run.id, [skip.closed.away_text],
                           extra={"away": True})
         events.record(session, events.AWAY_QUEUED, conversation_id=run.conversation_id,
                       run_id=reply_run.id, closed_since=skip.closed.since.isoformat(),
                       message_ids=[row.row_id for row in away],
                       wa_message_ids=[m.wa_message_id for m in pending])
-        return _Replan()
-    if skip.reason:
-        events.record(
-            session, events.MESSAGE_IGNORED, conversation_id=run.conversation_id,
-            run_id=reply_run.id, reason=skip.reason,
-            wa_message_ids=[m.wa_message_id for m in pending],
-        )
-        if skip.reason == budget.SPENT:
-            entity = _entity(session, conversation)
-            texts = budget.turn_away(session, entity, reply_run, options, now)
-            outbox.add(session, entity, reply_run.id, texts, fallback=True, first_seq=0)
-        return _Replan()
-    # A new run has no outbox rows yet: its numbering starts at 0.
-    return _generate(session, run, conversation, reply_run, config, newest=pending[-1].id,
-                     first_seq=0)
+        return
+    events.record(
+        session, events.MESSAGE_IGNORED, conversation_id=run.conversation_id,
+        run_id=reply_run.id, reason=skip.reason,
+        wa_message_ids=[m.wa_message_id for m in pending],
+    )
+    if skip.reason == budget.SPENT:
+        entity = _entity(session, seen.conversation)
+        texts = budget.turn_away(session, entity, reply_run, seen.options, seen.now)
+        outbox.add(session, entity, reply_run.id, texts, fallback=True, first_seq=0)
 
 
-def _why_not_answer(session: Session, conversation: Conversation | Row[Any],
-                    config: WorkflowConfig | None, options: dict[str, Any],
-                    pending: list[Row[Any]], now: datetime) -> Wait | _Skip:
+def _why_not_answer(session: Session, seen: _Seen, pending: list[Row[Any]]) -> Wait | _Skip:
     """Whether the burst is to be answered now, later (`Wait`), or not by the model."""
+    conversation, config, options, now = seen.conversation, seen.config, seen.options, seen.now
     if conversations.pause_expired(conversation, now):
         conversation = _entity(session, conversation)
         conversations.end_expired_pause(session, conversation, now)  # its event, once
@@ -269,15 +285,15 @@ def _looping(session: Session, conversation_id: int, options: dict[str, Any],
 
 def _generate(
     session: Session, run: RunContext, conversation: Conversation | Row[Any],
-    reply_run: ReplyRun | _RunRef, config: WorkflowConfig, *, newest: int | None = None,
+    run_id: int, config: WorkflowConfig, *, newest: int | None = None,
     first_seq: int | None = None,
 ) -> Generate:
-    asked = prompt.build(session, conversation, reply_run, config, run.settings,
+    asked = prompt.build(session, conversation, run_id, config, run.settings,
                          newest=newest, first_seq=first_seq)
     read_ids = [(wa_id, sender) for wa_id, sender in session.connection().execute(
-        runs.READ_IDS, {"run_id": reply_run.id}
+        runs.READ_IDS, {"run_id": run_id}
     )] if asked.options.get("mark_read") else []
-    return Generate(reply_run.id, asked, _target(conversation, dict(config.send or {})),
+    return Generate(run_id, asked, _target(conversation, dict(config.send or {})),
                     chat=conversation.chat_jid, read_ids=read_ids)
 
 

@@ -19,7 +19,7 @@ from zapreply.rules.configs import option_values
 from zapreply.rules.text import quoted_name
 from zapreply.settings import Settings
 from zapreply.storage import runs
-from zapreply.storage.models import Conversation, Message, ReplyRun, WorkflowConfig, utcnow
+from zapreply.storage.models import Conversation, Message, WorkflowConfig, utcnow
 
 
 @dataclass
@@ -41,15 +41,16 @@ class Prompt:
 
 
 def build(
-    session: Session, conversation: Conversation, run: ReplyRun, config: WorkflowConfig,
+    session: Session, conversation: Conversation, run_id: int, config: WorkflowConfig,
     settings: Settings, *, newest: int | None = None, first_seq: int | None = None,
 ) -> Prompt:
-    """The prompt of `run` (`newest`: the id of its burst's last message, if known)."""
+    """The prompt of run `run_id` (`newest`: the id of its burst's last message, if
+    known)."""
     options = option_values(config)
     if newest is None:
         newest = session.scalar(
             select(func.max(Message.id))
-            .where(Message.reply_run_id == run.id, Message.role == "customer")
+            .where(Message.reply_run_id == run_id, Message.role == "customer")
         )
     limit = options.get("history_limit") or settings.history_limit
     rows = session.connection().execute(runs.HISTORY, {
@@ -58,7 +59,7 @@ def build(
     rows = _in_typed_order(_in_reply_order(session, [
         row for row in rows
         # The fallback of this very run is not part of what it answers (after a replay).
-        if not (row.reply_run_id == run.id and (row.extra or {}).get("fallback"))
+        if not (row.reply_run_id == run_id and (row.extra or {}).get("fallback"))
         # The business's resume keyword was said to the bot, not to the customer.
         and not (row.extra or {}).get("resume")
     ]))
@@ -72,7 +73,7 @@ def build(
                          "content": render_prompt(config.system_prompt, who, options)})
     burst: list[media.Item] = []
     for row in rows:
-        if row.role == "customer" and row.reply_run_id == run.id:
+        if row.role == "customer" and row.reply_run_id == run_id:
             burst.append(media.Item.of(row, len(messages), options, config.model,
                                        label=groups.sender_label(row) if group else ""))
         messages.append(_chat_message(row, group))
