@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import event, select
 
 from tests.zapreply.replies.test_responder import event_types, make_config, run_of
-from zapreply.replies import leases, responder
+from zapreply.replies import leases, plan, responder
 from zapreply.storage import db as db_module
 from zapreply.storage.db import get_engine, session_scope
 from zapreply.storage.models import Conversation, Message
@@ -72,7 +72,7 @@ def test_a_failed_plan_keeps_the_message_and_frees_the_lease(db, tasks, wuzapi,
 
     with monkeypatch.context() as patched, \
             pytest.raises(RuntimeError, match="a bug in planning"):
-        patched.setattr(responder, "_plan", broken)
+        patched.setattr(plan, "plan", broken)
         tasks.handle_inbound(config_id, "loja", message("T2", "quero saber o preço"))
 
     with session_scope() as session:

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from zapreply import settings as settings_module
 from zapreply.actions import replay
 from zapreply.llm import tools
-from zapreply.replies import inbound, leases, responder, sweeper
+from zapreply.replies import generate, inbound, leases, responder, sweeper
 from zapreply.rules import conversations
 from zapreply.storage.db import session_scope
 from zapreply.storage.models import Conversation, Event, Message, ReplyRun, WorkflowConfig, utcnow
@@ -282,10 +282,10 @@ def test_a_reply_whose_lease_was_taken_over_during_the_llm_call_is_not_stored(
     fast_retries, llm, wuzapi, monkeypatch
 ):
     conversation_id = receive(make_config(wuzapi), "oi", "F3")
-    generate = responder._generate
+    ask_the_model = generate.generate
 
     def then_taken_over(*args, **kwargs):  # type: ignore[no-untyped-def]
-        draft = generate(*args, **kwargs)
+        draft = ask_the_model(*args, **kwargs)
         # The lease ran out while the model answered, and another worker claimed it.
         with session_scope() as session:
             session.get(Conversation, conversation_id).lease_expires_at = utcnow()
@@ -293,7 +293,7 @@ def test_a_reply_whose_lease_was_taken_over_during_the_llm_call_is_not_stored(
             assert leases.claim_conversation(session, conversation_id, "new", 30) is not None
         return draft
 
-    monkeypatch.setattr(responder, "_generate", then_taken_over)
+    monkeypatch.setattr(generate, "generate", then_taken_over)
     with pytest.raises(leases.LeaseLost):
         answer(conversation_id)
 

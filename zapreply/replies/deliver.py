@@ -1,0 +1,107 @@
+"""Sending a run's pending outbox rows in order, each marked sent once it went out.
+
+A send that happened is recorded whatever became of the lease meanwhile. The row's WhatsApp id
+is deterministic, so a row re-sent after a crash (its outcome unknown) is the same message.
+"""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy.orm import Session
+
+from zapreply.channel import messaging
+from zapreply.replies import failures, leases, plan
+from zapreply.replies.steps import Deliver, Done, Next, Outgoing, RunContext
+from zapreply.storage import events, runs
+from zapreply.storage import outbox as store
+from zapreply.storage.db import autocommit, get_engine, session_scope
+from zapreply.storage.models import utcnow
+
+
+def deliver(run: RunContext, step: Deliver) -> Next:
+    """Do `step`; what comes next once its last row went out."""
+    typing = bool(step.options.get("typing_indicator"))
+    try:
+        return _send_rows(run, step, typing)
+    except BaseException:
+        # A delivered message clears "typing…" in WhatsApp by itself; a failed one does not.
+        if typing:
+            messaging.set_typing(step.target.send, to=step.target.to, typing=False,
+                                 timeout=run.settings.send_timeout_seconds)
+        raise
+
+
+def _send_rows(run: RunContext, step: Deliver, typing: bool) -> Next:
+    per_char = float(step.options.get("typing_ms_per_char") or 0) / 1000
+    cap = float(step.options.get("typing_max_seconds") or 0)
+    timeout = run.settings.send_timeout_seconds
+    for index, row in enumerate(step.rows):
+        if per_char and cap:
+            # As if someone typed it: "typing…" for a time that grows with the text.
+            if typing:
+                messaging.set_typing(step.target.send, to=step.target.to, typing=True,
+                                     timeout=timeout)
+            time.sleep(min(len(row.text) * per_char, cap))
+        try:
+            provider_id = messaging.send_text(step.target.send, to=step.target.to,
+                                              text=row.text, message_id=row.message_id,
+                                              timeout=timeout)
+        except messaging.SendError as exc:
+            return failures.send_failed(run, step.run_id, failures.Failure(
+                events.MESSAGE_FAILED, exc, permanent=exc.permanent,
+                attempts=run.settings.send_max_attempts, row_id=row.row_id, status=exc.status))
+        if index == len(step.rows) - 1:
+            return _last_sent(run, step.run_id, row, provider_id)
+        with session_scope() as session:
+            # The send happened: record it whatever became of the lease meanwhile.
+            _record_sent(session, run, step.run_id, row, provider_id)
+            still_ours = leases.renew(session, run.conversation_id, run.token,
+                                      run.settings.lease_seconds)
+        if not still_ours:
+            raise run.lease_lost("lease lost after a send")
+    raise AssertionError("a Deliver step has rows")  # pragma: no cover
+
+
+def _record_sent(session: Session, run: RunContext, run_id: int, row: Outgoing,
+                 provider_id: str | None) -> None:
+    store.mark_sent(session.connection(), row.row_id, provider_id, utcnow())
+    events.record(session, events.MESSAGE_SENT, conversation_id=run.conversation_id,
+                  run_id=run_id, message_id=row.row_id, provider_message_id=provider_id)
+
+
+def _last_sent(run: RunContext, run_id: int, row: Outgoing, provider_id: str | None) -> Next:
+    """The run's last row went out: record it, close the run, and stop here unless more came
+    in meanwhile. On PostgreSQL, all in one statement (`record_last_send_postgresql`) run in
+    autocommit; a transaction follows only when more is waiting, to renew the lease and plan."""
+    if get_engine().dialect.name != "postgresql":
+        with session_scope() as session:
+            _record_sent(session, run, run_id, row, provider_id)
+            return _close_sent_run(session, run, run_id)
+    with autocommit() as connection:
+        outcome = store.record_last_send_postgresql(
+            connection, conversation_id=run.conversation_id, token=run.token, run_id=run_id,
+            row_id=row.row_id, provider_id=provider_id, sent_at=utcnow())
+    closed = int(outcome.closed)
+    if outcome.closed and not outcome.more:
+        return Next(Done(), closed)  # released, if the lease was still ours
+    with session_scope() as session:
+        if not leases.renew(session, run.conversation_id, run.token, run.settings.lease_seconds):
+            raise run.lease_lost("lease lost after a send")
+        return plan.plan(session, run).after(closed)
+
+
+def _close_sent_run(session: Session, run: RunContext, run_id: int) -> Next:
+    """Every row of the run went out: close it, and stop here unless more came in meanwhile
+    (the portable reference of `record_last_send_postgresql`, after `_record_sent`)."""
+    connection = session.connection()
+    closed = connection.execute(
+        runs.CLOSE_SENT_RUN, {"run_id": run_id, "finished_at": utcnow()}).rowcount
+    more = connection.execute(runs.MORE_WAITING, {"conversation_id": run.conversation_id}).scalar()
+    if more or not closed:
+        if not leases.renew(session, run.conversation_id, run.token, run.settings.lease_seconds):
+            raise run.lease_lost("lease lost after a send")
+        return plan.plan(session, run).after(closed)
+    # Released only if still ours; if not, whoever holds it now finds nothing left to do.
+    leases.release_conversation(session, run.conversation_id, run.token)
+    return Next(Done(), closed)
