@@ -55,6 +55,13 @@ def _bool(env: dict[str, str], name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name} must be true or false, got {raw!r}")
 
 
+def _choice(env: dict[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    value = (_str(env, name) or default).lower()
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class AllowedHost:
     """An entry of MEDIA_ALLOWED_HOSTS. Without a scheme: a host name, or `*.` and a domain
@@ -152,6 +159,9 @@ class Settings:
     receiver_bind: str = "0.0.0.0:8000"
     receiver_workers: int = 2
     receiver_threads: int = 8
+    # How the receiver publishes: "redis" LPUSHes Celery's message itself when the broker is
+    # Redis (zapreply.broker.redis_fast_publish), "off" always goes through send_task.
+    publish_fast_path: str = "redis"
 
     @property
     def is_sqlite(self) -> bool:
@@ -205,6 +215,7 @@ def load(overrides: dict[str, str] | None = None) -> Settings:
         receiver_bind=_str(env, "GUNICORN_BIND", f"0.0.0.0:{_int(env, 'PORT', 8000)}"),
         receiver_workers=_int(env, "WEB_CONCURRENCY", 2),
         receiver_threads=_int(env, "RECEIVER_THREADS", 8),
+        publish_fast_path=_choice(env, "PUBLISH_FAST_PATH", ("redis", "off"), "redis"),
     )
     if settings.task_time_limit_seconds * 2 > settings.visibility_timeout_seconds:
         # Redis redelivers an unacked message once the visibility timeout passes, even while
