@@ -132,6 +132,9 @@ class Settings:
     lease_seconds: float
     sweep_interval_seconds: float
     sweep_grace_seconds: float
+    # Redis: a task a dead worker held is handed out again after this long (docs/RELIABILITY.md:
+    # it bounds recovery). Tasks may run longer (a redelivered copy finds the message recorded
+    # or the conversation leased); no countdown may reach it (`longest_countdown_seconds`).
     visibility_timeout_seconds: int
     task_time_limit_seconds: int
     log_level: str
@@ -167,6 +170,17 @@ class Settings:
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
+    @property
+    def longest_countdown_seconds(self) -> float:
+        """The longest a task may be scheduled ahead: Redis hands a countdown task out again
+        once the visibility timeout passes, so a longer wait is made of shorter hops, each
+        finding the durable wait (debounce, backoff) not over yet and scheduling the next."""
+        return self.visibility_timeout_seconds / 2
+
+
+# worker/inbound.py backs database retries off to 8 s: half of this.
+MIN_VISIBILITY_TIMEOUT_SECONDS = 16
+
 
 def load(overrides: dict[str, str] | None = None) -> Settings:
     """Read the environment; `overrides` (e.g. the app factory's config) take precedence."""
@@ -198,7 +212,7 @@ def load(overrides: dict[str, str] | None = None) -> Settings:
         lease_seconds=_float(env, "LEASE_SECONDS", 30.0),
         sweep_interval_seconds=_float(env, "SWEEP_INTERVAL_SECONDS", 15.0),
         sweep_grace_seconds=_float(env, "SWEEP_GRACE_SECONDS", 30.0),
-        visibility_timeout_seconds=_int(env, "VISIBILITY_TIMEOUT_SECONDS", 900),
+        visibility_timeout_seconds=_int(env, "VISIBILITY_TIMEOUT_SECONDS", 30),
         task_time_limit_seconds=_int(env, "TASK_TIME_LIMIT_SECONDS", 300),
         log_level=_str(env, "LOG_LEVEL", "INFO"),
         media_inline_max_bytes=_int(env, "MEDIA_INLINE_MAX_BYTES", 2 * 1024 * 1024),
@@ -217,12 +231,11 @@ def load(overrides: dict[str, str] | None = None) -> Settings:
         receiver_threads=_int(env, "RECEIVER_THREADS", 8),
         publish_fast_path=_choice(env, "PUBLISH_FAST_PATH", ("redis", "off"), "redis"),
     )
-    if settings.task_time_limit_seconds * 2 > settings.visibility_timeout_seconds:
-        # Redis redelivers an unacked message once the visibility timeout passes, even while
-        # the first delivery is still running: keep every task well inside it.
+    if settings.visibility_timeout_seconds < MIN_VISIBILITY_TIMEOUT_SECONDS:
+        # Below it, the database-retry backoff (worker/inbound.py) could outlast half of it,
+        # and a countdown longer than the visibility timeout comes back early on Redis.
         raise ImproperlyConfigured(
-            "VISIBILITY_TIMEOUT_SECONDS must be at least twice TASK_TIME_LIMIT_SECONDS"
-        )
+            f"VISIBILITY_TIMEOUT_SECONDS must be at least {MIN_VISIBILITY_TIMEOUT_SECONDS}")
     if settings.max_messages_per_run < 1:
         raise ImproperlyConfigured("MAX_MESSAGES_PER_RUN must be at least 1")
     if settings.queue_degraded_depth < 1:

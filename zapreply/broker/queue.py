@@ -32,7 +32,9 @@ def celery_config(settings: Settings) -> dict[str, object]:
         transport_options: dict[str, object] = {"connect_args": {"timeout": 30}}
     else:
         # Redis: an unacked message is handed out again after this long, even while its
-        # first delivery still runs; task time limits stay well below it (settings check).
+        # first delivery still runs (harmless: a copy finds the message recorded or the
+        # conversation leased). It bounds how long a dead worker's tasks stay away
+        # (docs/RELIABILITY.md), so it is short, and countdowns stay below it.
         transport_options = {
             "visibility_timeout": settings.visibility_timeout_seconds,
             # A server that accepts connections but never answers must not hang a webhook
@@ -70,6 +72,16 @@ def celery_config(settings: Settings) -> dict[str, object]:
         # Each slot holds one message: a long LLM call must not sit on messages another
         # worker could be answering.
         "worker_prefetch_multiplier": 1,
+        # Redis: take a message only when a slot is free to run it. What waits stays in the
+        # broker's list, where any worker takes it, never in the buffer of one that may die
+        # (then it would wait out the visibility timeout). Celery ignores it elsewhere, with a
+        # warning: RabbitMQ hands a dead consumer's messages back at once anyway.
+        **({"worker_disable_prefetch": True} if _is_redis(settings.broker_url) else {}),
+        # RabbitMQ: a worker whose host vanished (no FIN, no RST) is declared dead after two
+        # missed heartbeats, and what it held goes back to the queue (Celery's default, 120 s,
+        # would hold it four minutes).
+        **({"broker_heartbeat": 10} if settings.broker_url.startswith(("amqp", "pyamqp"))
+           else {}),
         # After a broker reconnect Celery 5.7 lowers the prefetch count by the tasks still
         # running; with RabbitMQ a worker then held deliveries it never ran and took no more
         # (tests/faults, broker restart). Keep the full prefetch instead.
