@@ -92,6 +92,21 @@ class Soak:
                  if name == "receiver" or name.startswith("worker-")}
         self.memory.append((now - self.started, sizes))
 
+    def recorded(self, chats: list[str]) -> set[str]:
+        """Which of these chats have a customer message in the database."""
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(self.bench.database_url)
+        try:
+            with engine.connect() as connection:
+                rows = connection.execute(text(
+                    "SELECT c.chat_jid FROM messages m JOIN conversations c"
+                    " ON c.id = m.conversation_id WHERE m.role = 'customer'"
+                    " AND c.chat_jid = ANY(:chats)"), {"chats": chats})
+                return {row[0] for row in rows}
+        finally:
+            engine.dispose()
+
     def report(self, result, answered_all: bool) -> None:  # type: ignore[no-untyped-def]
         bench = self.bench
         sends = bench.sends()
@@ -103,6 +118,7 @@ class Soak:
         for _, phone in sends:
             per_chat[phone] = per_chat.get(phone, 0) + 1
         duplicates = sum(1 for chat in chats if per_chat.get(chat, 0) > 1)
+        unanswered = sorted(chat for chat in chats if chat not in replied)
         print(f"soak: {self.args.minutes:g} min at {self.args.rate:g} msg/s, LLM "
               f"{self.args.llm_delay:g} s, a worker killed every {self.args.kill_every:g} s "
               f"({len(self.kills)} kills), {self.bench.options.worker_processes} workers × "
@@ -111,6 +127,11 @@ class Soak:
               f"({result.failures()}); answered {answered}/{len(chats)}"
               f"{'' if answered_all else ' (NOT ALL)'}; chats with more than one send "
               f"{duplicates}")
+        if unanswered:
+            recorded = self.recorded(unanswered[:20])
+            for chat in unanswered[:20]:
+                print(f"  unanswered: {chat}, accepted at {chats[chat] - self.started:.1f} s, "
+                      f"{'recorded' if chat in recorded else 'never recorded'}")
         for killed_at, name in self.kills:
             waiting = [replied[chat] for chat, at in chats.items()
                        if at < killed_at and chat in replied and replied[chat] > killed_at]
