@@ -35,6 +35,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--llm-delay", type=float, default=1.5, help="LLM stand-in latency")
     parser.add_argument("--sample-every", type=float, default=30.0,
                         help="seconds between memory samples")
+    parser.add_argument("--redis-url", default=None,
+                        help="a Redis of the soak's own (flushed at start and end; a shared "
+                             "server's db may be another run's): python -m bench's default if "
+                             "not given")
     parser.add_argument("--keep-logs", action="store_true")
     return parser.parse_args(argv)
 
@@ -149,7 +153,7 @@ class Soak:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    options, _ = bench_options([])
+    options, _ = bench_options(["--redis-url", args.redis_url] if args.redis_url else [])
     signal.signal(signal.SIGINT, signal.default_int_handler)
     log_dir = Path(tempfile.mkdtemp(prefix="zapreply-soak-"))
     bench = Bench(options, log_dir)
