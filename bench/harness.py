@@ -194,6 +194,12 @@ class Bench:
     def start_workers(self) -> None:
         """`celery -A worker worker` (N of them, each a threads pool), then a few messages end
         to end, which also wait out litellm's import and its first call."""
+        for index in range(self.options.worker_processes):
+            self.start_worker(index)
+        self._warm_up(self.options.worker_processes)
+
+    def start_worker(self, index: int) -> Child:
+        """Worker process `worker-<index>` (again, after bench.soak killed it)."""
         options = self.options
         env = self.env(
             OPENAI_BASE_URL=self.url("llm", "/v1"),
@@ -203,16 +209,15 @@ class Bench:
             WORKER_CONCURRENCY=str(options.worker_concurrency),
             LLM_TIMEOUT_SECONDS="30",
         )
-        for index in range(options.worker_processes):
-            argv = [sys.executable, "-m", "celery", "-A", "worker", "worker",
-                    "-P", "threads", "-c", str(options.worker_concurrency),
-                    "--hostname", f"bench{index}-{os.getpid()}@%h",
-                    # As deployed (LOG_LEVEL's default, docker-compose): the cost of the log
-                    # lines counts, and task retries show in the log (log_errors).
-                    "--loglevel", "INFO"]
-            name = f"worker-{index}"
-            self.children[name] = self.supervisor.start(name, argv, env=env, cwd=ROOT)
-        self._warm_up(options.worker_processes)
+        argv = [sys.executable, "-m", "celery", "-A", "worker", "worker",
+                "-P", "threads", "-c", str(options.worker_concurrency),
+                "--hostname", f"bench{index}-{os.getpid()}@%h",
+                # As deployed (LOG_LEVEL's default, docker-compose): the cost of the log
+                # lines counts, and task retries show in the log (log_errors).
+                "--loglevel", "INFO"]
+        name = f"worker-{index}"
+        self.children[name] = self.supervisor.start(name, argv, env=env, cwd=ROOT)
+        return self.children[name]
 
     def _warm_up(self, processes: int) -> None:
         """A worker's first LLM call costs ~1.5 s of CPU (litellm's lazy imports), once per

@@ -8,17 +8,20 @@ from celery import Task
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from worker.app import app
-from worker.replies import answer_now_or_later, owner, reply
+from worker.replies import answer_now_or_later, later, owner
 from zapreply.broker.queue import HANDLE_INBOUND, RECORD_IGNORED
 from zapreply.replies import inbound, responder
+from zapreply.settings import MIN_VISIBILITY_TIMEOUT_SECONDS
 from zapreply.storage.db import session_scope
 
 # The database being unreachable must not lose an acknowledged message: keep retrying, backing
-# off to a minute. Other database errors are bugs, not outages: retrying would only repeat them.
+# off to 8 s (a retry is a countdown, and countdowns stay within half the visibility timeout:
+# settings.MIN_VISIBILITY_TIMEOUT_SECONDS). Other database errors are bugs, not outages:
+# retrying would only repeat them.
 _DB_RETRY = {
     "autoretry_for": (OperationalError, InterfaceError),
     "retry_backoff": 1,
-    "retry_backoff_max": 60,
+    "retry_backoff_max": MIN_VISIBILITY_TIMEOUT_SECONDS // 2,
     "retry_jitter": True,
     "max_retries": None,
 }
@@ -31,7 +34,7 @@ def handle_inbound(self: Task, config_id: int, instance: str, message: dict[str,
     if not recorded.needs_reply:
         return "recorded" if recorded.is_new else "duplicate"
     if recorded.debounce_seconds > 0:
-        reply.apply_async(args=[recorded.conversation_id], countdown=recorded.debounce_seconds)
+        later(recorded.conversation_id, recorded.debounce_seconds)
         return "scheduled"
     return answer_now_or_later(self, recorded.conversation_id,
                                lambda: responder.answer_started(started))

@@ -19,6 +19,14 @@ from zapreply.settings import get_settings
 log = logging.getLogger(__name__)
 
 
+def later(conversation_id: int, seconds: float) -> None:
+    """Answer the conversation in `seconds`, or sooner: no countdown outlasts half the visibility
+    timeout (Redis would hand it out again early). A task woken before its time finds the
+    durable wait (debounce, next_attempt_at) not over and schedules the rest."""
+    countdown = min(seconds, get_settings().longest_countdown_seconds)
+    reply.apply_async(args=[conversation_id], countdown=countdown)
+
+
 def owner(task: Task) -> str:
     return f"{task.request.hostname}:{os.getpid()}:{threading.get_ident()}:{task.request.id}"
 
@@ -34,7 +42,7 @@ def answer_now_or_later(task: Task, conversation_id: int,
             finished = answer()
     except (responder.Busy, responder.Waiting, responder.RetryLater) as exc:
         log.info("conversation %s: %s", conversation_id, exc)
-        reply.apply_async(args=[conversation_id], countdown=exc.retry_in)
+        later(conversation_id, exc.retry_in)
         return "deferred"
     except LeaseLost as exc:
         # Another worker took over (our lease expired); it resumes the open run.
@@ -49,6 +57,7 @@ def reply(self: Task, conversation_id: int) -> str:
         return answer_now_or_later(self, conversation_id)
     except (OperationalError, InterfaceError) as exc:
         settings = get_settings()
-        delay = responder.backoff(settings, min(self.request.retries + 1, 8))
+        delay = min(responder.backoff(settings, min(self.request.retries + 1, 8)),
+                    settings.longest_countdown_seconds)
         log.warning("conversation %s: database error, retrying in %.1fs", conversation_id, delay)
         raise self.retry(exc=exc, countdown=delay) from exc

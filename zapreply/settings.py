@@ -55,6 +55,13 @@ def _bool(env: dict[str, str], name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name} must be true or false, got {raw!r}")
 
 
+def _choice(env: dict[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    value = (_str(env, name) or default).lower()
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class AllowedHost:
     """An entry of MEDIA_ALLOWED_HOSTS. Without a scheme: a host name, or `*.` and a domain
@@ -125,6 +132,9 @@ class Settings:
     lease_seconds: float
     sweep_interval_seconds: float
     sweep_grace_seconds: float
+    # Redis: a task a dead worker held is handed out again after this long (docs/RELIABILITY.md:
+    # it bounds recovery). Tasks may run longer (a redelivered copy finds the message recorded
+    # or the conversation leased); no countdown may reach it (`longest_countdown_seconds`).
     visibility_timeout_seconds: int
     task_time_limit_seconds: int
     log_level: str
@@ -152,10 +162,24 @@ class Settings:
     receiver_bind: str = "0.0.0.0:8000"
     receiver_workers: int = 2
     receiver_threads: int = 8
+    # How the receiver publishes: "redis" LPUSHes Celery's message itself when the broker is
+    # Redis (zapreply.broker.redis_fast_publish), "off" always goes through send_task.
+    publish_fast_path: str = "redis"
 
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def longest_countdown_seconds(self) -> float:
+        """The longest a task may be scheduled ahead: Redis hands a countdown task out again
+        once the visibility timeout passes, so a longer wait is made of shorter hops, each
+        finding the durable wait (debounce, backoff) not over yet and scheduling the next."""
+        return self.visibility_timeout_seconds / 2
+
+
+# worker/inbound.py backs database retries off to 8 s: half of this.
+MIN_VISIBILITY_TIMEOUT_SECONDS = 16
 
 
 def load(overrides: dict[str, str] | None = None) -> Settings:
@@ -188,7 +212,7 @@ def load(overrides: dict[str, str] | None = None) -> Settings:
         lease_seconds=_float(env, "LEASE_SECONDS", 30.0),
         sweep_interval_seconds=_float(env, "SWEEP_INTERVAL_SECONDS", 15.0),
         sweep_grace_seconds=_float(env, "SWEEP_GRACE_SECONDS", 30.0),
-        visibility_timeout_seconds=_int(env, "VISIBILITY_TIMEOUT_SECONDS", 900),
+        visibility_timeout_seconds=_int(env, "VISIBILITY_TIMEOUT_SECONDS", 30),
         task_time_limit_seconds=_int(env, "TASK_TIME_LIMIT_SECONDS", 300),
         log_level=_str(env, "LOG_LEVEL", "INFO"),
         media_inline_max_bytes=_int(env, "MEDIA_INLINE_MAX_BYTES", 2 * 1024 * 1024),
@@ -205,13 +229,13 @@ def load(overrides: dict[str, str] | None = None) -> Settings:
         receiver_bind=_str(env, "GUNICORN_BIND", f"0.0.0.0:{_int(env, 'PORT', 8000)}"),
         receiver_workers=_int(env, "WEB_CONCURRENCY", 2),
         receiver_threads=_int(env, "RECEIVER_THREADS", 8),
+        publish_fast_path=_choice(env, "PUBLISH_FAST_PATH", ("redis", "off"), "redis"),
     )
-    if settings.task_time_limit_seconds * 2 > settings.visibility_timeout_seconds:
-        # Redis redelivers an unacked message once the visibility timeout passes, even while
-        # the first delivery is still running: keep every task well inside it.
+    if settings.visibility_timeout_seconds < MIN_VISIBILITY_TIMEOUT_SECONDS:
+        # Below it, the database-retry backoff (worker/inbound.py) could outlast half of it,
+        # and a countdown longer than the visibility timeout comes back early on Redis.
         raise ImproperlyConfigured(
-            "VISIBILITY_TIMEOUT_SECONDS must be at least twice TASK_TIME_LIMIT_SECONDS"
-        )
+            f"VISIBILITY_TIMEOUT_SECONDS must be at least {MIN_VISIBILITY_TIMEOUT_SECONDS}")
     if settings.max_messages_per_run < 1:
         raise ImproperlyConfigured("MAX_MESSAGES_PER_RUN must be at least 1")
     if settings.queue_degraded_depth < 1:

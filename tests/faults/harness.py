@@ -30,11 +30,10 @@ INSTANCE = "loja-faults"
 
 # Every process of a scenario gets these (a scenario may override some). They are short on
 # purpose: a dead worker's lease is free after LEASE_SECONDS, the sweeper looks every second,
-# retries start at 0.2 s, and Redis hands an unacknowledged task out again after 18 s.
-# VISIBILITY_TIMEOUT_SECONDS ≥ 2 × TASK_TIME_LIMIT_SECONDS > LLM_TIMEOUT_SECONDS × (MAX_TOOL_ROUNDS
-# + 1): the settings check refuses anything else. No scenario uses tools, so MAX_TOOL_ROUNDS=0
-# lets the LLM timeout stay generous (a fresh worker's first litellm call alone takes ~2 s on a
-# busy 2-core machine) while the visibility timeout stays short.
+# retries start at 0.2 s, and Redis hands an unacknowledged task out again after 18 s (the
+# settings check wants at least 16). TASK_TIME_LIMIT_SECONDS > LLM_TIMEOUT_SECONDS ×
+# (MAX_TOOL_ROUNDS + 1): no scenario uses tools, so MAX_TOOL_ROUNDS=0 lets the LLM timeout stay
+# generous (a fresh worker's first litellm call alone takes ~2 s on a busy 2-core machine).
 FAULT_ENV = {
     "LLM_TIMEOUT_SECONDS": "8",
     "MAX_TOOL_ROUNDS": "0",

@@ -6,8 +6,7 @@ SWEEP_GRACE_SECONDS) in the new worker re-enqueues the conversation, which resum
 
 The task the killed worker was running comes back from the broker too: RabbitMQ requeues it as
 soon as the connection drops; Redis only once it has been unacknowledged for
-VISIBILITY_TIMEOUT_SECONDS (18 s here, set low on purpose; TASK_TIME_LIMIT_SECONDS must stay at
-most half of it) and a worker's periodic restore has run. That redelivered copy must find
+VISIBILITY_TIMEOUT_SECONDS (18 s here) and a worker's periodic restore has run. That redelivered copy must find
 nothing left to do.
 """
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, select
 
+import worker.replies as worker_replies
 from tests.zapreply.replies.test_responder import event_types, make_config, run_of
 from zapreply.replies import leases, plan, responder
 from zapreply.storage import db as db_module
@@ -98,7 +99,7 @@ def test_a_conversation_another_worker_holds_is_recorded_and_answered_later(
         conversation_id = session.scalars(select(Conversation.id)).one()
         assert leases.claim_and_load(session, conversation_id, "someone else", 30) is not None
     later: list[tuple[Any, ...]] = []
-    monkeypatch.setattr(tasks.reply, "apply_async",
+    monkeypatch.setattr(worker_replies.reply, "apply_async",
                         lambda args, countdown: later.append((args, countdown)))
 
     result = tasks.handle_inbound(config_id, "loja", message("T4", "ainda aí?"))

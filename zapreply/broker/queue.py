@@ -6,21 +6,16 @@ worker's task modules, and with them litellm.
 
 from __future__ import annotations
 
-import base64
-import json
-import os
-import socket
-import threading
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any
 
 from zapreply.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from celery import Celery
+
+    from zapreply.broker.redis_fast_publish import RedisFastPublisher
 
 # Task names: they are what Flower shows.
 HANDLE_INBOUND = "inbound.handle_inbound"
@@ -37,7 +32,9 @@ def celery_config(settings: Settings) -> dict[str, object]:
         transport_options: dict[str, object] = {"connect_args": {"timeout": 30}}
     else:
         # Redis: an unacked message is handed out again after this long, even while its
-        # first delivery still runs; task time limits stay well below it (settings check).
+        # first delivery still runs (harmless: a copy finds the message recorded or the
+        # conversation leased). It bounds how long a dead worker's tasks stay away
+        # (docs/RELIABILITY.md), so it is short, and countdowns stay below it.
         transport_options = {
             "visibility_timeout": settings.visibility_timeout_seconds,
             # A server that accepts connections but never answers must not hang a webhook
@@ -75,6 +72,16 @@ def celery_config(settings: Settings) -> dict[str, object]:
         # Each slot holds one message: a long LLM call must not sit on messages another
         # worker could be answering.
         "worker_prefetch_multiplier": 1,
+        # Redis: take a message only when a slot is free to run it. What waits stays in the
+        # broker's list, where any worker takes it, never in the buffer of one that may die
+        # (then it would wait out the visibility timeout). Celery ignores it elsewhere, with a
+        # warning: RabbitMQ hands a dead consumer's messages back at once anyway.
+        **({"worker_disable_prefetch": True} if _is_redis(settings.broker_url) else {}),
+        # RabbitMQ: a worker whose host vanished (no FIN, no RST) is declared dead after two
+        # missed heartbeats, and what it held goes back to the queue (Celery's default, 120 s,
+        # would hold it four minutes).
+        **({"broker_heartbeat": 10} if settings.broker_url.startswith(("amqp", "pyamqp"))
+           else {}),
         # After a broker reconnect Celery 5.7 lowers the prefetch count by the tasks still
         # running; with RabbitMQ a worker then held deliveries it never ran and took no more
         # (tests/faults, broker restart). Keep the full prefetch instead.
@@ -107,7 +114,7 @@ def _is_redis(broker_url: str) -> bool:
 
 
 def make_celery(settings: Settings | None = None) -> Celery:
-    # Imported here: a receiver on Redis never needs Celery itself (see Publisher).
+    # Imported here: a receiver on the Redis fast path never needs Celery itself.
     from celery import Celery
 
     settings = settings or get_settings()
@@ -122,43 +129,22 @@ def make_celery(settings: Settings | None = None) -> Celery:
 
 
 class Publisher:
-    """Publishes tasks by name, for the receiver.
+    """Publishes tasks by name, for the receiver: through Celery's `send_task`, on a Celery app
+    made on first use (the receiver never imports the worker's task modules).
 
-    With a Redis broker a task is the one LPUSH that Celery itself would make: the same
-    protocol-2 message, on one long-lived connection. Going through `send_task` costs the
-    receiver about as much CPU again as the rest of a webhook (kombu builds a new Redis client,
-    a producer and its envelope for every publish; docs/PERFORMANCE.md), and the Celery app and
-    kombu's transport ~8 MB of every receiver process. Other brokers (RabbitMQ, the embedded
-    SQLite one) go through a Celery app, made on first use.
-
-    The LPUSH goes straight through one redis-py `Connection` this publisher holds, not through
-    `Redis.execute_command`: the client's pool, retry and observability layers cost more CPU
-    than the round trip itself, on every webhook (docs/PERFORMANCE.md, "Receiver").
+    With a Redis broker and `PUBLISH_FAST_PATH=redis`, through
+    zapreply.broker.redis_fast_publish instead: the same message, LPUSHed on one held
+    connection, for a fraction of the receiver's CPU (see that module).
     """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._celery: Celery | None = None
-        self._pool: Any = None
-        self._connection: Any = None
-        self._connection_pid = 0
-        self._lock = threading.Lock()
-        if _is_redis(settings.broker_url):
-            import redis
-            from redis.backoff import NoBackoff
-            from redis.retry import Retry
+        self._fast: RedisFastPublisher | None = None
+        if settings.publish_fast_path == "redis" and _is_redis(settings.broker_url):
+            from zapreply.broker.redis_fast_publish import RedisFastPublisher
 
-            # A broker that is down must fail the webhook fast (503, WuzAPI retries): no
-            # retry and 2 s timeouts, as for send_task; and no CLIENT SETINFO round trip on
-            # connecting, which a hung server would make wait too. No health-check PING either:
-            # without a retry it could only fail the webhook the way the LPUSH itself would.
-            # Nothing connects until the first publish (a gunicorn --preload master never holds
-            # the worker's socket).
-            self._pool = redis.ConnectionPool.from_url(
-                settings.broker_url, socket_connect_timeout=2, socket_timeout=2,
-                retry=Retry(NoBackoff(), 0), health_check_interval=0, driver_info=None,
-            )
-        self._origin = _json_string(f"gen{os.getpid()}@{socket.gethostname()}")
+            self._fast = RedisFastPublisher(settings.broker_url, QUEUE)
 
     @property
     def celery(self) -> Celery:
@@ -168,17 +154,17 @@ class Publisher:
 
     @property
     def errors(self) -> tuple[type[BaseException], ...]:
-        """What a publish (or `ping`) raises when the broker cannot take the task."""
-        if self._pool is None:
-            return ()
-        import redis
-
-        return (redis.RedisError,)
+        """What a publish (or `ping`) raises when the broker cannot take the task, besides
+        kombu's OperationalError and OSError."""
+        if self._fast is not None:
+            return self._fast.errors
+        with self.celery.connection_for_write() as connection:  # lazy: nothing connects
+            return tuple(connection.connection_errors) + tuple(connection.channel_errors)
 
     def ping(self) -> None:
         """Raise unless the broker answers (within 2 s, no retry)."""
-        if self._pool is not None:
-            self._command("PING")
+        if self._fast is not None:
+            self._fast.ping()
             return
         # No retry: a probe polls again by itself, and orchestrators time a probe out after
         # about a second (kombu's first retry alone would sleep two).
@@ -187,10 +173,9 @@ class Publisher:
 
     def queue_depth(self) -> int:
         """Tasks waiting in the queue (not those a worker holds), within about 2 s or raising:
-        Redis's LLEN of the list kombu keeps it in; elsewhere what a passive queue_declare
-        counts (RabbitMQ, the embedded SQLite broker)."""
-        if self._pool is not None:
-            return int(self._command("LLEN", QUEUE))
+        what a passive queue_declare counts (Redis: the length of the list kombu keeps it in)."""
+        if self._fast is not None:
+            return self._fast.queue_depth()
         with self.celery.connection_for_read() as connection:
             connection.ensure_connection(max_retries=0, timeout=2)
             try:
@@ -209,95 +194,21 @@ class Publisher:
     @contextmanager
     def publishing(self, name: str, kwargs: dict[str, Any] | None = None,
                    kwargsrepr: str = "{}", args: list[Any] | None = None) -> Iterator[str]:
-        """Publish a task (its id is the `as` target); the with-block runs while Redis takes
-        it, and leaving the block waits for Redis's answer, raising one of `errors` if the task
-        was not taken. What the block does overlaps the round trip: a receiver that only then
-        waits often finds the answer there instead of sleeping on the socket, and a gunicorn
-        worker that sleeps mid-request costs several times the CPU of the wait itself
-        (docs/PERFORMANCE.md, "Receiver").
+        """Publish a task (its id is the `as` target) and run the with-block; once the block
+        has left, the broker has the task, or one of `errors` (or kombu's OperationalError, or
+        OSError) was raised. On the fast path the block runs while Redis takes the task,
+        overlapping the round trip (a gunicorn worker that sleeps mid-request costs several
+        times the CPU of the wait itself; docs/PERFORMANCE.md, "Receiver").
 
-        If the block raises, the connection is dropped unread (the task may or may not have been
-        taken) and the exception goes on. The block must not publish itself: the publisher's one
-        connection is taken until the reply is read.
+        The block must not publish itself: the fast path's one connection is taken until the
+        reply is read.
         """
         args = list(args or [])
         kwargs = kwargs or {}
         argsrepr = repr(tuple(args))
-        if self._pool is None:
-            yield self.celery.send_task(name, args=args, kwargs=kwargs, argsrepr=argsrepr,
-                                        kwargsrepr=kwargsrepr).id
-            return
-        task_id, delivery_tag = str(uuid.uuid4()), str(uuid.uuid4())
-        body = base64.b64encode(json.dumps([args, kwargs, _NO_CALLBACKS]).encode())
-        message = _message(body.decode("ascii"), _json_string(name), task_id,
-                           _json_string(argsrepr), _json_string(kwargsrepr), self._origin,
-                           delivery_tag).encode()
-        with self._lock:
-            connection = self._held_connection()
-            try:
-                # kombu's Redis transport keeps priority 0 in the list named after the queue.
-                connection.send_packed_command(connection.pack_command("LPUSH", QUEUE, message),
-                                               check_health=False)
+        if self._fast is not None:
+            with self._fast.publishing(name, args, kwargs, argsrepr, kwargsrepr) as task_id:
                 yield task_id
-                connection.read_response()
-            except BaseException:
-                # Never leave a reply unread (a timeout, an interrupted read, a failed block):
-                # the next command would take it for its own.
-                connection.disconnect()
-                raise
-
-    def _command(self, *command: str) -> Any:
-        with self._lock:
-            connection = self._held_connection()
-            try:
-                connection.send_command(*command)
-                return connection.read_response()
-            except BaseException:
-                connection.disconnect()
-                raise
-
-    def _held_connection(self) -> Any:
-        """The publisher's one connection (under its lock); it connects on first use and again
-        after a failure dropped it, or after the server closed it (a Redis restart) — checked
-        the way redis-py's pool checks a connection it hands out: nothing may be readable on a
-        connection that expects no reply (a poll, no round trip)."""
-        if self._connection is None or self._connection_pid != os.getpid():
-            # A forked child never shares its parent's socket.
-            self._connection = self._pool.make_connection()
-            self._connection_pid = os.getpid()
-        connection = self._connection
-        connection.connect()  # a no-op when connected
-        try:
-            stale = connection.can_read()
-        except (OSError, self.errors[0]):
-            stale = True
-        if stale:
-            connection.disconnect()
-            connection.connect()
-        return connection
-
-
-_NO_CALLBACKS = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
-
-
-def _message(body: str, task: str, task_id: str, argsrepr: str, kwargsrepr: str, origin: str,
-             delivery_tag: str) -> str:
-    """A Celery protocol-2 message as kombu's Redis transport stores it, the body base64-encoded.
-    `task`, `argsrepr`, `kwargsrepr` and `origin` come as JSON string literals. Built as text
-    instead of json.dumps of a dict of ~30 keys (a sixth of the cost); tests/zapreply/
-    test_queue.py checks it against the message Celery's send_task makes."""
-    return (
-        f'{{"body": "{body}", "content-encoding": "utf-8", "content-type": "application/json", '
-        f'"headers": {{"lang": "py", "task": {task}, "id": "{task_id}", "shadow": null, '
-        f'"eta": null, "expires": null, "group": null, "group_index": null, "retries": 0, '
-        f'"timelimit": [null, null], "root_id": "{task_id}", "parent_id": null, '
-        f'"argsrepr": {argsrepr}, "kwargsrepr": {kwargsrepr}, "origin": {origin}, '
-        f'"ignore_result": null, "replaced_task_nesting": 0, "stamped_headers": null, '
-        f'"stamps": {{}}}}, "properties": {{"correlation_id": "{task_id}", "delivery_mode": 2, '
-        f'"delivery_info": {{"exchange": "", "routing_key": "{QUEUE}"}}, "priority": 0, '
-        f'"body_encoding": "base64", "delivery_tag": "{delivery_tag}"}}}}'
-    )
-
-
-# A str as a JSON string literal, quotes included (what json.dumps does with one).
-_json_string = encode_basestring_ascii
+            return
+        yield self.celery.send_task(name, args=args, kwargs=kwargs, argsrepr=argsrepr,
+                                    kwargsrepr=kwargsrepr).id

@@ -1,5 +1,6 @@
-"""The receiver's publisher: the message it LPUSHes is the one Celery would have sent, and its
-one connection recovers from a broker that dropped it."""
+"""The receiver's publisher: Celery's send_task by default, or the Redis fast path, whose message
+is the one the installed Celery would have sent and whose one connection recovers from a broker
+that dropped it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 import redis
 from kombu import Queue
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from zapreply import settings as settings_module
 from zapreply.broker import redis_transport as broker_module
@@ -28,14 +30,22 @@ def broker(broker_url: str) -> redis.Redis:
     client.delete(QUEUE)
 
 
-def settings_for(broker_url: str) -> settings_module.Settings:
+def settings_for(broker_url: str, fast_path: str = "redis") -> settings_module.Settings:
     return settings_module.load({"DATABASE_URL": "postgresql+psycopg://unused@127.0.0.1/x",
-                                 "CELERY_BROKER_URL": broker_url})
+                                 "CELERY_BROKER_URL": broker_url,
+                                 "PUBLISH_FAST_PATH": fast_path})
 
 
 @pytest.fixture
 def publisher(broker_url: str) -> Publisher:
+    """The Redis fast path."""
     return Publisher(settings_for(broker_url))
+
+
+@pytest.fixture(params=["redis", "off"])
+def any_publisher(request: pytest.FixtureRequest, broker_url: str) -> Publisher:
+    """Either way of publishing: what the receiver relies on holds for both."""
+    return Publisher(settings_for(broker_url, request.param))
 
 
 def queued(client: redis.Redis) -> list[dict[str, Any]]:
@@ -77,9 +87,9 @@ def test_it_publishes_the_message_celery_would(broker, publisher, broker_url, na
     assert without_ids(ours) == without_ids(celerys)
 
 
-def test_each_message_has_its_own_ids(broker, publisher) -> None:
-    first = publisher.send(REPLY, args=[1])
-    second = publisher.send(REPLY, args=[1])
+def test_each_message_has_its_own_ids(broker, any_publisher) -> None:
+    first = any_publisher.send(REPLY, args=[1])
+    second = any_publisher.send(REPLY, args=[1])
     assert first != second
     tags = {message["properties"]["delivery_tag"] for message in queued(broker)}
     assert len(tags) == 2 and not tags & {first, second}
@@ -102,16 +112,46 @@ def test_it_reconnects_after_the_broker_dropped_its_connection(broker, publisher
     assert [message["body"][0] for message in queued(broker)] == [[1], [2], [3]]
 
 
-def test_an_unreachable_broker_raises_one_of_its_errors() -> None:
-    publisher = Publisher(settings_for("redis://127.0.0.1:1/0"))
-    with pytest.raises(publisher.errors):
+@pytest.mark.parametrize("fast_path", ["redis", "off"])
+def test_an_unreachable_broker_raises_one_of_its_errors(fast_path: str) -> None:
+    publisher = Publisher(settings_for("redis://127.0.0.1:1/0", fast_path))
+    expected = (KombuOperationalError, OSError, *publisher.errors)
+    with pytest.raises(expected):
         publisher.send(REPLY, args=[1])
-    with pytest.raises(publisher.errors):
+    with pytest.raises(expected):
         publisher.ping()
 
 
-def test_the_task_is_queued_when_the_block_ends(broker, publisher) -> None:
-    with publisher.publishing(REPLY, args=[1]) as task_id:
+def test_by_default_the_receiver_publishes_through_the_redis_fast_path(
+        broker, broker_url, monkeypatch) -> None:
+    publisher = Publisher(settings_module.load({
+        "DATABASE_URL": "postgresql+psycopg://unused@127.0.0.1/x",
+        "CELERY_BROKER_URL": broker_url}))
+    monkeypatch.setattr(type(publisher), "celery", property(lambda _: pytest.fail("send_task")))
+    task_id = publisher.send(REPLY, args=[1])
+    assert [message["headers"]["id"] for message in queued(broker)] == [task_id]
+
+
+def test_with_the_fast_path_off_it_publishes_through_send_task(broker, broker_url) -> None:
+    publisher = Publisher(settings_for(broker_url, "off"))
+    sent: list[str] = []
+    send_task = publisher.celery.send_task
+    publisher.celery.send_task = lambda name, **options: (sent.append(name),
+                                                          send_task(name, **options))[1]
+    with publisher.publishing(HANDLE_INBOUND, {"config_id": 1}) as task_id:
+        pass
+    assert sent == [HANDLE_INBOUND]
+    assert [message["headers"]["id"] for message in queued(broker)] == [task_id]
+    assert publisher.queue_depth() == 1
+
+
+def test_an_unknown_fast_path_is_refused_at_start() -> None:
+    with pytest.raises(settings_module.ImproperlyConfigured, match="PUBLISH_FAST_PATH"):
+        settings_for("redis://127.0.0.1:6379/0", "memcached")
+
+
+def test_the_task_is_queued_when_the_block_ends(broker, any_publisher) -> None:
+    with any_publisher.publishing(REPLY, args=[1]) as task_id:
         answer = f"queued {task_id}"
     assert answer.endswith(task_id)
     assert [message["headers"]["id"] for message in queued(broker)] == [task_id]
@@ -126,8 +166,8 @@ def test_a_block_that_raises_leaves_no_reply_behind(broker, publisher) -> None:
     assert queued(broker)[-1]["headers"]["id"] == task_id
 
 
-def test_task_ids_are_random_uuids(broker, publisher) -> None:
-    ids = [publisher.send(REPLY, args=[n]) for n in range(50)]
+def test_task_ids_are_random_uuids(broker, any_publisher) -> None:
+    ids = [any_publisher.send(REPLY, args=[n]) for n in range(50)]
     tags = [message["properties"]["delivery_tag"] for message in queued(broker)]
     for value in ids + tags:
         parsed = uuid.UUID(value)
