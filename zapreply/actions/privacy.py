@@ -38,7 +38,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from zapreply.actions.errors import Invalid
-from zapreply.rules.configs import OPTION_DEFAULTS
+from zapreply.rules.options import Options
 from zapreply.settings import get_settings
 from zapreply.storage import events
 from zapreply.storage.db import session_scope
@@ -354,11 +354,11 @@ def purge_expired(
         configs = session.execute(select(WorkflowConfig.id, WorkflowConfig.options)
                                   .order_by(WorkflowConfig.id)).all()
     plans: list[tuple[int | None, int | None]] = [
-        (config_id, {**OPTION_DEFAULTS, **(options or {})}.get("retention_days"))
+        (config_id, Options.of(options).retention_days)
         for config_id, options in configs
     ]
     # Conversations whose config was deleted: the default applies to them.
-    plans.append((None, OPTION_DEFAULTS["retention_days"]))
+    plans.append((None, Options().retention_days))
     summaries = []
     for config_id, days in plans:
         if days is None:
@@ -372,7 +372,7 @@ def purge_expired(
                 events.record(session, RETENTION_PURGED, **summary)
             summaries.append(summary)
     # Events tied to no conversation: kept as long as the longest retention keeps anything.
-    longest = [days for _, days in plans[:-1]] or [OPTION_DEFAULTS["retention_days"]]
+    longest = [days for _, days in plans[:-1]] or [Options().retention_days]
     if None not in longest:
         cutoff = now - timedelta(days=max(longest))
         loose = select(Event.id).where(

@@ -21,7 +21,7 @@ from zapreply.storage.models import utcnow
 
 def deliver(run: RunContext, step: Deliver) -> Next:
     """Do `step`; what comes next once its last row went out."""
-    typing = bool(step.options.get("typing_indicator"))
+    typing = bool(step.options.typing_indicator)
     try:
         return _send_rows(run, step, typing)
     except BaseException:
@@ -33,8 +33,8 @@ def deliver(run: RunContext, step: Deliver) -> Next:
 
 
 def _send_rows(run: RunContext, step: Deliver, typing: bool) -> Next:
-    per_char = float(step.options.get("typing_ms_per_char") or 0) / 1000
-    cap = float(step.options.get("typing_max_seconds") or 0)
+    per_char = float(step.options.typing_ms_per_char or 0) / 1000
+    cap = float(step.options.typing_max_seconds or 0)
     timeout = run.settings.send_timeout_seconds
     for index, row in enumerate(step.rows):
         if per_char and cap:

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from zapreply.llm import business_tools, tools
 from zapreply.replies import leases, media, outbox, plan
 from zapreply.replies.steps import Next, RunContext
+from zapreply.rules.options import Options
 from zapreply.settings import Settings
 from zapreply.storage import events
 from zapreply.storage.db import session_scope
@@ -52,7 +53,7 @@ class Failure:
 
 
 def generation_failed(run: RunContext, run_id: int, failure: Failure,
-                      options: dict[str, Any]) -> Next:
+                      options: Options) -> Next:
     """The model could not be asked: retry, or close the run with the fallback text (from the
     run's `options`) and plan what comes next."""
     with session_scope() as session:

@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 
 from zapreply.replies import media
 from zapreply.rules import configs, conversations, groups, triggers
-from zapreply.rules.configs import OPTION_DEFAULTS, option_values
+from zapreply.rules.configs import options_of
+from zapreply.rules.options import Options
 from zapreply.rules.text import is_keyword
 from zapreply.storage import events
 from zapreply.storage.models import Conversation, Event, Message, ReplyRun, WorkflowConfig, utcnow
@@ -139,23 +140,23 @@ def record_inbound(
                       reason="own reply echoed", wa_message_id=wa_id)
         return Recorded(conversation.id, False, False, debounce)
 
-    options = option_values(config) if config else dict(OPTION_DEFAULTS)
+    options = options_of(config) if config else Options()
     text = message.get("text") or ""
     extra: dict[str, Any] = {"timestamp": message.get("timestamp"),
                              "sender": message.get("sender_jid")}
     if group:
         extra.update(groups.sender_extra(message))
-    limit = options["max_input_chars"]
+    limit = options.max_input_chars
     if not from_me and limit and len(text) > limit:
         extra["truncated_from"] = len(text)
         text = text[:limit]
     if not from_me and message.get("media"):
         # Where the worker gets the bytes when it answers (see zapreply.replies.media).
         extra["media"] = message["media"]
-    reset = not from_me and is_keyword(text, options["reset_keyword"])
+    reset = not from_me and is_keyword(text, options.reset_keyword)
     if reset:
         extra["reset"] = True
-    resume = from_me and is_keyword(text, options["resume_keyword"])
+    resume = from_me and is_keyword(text, options.resume_keyword)
     if resume:
         extra["resume"] = True  # a command to the bot, not words to the customer
     role = "business" if from_me else "customer"
@@ -173,7 +174,7 @@ def record_inbound(
         # The conversation and the message in one statement.
         conversation, inserted, recent = _record_with_conversation(
             session, contact, values, received, count_recent=not from_me and not group,
-            count_opened=not from_me and bool(options["new_conversations_per_minute"]))
+            count_opened=not from_me and bool(options.new_conversations_per_minute))
     else:
         conversation = conversation_for(session, **contact, now=now)
         inserted = insert_unless_exists(session, Message, {
@@ -195,7 +196,7 @@ def record_inbound(
                             debounce)
         # A person at the business answered from the phone: the bot steps aside.
         # human_pause_minutes: None pauses until an operator resumes, 0 does not pause.
-        minutes = options["human_pause_minutes"]
+        minutes = options.human_pause_minutes
         until = now + timedelta(minutes=float(minutes)) if minutes is not None else None
         if minutes != 0 and not _pause_outlasts(conversation, until, now):
             conversations.pause(session, session.get(Conversation, conversation.id),
@@ -216,7 +217,7 @@ def record_inbound(
     if chosen.id != conversation.workflow_config_id:
         session.connection().execute(
             _SET_CONFIG, {"conversation_id": conversation.id, "config_id": chosen.id})
-    config, options, debounce = chosen, option_values(chosen), chosen.debounce_seconds
+    config, options, debounce = chosen, options_of(chosen), chosen.debounce_seconds
     refused = triggers.contact_refused(chosen, conversation,
                                        also=groups.sender_ids(message) if group else ())
     if refused:
@@ -234,7 +235,7 @@ def record_inbound(
         # Kept in the history as context; answered only when the group talks to the bot.
         _set_aside(session, conversation.id, inserted, config, unaddressed)
         return Recorded(conversation.id, True, False, debounce)
-    per_minute = options["rate_limit_per_minute"]
+    per_minute = options.rate_limit_per_minute
     # In a group, each member has their own limit.
     member = message.get("sender_jid") if group else None
     if recent is None and per_minute:
@@ -259,7 +260,7 @@ _TURNED_AWAY = select(exists().where(
 
 
 def _too_many_new_conversations(session: Session, conversation: Row[Any], instance: str,
-                                options: dict[str, Any], now: datetime) -> bool:
+                                options: Options, now: datetime) -> bool:
     """Whether a customer's message belongs to a conversation opened past the instance's
     `new_conversations_per_minute`: a flood of strangers must not buy a model call each.
 
@@ -268,7 +269,7 @@ def _too_many_new_conversations(session: Session, conversation: Row[Any], instan
     within the limit by that count costs two statements more (a lock and an exact count).
     One opened within the limit is never turned away later, and one turned away stays so for
     the rest of its first minute."""
-    most = options.get("new_conversations_per_minute")
+    most = options.new_conversations_per_minute
     since = now - timedelta(minutes=1)
     if not most or conversation.created_at <= since:
         return False

@@ -47,6 +47,7 @@ from zapreply.channel.wuzapi import storable
 from zapreply.net import egress
 from zapreply.net.http import per_shard_limit, shared_client
 from zapreply.rules import budget
+from zapreply.rules.options import Options
 from zapreply.settings import AllowedHost, Settings
 from zapreply.storage import events
 from zapreply.storage.db import session_scope
@@ -118,12 +119,12 @@ class Item:
     label: str = ""
 
     @classmethod
-    def of(cls, row: Message, index: int, options: dict[str, Any], model: str,
+    def of(cls, row: Message, index: int, options: Options, model: str,
            label: str = "") -> Item:
         reference = (row.extra or {}).get("media") or {}
         action = None
         if not reference.get("failed"):
-            if row.media_type == "audio" and options.get("transcribe_audio") \
+            if row.media_type == "audio" and options.transcribe_audio \
                     and not reference.get("transcribed"):
                 action = "transcribe"
             elif row.media_type == "image" and _vision(options, model):
@@ -141,8 +142,8 @@ class Item:
         messages[self.index]["content"] = content
 
 
-def _vision(options: dict[str, Any], model: str) -> bool:
-    setting = options.get("vision") or "auto"
+def _vision(options: Options, model: str) -> bool:
+    setting = options.vision or "auto"
     if setting != "auto":
         return setting == "always"
     from zapreply.llm import chat as llm  # only workers import litellm
@@ -151,7 +152,7 @@ def _vision(options: dict[str, Any], model: str) -> bool:
 
 
 def resolve(
-    messages: list[dict[str, Any]], burst: list[Item], *, options: dict[str, Any],
+    messages: list[dict[str, Any]], burst: list[Item], *, options: Options,
     send: dict[str, Any], settings: Settings, conversation_id: int, run_id: int,
     deadline: float | None = None,
 ) -> str | None:
@@ -170,7 +171,7 @@ def resolve(
         except MediaFailed as exc:
             exc.message_id, exc.media_type = item.message_id, item.media_type
             raise
-    fallback = options.get("media_fallback_text")
+    fallback = options.media_fallback_text
     if not fallback or any(item.understood for item in burst) \
             or not any(item.media_type for item in burst):
         return None
@@ -182,7 +183,7 @@ def resolve(
 
 
 def _transcribe(
-    messages: list[dict[str, Any]], item: Item, options: dict[str, Any], send: dict[str, Any],
+    messages: list[dict[str, Any]], item: Item, options: Options, send: dict[str, Any],
     settings: Settings, conversation_id: int, run_id: int, deadline: float | None,
 ) -> None:
     from zapreply.llm.chat import LLMError, transcribe
@@ -191,16 +192,16 @@ def _transcribe(
                                     deadline=deadline)
     try:
         transcript = transcribe(
-            model=options.get("transcription_model") or "whisper-1", audio=audio,
+            model=options.transcription_model or "whisper-1", audio=audio,
             file_name=_audio_file_name(item.reference, mimetype), mimetype=mimetype,
             timeout=_time_left(_until(settings, deadline), "transcribe the audio"),
-            language=options.get("transcription_language"),
+            language=options.transcription_language,
         )
     except LLMError as exc:
         raise MediaFailed(f"transcription: {exc}", permanent=exc.permanent,
                           retry_after=exc.retry_after) from exc
     text = storable(transcript.text.strip())
-    limit = options.get("max_input_chars")
+    limit = options.max_input_chars
     with session_scope() as session:
         row = session.get(Message, item.message_id)
         extra = dict(row.extra or {})

@@ -19,6 +19,7 @@ from zapreply.llm import business_tools
 from zapreply.replies import leases, media
 from zapreply.replies.steps import Draft, Generate, Outgoing, RunContext
 from zapreply.rules import budget, conversations
+from zapreply.rules.options import Options
 from zapreply.storage import events
 from zapreply.storage import outbox as store
 from zapreply.storage.db import autocommit, get_engine
@@ -44,11 +45,11 @@ def outbound_message_id(instance: str, run_id: int, seq: int) -> str:
     return "3EB0" + digest[:18].upper()
 
 
-def reply_texts(texts: list[str], options: dict[str, Any], most: int | None = None) -> list[str]:
+def reply_texts(texts: list[str], options: Options, most: int | None = None) -> list[str]:
     """The messages to send for the model's texts: split at blank lines if the config says so
     (several short messages read like a person; one wall of text does not), and no more than
     `most` of them."""
-    if options.get("split_paragraphs"):
+    if options.split_paragraphs:
         texts = [part.strip() for text in texts for part in _PARAGRAPH_BREAK.split(text)
                  if part.strip()]
     else:
@@ -90,7 +91,7 @@ def add(session: Session, conversation: _Addressed, run_id: int, texts: list[str
 
 
 def close_failed(session: Session, run: ReplyRun, conversation_id: int, reason: str,
-                 options: dict[str, Any]) -> None:
+                 options: Options) -> None:
     """The run failed for good: record it, and queue the config's fallback text if the run
     has nothing in the outbox."""
     run.status = "failed"
@@ -98,7 +99,7 @@ def close_failed(session: Session, run: ReplyRun, conversation_id: int, reason: 
     run.finished_at = utcnow()
     events.record(session, events.RUN_FAILED, conversation_id=conversation_id, run_id=run.id,
                   reason=reason, attempts=run.attempts)
-    fallback = options.get("fallback_text")
+    fallback = options.fallback_text
     has_outbox = session.scalar(
         select(Message.id).where(Message.reply_run_id == run.id, Message.role == "assistant")
         .limit(1)
@@ -185,8 +186,8 @@ def store_draft(session: Session, run: RunContext, step: Generate, draft: Draft,
                             actor="assistant")
         events.record(session, events.HANDOFF_REQUESTED, conversation_id=conversation_id,
                       run_id=run_id, reason=draft.effects.handoff_reason)
-        if prompt.options.get("handoff_text"):
-            texts.append(prompt.options["handoff_text"])
+        if prompt.options.handoff_text:
+            texts.append(prompt.options.handoff_text)
         if not texts:
             # Handed over with nothing to say: the run is done.
             closed = session.get(ReplyRun, run_id)

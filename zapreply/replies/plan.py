@@ -31,7 +31,8 @@ from zapreply.replies.steps import (
     Wait,
 )
 from zapreply.rules import budget, configs, conversations, groups, hours
-from zapreply.rules.configs import option_values
+from zapreply.rules.configs import options_of
+from zapreply.rules.options import Options
 from zapreply.storage import events, runs
 from zapreply.storage.models import Conversation, Message, ReplyRun, WorkflowConfig, utcnow
 
@@ -58,7 +59,7 @@ class _Seen:
 
     conversation: Conversation | Row[Any]
     config: WorkflowConfig | None
-    options: dict[str, Any]
+    options: Options
     now: datetime
 
 
@@ -96,12 +97,12 @@ def _decide(session: Session, run: RunContext,
             return Done()
     now = utcnow()
     config = configs.get(session, conversation.workflow_config_id)
-    options = option_values(config) if config else {}
+    options = options_of(config) if config else Options()
     # What is waiting: outbox rows not confirmed sent, and customer messages no run has taken
     # (one query for both, which also brings the open run and the loop guard's count).
     waiting = connection.execute(runs.WAITING, {
         "conversation_id": run.conversation_id,
-        "since": now - timedelta(minutes=options.get("loop_guard_minutes") or 0),
+        "since": now - timedelta(minutes=options.loop_guard_minutes or 0),
     }).all()
 
     # Replies already written but not confirmed sent go first, in order (this includes the
@@ -133,7 +134,7 @@ def _deliver_undelivered(session: Session, seen: _Seen,
     return Deliver(reply_run.id, _target(seen.conversation, send),
                    [Outgoing(m.id, m.content, m.wa_message_id or "")
                     for m in undelivered if m.reply_run_id == reply_run.id],
-                   option_values(config) if config else {})
+                   options_of(config) if config else Options())
 
 
 def _resume(session: Session, run: RunContext, seen: _Seen,
@@ -245,7 +246,10 @@ def _why_not_answer(session: Session, seen: _Seen, pending: list[Row[Any]]) -> W
         return Wait((ready_at - now).total_seconds())
     # Opening hours, judged when the burst arrived: outside them no model call, at most the
     # away message (zapreply.rules.hours).
-    closed = hours.closed_for(session, conversation.id, options, pending[-1].created_at)
+    closed = hours.closed_for(
+        session, conversation.id, pending[-1].created_at, schedule=options.opening_hours,
+        outside_hours=options.outside_hours, timezone=options.timezone,
+        away_message=options.away_message)
     if closed is not None and closed.away_text is None:
         return _Skip("outside opening hours", closed)
     if closed is None and budget.is_spent(session, config.id, options, now):
@@ -253,11 +257,11 @@ def _why_not_answer(session: Session, seen: _Seen, pending: list[Row[Any]]) -> W
     return _Skip(None, closed)
 
 
-def _looping(session: Session, conversation_id: int, options: dict[str, Any],
+def _looping(session: Session, conversation_id: int, options: Options,
              now: datetime, member: str | None = None, replies_sent: int | None = None) -> bool:
     """Whether the conversation had as many replies in the loop guard's window as it allows
     (`replies_sent`: the count for the whole conversation, when already read)."""
-    most, minutes = options.get("loop_guard_replies"), options.get("loop_guard_minutes")
+    most, minutes = options.loop_guard_replies, options.loop_guard_minutes
     if not most or not minutes:
         return False
     since = now - timedelta(minutes=minutes)
@@ -292,7 +296,7 @@ def _generate(
                          newest=newest, first_seq=first_seq)
     read_ids = [(wa_id, sender) for wa_id, sender in session.connection().execute(
         runs.READ_IDS, {"run_id": run_id}
-    )] if asked.options.get("mark_read") else []
+    )] if asked.options.mark_read else []
     return Generate(run_id, asked, _target(conversation, dict(config.send or {})),
                     chat=conversation.chat_jid, read_ids=read_ids)
 

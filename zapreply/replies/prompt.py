@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 from zapreply.llm import business_tools
 from zapreply.replies import media
 from zapreply.rules import groups
-from zapreply.rules.configs import option_values
+from zapreply.rules.configs import options_of
+from zapreply.rules.options import Options
 from zapreply.rules.text import quoted_name
 from zapreply.settings import Settings
 from zapreply.storage import runs
@@ -29,7 +30,7 @@ class Prompt:
     config_id: int
     model: str
     messages: list[dict[str, Any]]
-    options: dict[str, Any]
+    options: Options
     # Where this run's outbox numbering starts (0 for a new run); None: read it when storing
     # (a replay may have left a fallback row).
     first_seq: int | None = None
@@ -46,13 +47,13 @@ def build(
 ) -> Prompt:
     """The prompt of run `run_id` (`newest`: the id of its burst's last message, if
     known)."""
-    options = option_values(config)
+    options = options_of(config)
     if newest is None:
         newest = session.scalar(
             select(func.max(Message.id))
             .where(Message.reply_run_id == run_id, Message.role == "customer")
         )
-    limit = options.get("history_limit") or settings.history_limit
+    limit = options.history_limit or settings.history_limit
     rows = session.connection().execute(runs.HISTORY, {
         "conversation_id": conversation.id, "newest": newest or 0, "limit": limit,
     }).all()
@@ -63,7 +64,7 @@ def build(
         # The business's resume keyword was said to the bot, not to the customer.
         and not (row.extra or {}).get("resume")
     ]))
-    rows = _current_session(rows, options.get("session_idle_hours"))
+    rows = _current_session(rows, options.session_idle_hours)
     messages: list[dict[str, Any]] = []
     group = groups.is_group_chat(conversation.chat_jid)
     if config.system_prompt:
@@ -174,11 +175,11 @@ def _current_session(rows: list[Message], idle_hours: float | None) -> list[Mess
 _PLACEHOLDER = re.compile(r"\{(contact_name|contact_phone|now|date|time|weekday)\}")
 
 
-def render_prompt(template: str, conversation: Conversation, options: dict[str, Any]) -> str:
+def render_prompt(template: str, conversation: Conversation, options: Options) -> str:
     """Fill {contact_name}, {contact_phone}, {now}, {date}, {time} and {weekday} (in the
     config's timezone); any other brace stays as written."""
     try:
-        zone = ZoneInfo(options.get("timezone") or "UTC")
+        zone = ZoneInfo(options.timezone or "UTC")
     except (ZoneInfoNotFoundError, ValueError):
         zone = ZoneInfo("UTC")
     now = utcnow().astimezone(zone)

@@ -15,7 +15,8 @@ from typing import Any
 from sqlalchemy import exists, or_, select
 from sqlalchemy.orm import Session
 
-from zapreply.rules.configs import option_values
+from zapreply.rules.configs import options_of
+from zapreply.rules.options import Options
 from zapreply.rules.text import bot_id, quoted_name
 from zapreply.storage.models import Conversation, Message, WorkflowConfig
 
@@ -27,28 +28,28 @@ def is_group_chat(chat_jid: str) -> bool:
 
 
 def accepts_groups(config: WorkflowConfig) -> bool:
-    return (option_values(config).get("groups") or "off") != "off"
+    return (options_of(config).groups or "off") != "off"
 
 
 def instance_takes_groups(session: Session, instance: str) -> bool:
     """Whether some active config on the instance answers group chats."""
     return any(
-        ((options or {}).get("groups") or "off") != "off"
-        for options in session.scalars(
+        (Options.of(stored).groups or "off") != "off"
+        for stored in session.scalars(
             select(WorkflowConfig.options)
             .where(WorkflowConfig.instance == instance, WorkflowConfig.is_active.is_(True))
         )
     )
 
 
-def bot_ids(options: dict[str, Any]) -> set[str]:
-    configured = options.get("bot_number")
+def bot_ids(options: Options) -> set[str]:
+    configured = options.bot_number
     values = configured if isinstance(configured, list) else [configured]
     return {user for value in values if isinstance(value, str) and (user := bot_id(value))}
 
 
 def addressed(session: Session, conversation_id: int, message: dict[str, Any],
-              options: dict[str, Any]) -> bool:
+              options: Options) -> bool:
     """The message mentions the bot, quotes a message its number sent, or replies to one of
     the replies we recorded (which needs no `bot_number`)."""
     ids = bot_ids(options)
@@ -69,8 +70,8 @@ def addressed(session: Session, conversation_id: int, message: dict[str, Any],
 def unanswered_reason(session: Session, config: WorkflowConfig, conversation_id: int,
                       message: dict[str, Any]) -> str | None:
     """Why this config does not answer a group message, or None when it does."""
-    options = option_values(config)
-    mode = options.get("groups") or "off"
+    options = options_of(config)
+    mode = options.groups or "off"
     if mode == "off":
         return "group chat"
     if mode == "mention" and not addressed(session, conversation_id, message, options):
