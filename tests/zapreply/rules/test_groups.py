@@ -34,7 +34,7 @@ def read_group(message: dict[str, Any] | None = None, **info: Any):  # type: ign
 
 def test_a_group_message_is_read_only_when_asked_to():
     envelope = wuzapi.parse_envelope(JSON, (FIXTURES / "message_group.json").read_bytes())
-    assert wuzapi.read_message(envelope) == "group chat"
+    assert wuzapi.read_message(envelope).reason == "group chat"
 
     message = wuzapi.read_message(envelope, groups=True)
     assert isinstance(message, wuzapi.InboundMessage)
