@@ -14,8 +14,8 @@ from tests.conftest import ROOT
 from zapreply import cli
 from zapreply.rules.configs import MASK
 from zapreply.rules.options import DEFAULTS, DEFINITIONS
-from zapreply.storage import events
 from zapreply.storage.db import session_scope
+from zapreply.storage.events import EventType
 from zapreply.storage.models import Conversation, Event, WorkflowConfig, utcnow
 
 BASE = ["--name", "Loja", "--instance", "loja-cli", "--model", "openai/gpt-4o-mini",
@@ -175,8 +175,7 @@ def test_every_option_says_what_it_is_for():
 
 
 def test_the_readme_lists_every_event_type():
-    types = [value for name, value in vars(events).items()
-             if name.isupper() and isinstance(value, str)]
+    types = list(EventType)
     assert len(types) >= 19
     section = _readme().split("### Events", 1)[1]
     assert [t for t in types if f"`{t}`" not in section] == []

@@ -16,6 +16,7 @@ from zapreply.replies.steps import Deliver, Done, Next, Outgoing, RunContext
 from zapreply.storage import events, runs
 from zapreply.storage import outbox as store
 from zapreply.storage.db import autocommit, get_engine, session_scope
+from zapreply.storage.events import EventType
 from zapreply.storage.models import utcnow
 
 
@@ -49,7 +50,7 @@ def _send_rows(run: RunContext, step: Deliver, typing: bool) -> Next:
                                               timeout=timeout)
         except messaging.SendError as exc:
             return failures.send_failed(run, step.run_id, failures.Failure(
-                events.MESSAGE_FAILED, exc, permanent=exc.permanent,
+                EventType.MESSAGE_FAILED, exc, permanent=exc.permanent,
                 attempts=run.settings.send_max_attempts, row_id=row.row_id, status=exc.status))
         if index == len(step.rows) - 1:
             return _last_sent(run, step.run_id, row, provider_id)
@@ -66,7 +67,7 @@ def _send_rows(run: RunContext, step: Deliver, typing: bool) -> Next:
 def _record_sent(session: Session, run: RunContext, run_id: int, row: Outgoing,
                  provider_id: str | None) -> None:
     store.mark_sent(session.connection(), row.row_id, provider_id, utcnow())
-    events.record(session, events.MESSAGE_SENT, conversation_id=run.conversation_id,
+    events.record(session, EventType.MESSAGE_SENT, conversation_id=run.conversation_id,
                   run_id=run_id, message_id=row.row_id, provider_message_id=provider_id)
 
 

@@ -20,7 +20,8 @@ from zapreply.rules.options import Options
 from zapreply.settings import Settings
 from zapreply.storage import events
 from zapreply.storage.db import session_scope
-from zapreply.storage.models import Message, ReplyRun, utcnow
+from zapreply.storage.events import EventType
+from zapreply.storage.models import Message, OutboxStatus, ReplyRun, RunStatus, utcnow
 
 
 class RetryLater(Exception):
@@ -43,7 +44,7 @@ def backoff(settings: Settings, attempt: int, at_least: float | None = None) -> 
 class Failure:
     """One failed attempt at a run's step."""
 
-    event_type: str  # llm.failed or message.failed
+    event_type: EventType  # LLM_FAILED or MESSAGE_FAILED
     error: Exception
     permanent: bool
     attempts: int  # how many attempts the run gets for this step
@@ -75,14 +76,14 @@ def send_failed(run: RunContext, run_id: int, failure: Failure) -> Next:
         if gives_up:
             session.execute(
                 update(Message)
-                .where(Message.reply_run_id == run_id, Message.status == "pending")
+                .where(Message.reply_run_id == run_id, Message.status == OutboxStatus.PENDING)
                 .values(status="failed")
             )
-            if reply_run.status == "running":
-                reply_run.status = "failed"
+            if reply_run.status == RunStatus.RUNNING:
+                reply_run.status = RunStatus.FAILED
                 reply_run.error = str(failure.error)
                 reply_run.finished_at = utcnow()
-                events.record(session, events.RUN_FAILED, conversation_id=run.conversation_id,
+                events.record(session, EventType.RUN_FAILED, conversation_id=run.conversation_id,
                               run_id=run_id, reason=str(failure.error),
                               attempts=reply_run.attempts)
             session.flush()
@@ -115,7 +116,7 @@ def record_discarded_calls(run: RunContext, run_id: int, effects: tools.Effects)
     with session_scope() as session:
         leases.fence(session, run.conversation_id, run.token, run.settings.lease_seconds)
         for call in calls:
-            events.record(session, events.TOOL_CALLED, conversation_id=run.conversation_id,
+            events.record(session, EventType.TOOL_CALLED, conversation_id=run.conversation_id,
                           run_id=run_id, name=call["name"], arguments=call["arguments"],
                           result=call["result"][:business_tools.EVENT_RESULT_CHARS],
                           discarded=True, **call["details"])

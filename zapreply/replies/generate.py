@@ -16,8 +16,8 @@ from zapreply.replies.prompt import Prompt
 from zapreply.replies.steps import Deliver, Draft, Generate, Next, RunContext
 from zapreply.rules import budget
 from zapreply.settings import Settings
-from zapreply.storage import events
 from zapreply.storage.db import session_scope
+from zapreply.storage.events import EventType
 from zapreply.storage.models import utcnow
 
 
@@ -50,7 +50,7 @@ def generate_and_store(run: RunContext, step: Generate) -> Next:
         failures.record_discarded_calls(run, step.run_id, effects)
         _typing(run, step, False)
         return failures.generation_failed(run, step.run_id, failures.Failure(
-            events.LLM_FAILED, exc, permanent=exc.permanent, retry_after=exc.retry_after,
+            EventType.LLM_FAILED, exc, permanent=exc.permanent, retry_after=exc.retry_after,
             attempts=run.settings.llm_max_attempts), options)
     following = _store(run, step, draft)
     if not isinstance(following.step, Deliver):

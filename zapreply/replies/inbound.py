@@ -17,7 +17,18 @@ from zapreply.rules.configs import options_of
 from zapreply.rules.options import Options
 from zapreply.rules.text import is_keyword
 from zapreply.storage import events
-from zapreply.storage.models import Conversation, Event, Message, ReplyRun, WorkflowConfig, utcnow
+from zapreply.storage.events import EventType
+from zapreply.storage.models import (
+    Conversation,
+    ConversationStatus,
+    Event,
+    Message,
+    ReplyRun,
+    Role,
+    RunStatus,
+    WorkflowConfig,
+    utcnow,
+)
 
 _conversations = Conversation.__table__
 _messages = Message.__table__
@@ -69,7 +80,8 @@ def _upsert_statement(dialect: str) -> Any:
         insert = _insert_for(dialect)(table).values(
             instance=bindparam("instance"), chat_jid=bindparam("chat_jid"),
             contact_phone=bindparam("contact_phone"), contact_name=bindparam("contact_name"),
-            workflow_config_id=bindparam("config_id"), status="active", lease_token=0,
+            workflow_config_id=bindparam("config_id"), status=ConversationStatus.ACTIVE,
+            lease_token=0,
             last_inbound_at=bindparam("inbound_at"), created_at=bindparam("created_at"),
             updated_at=bindparam("updated_at"),
         )
@@ -136,7 +148,7 @@ def record_inbound(
             _OWN_ECHO, {"instance": instance, "wa_id": wa_id}).scalar():
         # Our own reply echoed back: not a human taking over.
         conversation = conversation_for(session, **contact)
-        events.record(session, events.MESSAGE_IGNORED, conversation_id=conversation.id,
+        events.record(session, EventType.MESSAGE_IGNORED, conversation_id=conversation.id,
                       reason="own reply echoed", wa_message_id=wa_id)
         return Recorded(conversation.id, False, False, debounce)
 
@@ -159,7 +171,7 @@ def record_inbound(
     resume = from_me and is_keyword(text, options.resume_keyword)
     if resume:
         extra["resume"] = True  # a command to the bot, not words to the customer
-    role = "business" if from_me else "customer"
+    role = Role.BUSINESS if from_me else Role.CUSTOMER
     values = {
         "instance": instance,
         "role": role,
@@ -180,12 +192,12 @@ def record_inbound(
         inserted = insert_unless_exists(session, Message, {
             **values, "conversation_id": conversation.id}, ["instance", "wa_message_id"])
         if inserted is not None:
-            events.record(session, events.MESSAGE_RECEIVED, conversation_id=conversation.id,
+            events.record(session, EventType.MESSAGE_RECEIVED, conversation_id=conversation.id,
                           **received)
         recent = None
 
     if inserted is None:
-        events.record(session, events.MESSAGE_DUPLICATE, conversation_id=conversation.id,
+        events.record(session, EventType.MESSAGE_DUPLICATE, conversation_id=conversation.id,
                       wa_message_id=wa_id)
         return Recorded(conversation.id, False, _has_unanswered(session, conversation.id), debounce)
     if from_me:
@@ -226,7 +238,7 @@ def record_inbound(
     if reset:
         # The customer asked to start over: later replies see nothing before this message.
         _set_aside(session, conversation.id, inserted, config, "session reset")
-        events.record(session, events.SESSION_RESET, conversation_id=conversation.id,
+        events.record(session, EventType.SESSION_RESET, conversation_id=conversation.id,
                       wa_message_id=wa_id)
         return Recorded(conversation.id, True, False, debounce)
     unaddressed = groups.unanswered_reason(session, chosen, conversation.id, message) \
@@ -254,7 +266,7 @@ _NEW_ON_INSTANCE = select(func.count()).where(
 _LOCK_NEW_CONVERSATIONS = select(func.pg_advisory_xact_lock(bindparam("key", type_=BigInteger())))
 _TURNED_AWAY = select(exists().where(
     ReplyRun.conversation_id == bindparam("conversation_id"),
-    ReplyRun.status == "skipped",
+    ReplyRun.status == RunStatus.SKIPPED,
     ReplyRun.error == TOO_MANY_NEW_CONVERSATIONS,
 ))
 
@@ -335,7 +347,7 @@ def _record_with_conversation_statement() -> Any:
         # Reads the snapshot from before the insert: the new message is added to it.
         recent = select(func.count()).where(
             _messages.c.conversation_id == conversation.c.id,
-            _messages.c.role == "customer",
+            _messages.c.role == Role.CUSTOMER,
             _messages.c.created_at > bindparam("since", type_=_messages.c.created_at.type),
         ).scalar_subquery()
         # The instance's conversations opened in the last minute, before this one; only when
@@ -351,7 +363,7 @@ def _record_with_conversation_statement() -> Any:
         # conversation was turned away.
         runs = ReplyRun.__table__
         turned_away = exists().where(runs.c.conversation_id == conversation.c.id,
-                                     runs.c.status == "skipped",
+                                     runs.c.status == RunStatus.SKIPPED,
                                      runs.c.error == TOO_MANY_NEW_CONVERSATIONS)
         _built[key] = select(
             *conversation.c,
@@ -375,7 +387,7 @@ def _record_with_conversation(
     the customer's messages in the last minute with it."""
     row = session.connection().execute(_record_with_conversation_statement(), {
         **contact, **values, "updated_at": values["created_at"],
-        "event_type": events.MESSAGE_RECEIVED, "payload": received,
+        "event_type": EventType.MESSAGE_RECEIVED, "payload": received,
         "count_recent": count_recent, "count_opened": count_opened,
         "since": values["created_at"] - timedelta(minutes=1),
     }).one()
@@ -386,7 +398,7 @@ def _record_with_conversation(
 
 _RECENT = select(func.count()).where(
     _messages.c.conversation_id == bindparam("conversation_id"),
-    _messages.c.role == "customer",
+    _messages.c.role == Role.CUSTOMER,
     _messages.c.created_at > bindparam("since"),
 )
 _RECENT_FROM = _RECENT.where(_messages.c.extra["sender"].as_string() == bindparam("sender"))
@@ -396,7 +408,7 @@ _OWN_ECHO = select(exists().where(
 ))
 _UNANSWERED = select(exists().where(
     _messages.c.conversation_id == bindparam("conversation_id"),
-    _messages.c.role == "customer",
+    _messages.c.role == Role.CUSTOMER,
     _messages.c.reply_run_id.is_(None),
 ))
 
@@ -413,14 +425,15 @@ def _recent_customer_messages(session: Session, conversation_id: int, now: datet
 def _set_aside(session: Session, conversation_id: int, message_id: int,
                config: WorkflowConfig | None, reason: str) -> None:
     """Record a customer message as handled without a reply."""
-    run = ReplyRun(conversation_id=conversation_id, status="skipped", attempts=0, error=reason,
-                   workflow_config_id=config.id if config else None, finished_at=utcnow())
+    run = ReplyRun(conversation_id=conversation_id, status=RunStatus.SKIPPED, attempts=0,
+                   error=reason, workflow_config_id=config.id if config else None,
+                   finished_at=utcnow())
     session.add(run)
     session.flush()
     message = session.get(Message, message_id)
     message.reply_run_id = run.id
     media.drop_inline(message)  # never answered: its bytes are not needed
-    events.record(session, events.MESSAGE_IGNORED, conversation_id=conversation_id,
+    events.record(session, EventType.MESSAGE_IGNORED, conversation_id=conversation_id,
                   run_id=run.id, reason=reason, message_id=message_id)
 
 
@@ -448,5 +461,5 @@ def record_ignored(
         conversation_id = session.scalar(select(Conversation.id).where(
             Conversation.instance == instance, Conversation.chat_jid == chat_jid,
         ))
-    events.record(session, events.MESSAGE_IGNORED, conversation_id=conversation_id,
+    events.record(session, EventType.MESSAGE_IGNORED, conversation_id=conversation_id,
                   reason=reason, instance=instance, wa_message_id=wa_message_id, chat=chat_jid)

@@ -51,7 +51,8 @@ from zapreply.rules.options import Options
 from zapreply.settings import AllowedHost, Settings
 from zapreply.storage import events
 from zapreply.storage.db import session_scope
-from zapreply.storage.models import Message, ReplyRun, utcnow
+from zapreply.storage.events import EventType
+from zapreply.storage.models import Message, ReplyRun, Role, utcnow
 
 # WuzAPI's download endpoint per media type (POST, header Token, body: the media keys).
 _DOWNLOAD_PATHS = {
@@ -176,7 +177,7 @@ def resolve(
             or not any(item.media_type for item in burst):
         return None
     with session_scope() as session:
-        events.record(session, events.MEDIA_FALLBACK, conversation_id=conversation_id,
+        events.record(session, EventType.MEDIA_FALLBACK, conversation_id=conversation_id,
                       run_id=run_id, message_ids=[item.message_id for item in burst],
                       media_types=[item.media_type for item in burst])
     return str(fallback)
@@ -214,7 +215,7 @@ def _transcribe(
         row.content, row.extra = text, extra
         budget.record_transcription(session, session.get(ReplyRun, run_id).workflow_config_id,
                                     options, transcript.cost, utcnow())
-        events.record(session, events.MEDIA_TRANSCRIBED, conversation_id=conversation_id,
+        events.record(session, EventType.MEDIA_TRANSCRIBED, conversation_id=conversation_id,
                       run_id=run_id, message_id=item.message_id, model=transcript.model,
                       source=source, chars=len(text), seconds=transcript.seconds,
                       cost=transcript.cost, latency_ms=transcript.latency_ms)
@@ -261,7 +262,7 @@ def record_failure(session: Session, exc: MediaFailed, *, conversation_id: int, 
         reference.pop("base64", None)
     extra["media"] = reference
     row.extra = extra
-    events.record(session, events.MEDIA_FAILED, conversation_id=conversation_id, run_id=run_id,
+    events.record(session, EventType.MEDIA_FAILED, conversation_id=conversation_id, run_id=run_id,
                   message_id=exc.message_id, media_type=exc.media_type, error=str(exc)[:300],
                   permanent=exc.permanent, attempt=attempts, will_retry=not gives_up)
     return None if gives_up else attempts
@@ -270,7 +271,7 @@ def record_failure(session: Session, exc: MediaFailed, *, conversation_id: int, 
 def forget_inline(session: Session, run_id: int) -> None:
     """Drop the inline bytes of the run's messages: they are answered."""
     for row in session.scalars(select(Message).where(
-        Message.reply_run_id == run_id, Message.role == "customer",
+        Message.reply_run_id == run_id, Message.role == Role.CUSTOMER,
         Message.media_type.is_not(None),
     )):
         drop_inline(row)

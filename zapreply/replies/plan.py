@@ -34,7 +34,17 @@ from zapreply.rules import budget, configs, conversations, groups, hours
 from zapreply.rules.configs import options_of
 from zapreply.rules.options import Options
 from zapreply.storage import events, runs
-from zapreply.storage.models import Conversation, Message, ReplyRun, WorkflowConfig, utcnow
+from zapreply.storage.events import EventType
+from zapreply.storage.models import (
+    Conversation,
+    Message,
+    OutboxStatus,
+    ReplyRun,
+    Role,
+    RunStatus,
+    WorkflowConfig,
+    utcnow,
+)
 
 
 @dataclass(frozen=True)
@@ -107,7 +117,7 @@ def _decide(session: Session, run: RunContext,
 
     # Replies already written but not confirmed sent go first, in order (this includes the
     # fallback text of a run that failed).
-    undelivered = sorted((m for m in waiting if m.role == "assistant"),
+    undelivered = sorted((m for m in waiting if m.role == Role.ASSISTANT),
                          key=lambda m: (m.reply_run_id or 0, m.seq or 0))
     seen = _Seen(conversation, config, options, now)
     if undelivered:
@@ -116,7 +126,7 @@ def _decide(session: Session, run: RunContext,
         runs.RUNNING, {"conversation_id": run.conversation_id}).scalar()
     if open_id is not None:
         return _resume(session, run, seen, session.get(ReplyRun, open_id))
-    pending = [m for m in waiting if m.role == "customer"]
+    pending = [m for m in waiting if m.role == Role.CUSTOMER]
     if not pending:
         return Done()
     return _open(session, run, seen, pending)
@@ -126,7 +136,7 @@ def _deliver_undelivered(session: Session, seen: _Seen,
                          undelivered: list[Row[Any]]) -> Wait | Deliver:
     now = seen.now
     reply_run = session.get(ReplyRun, undelivered[0].reply_run_id)
-    if (reply_run.status == "running" and reply_run.next_attempt_at
+    if (reply_run.status == RunStatus.RUNNING and reply_run.next_attempt_at
             and reply_run.next_attempt_at > now):
         return Wait((reply_run.next_attempt_at - now).total_seconds())
     config = _config_of(session, seen.config, reply_run.workflow_config_id)
@@ -146,21 +156,21 @@ def _resume(session: Session, run: RunContext, seen: _Seen,
     # A fallback text sent by an earlier failed attempt is not an answer (see replay).
     answered = session.scalar(
         select(Message.id).where(
-            Message.reply_run_id == reply_run.id, Message.role == "assistant",
+            Message.reply_run_id == reply_run.id, Message.role == Role.ASSISTANT,
             Message.extra["fallback"].as_boolean().is_not(True),
         ).limit(1)
     ) is not None
     if answered:
-        reply_run.status = "sent"
+        reply_run.status = RunStatus.SENT
         reply_run.finished_at = now
         return _Replan(finished=1)
     if conversations.is_paused(seen.conversation, now):
         # A person took the conversation over while this run waited for a retry: the bot
         # must not answer after them.
-        reply_run.status = "skipped"
+        reply_run.status = RunStatus.SKIPPED
         reply_run.error = "conversation paused"
         reply_run.finished_at = now
-        events.record(session, events.MESSAGE_IGNORED, conversation_id=run.conversation_id,
+        events.record(session, EventType.MESSAGE_IGNORED, conversation_id=run.conversation_id,
                       run_id=reply_run.id, reason="conversation paused")
         return _Replan()
     config = _config_of(session, seen.config, reply_run.workflow_config_id)
@@ -180,7 +190,7 @@ def _open(session: Session, run: RunContext, seen: _Seen,
     reply_run = _RunRef(runs.open_run(session.connection(), {
         "conversation_id": run.conversation_id,
         "workflow_config_id": config_id,
-        "status": "skipped" if skip.reason else "running",
+        "status": RunStatus.SKIPPED if skip.reason else RunStatus.RUNNING,
         "attempts": 0,
         "next_attempt_at": None,
         "error": skip.reason,
@@ -207,13 +217,13 @@ def _not_answered(session: Session, run: RunContext, seen: _Seen, reply_run: _Ru
         # again); the customer's messages stay in the history for when the business opens.
         away = outbox.add(session, seen.conversation, reply_run.id, [skip.closed.away_text],
                           extra={"away": True})
-        events.record(session, events.AWAY_QUEUED, conversation_id=run.conversation_id,
+        events.record(session, EventType.AWAY_QUEUED, conversation_id=run.conversation_id,
                       run_id=reply_run.id, closed_since=skip.closed.since.isoformat(),
                       message_ids=[row.row_id for row in away],
                       wa_message_ids=[m.wa_message_id for m in pending])
         return
     events.record(
-        session, events.MESSAGE_IGNORED, conversation_id=run.conversation_id,
+        session, EventType.MESSAGE_IGNORED, conversation_id=run.conversation_id,
         run_id=reply_run.id, reason=skip.reason,
         wa_message_ids=[m.wa_message_id for m in pending],
     )
@@ -272,11 +282,11 @@ def _looping(session: Session, conversation_id: int, options: Options,
         sent = session.scalar(
             select(func.count(func.distinct(Message.reply_run_id))).where(
                 Message.conversation_id == conversation_id,
-                Message.role == "assistant",
-                Message.status == "sent",
+                Message.role == Role.ASSISTANT,
+                Message.status == OutboxStatus.SENT,
                 Message.sent_at > since,
                 exists().where(
-                    asked.c.reply_run_id == Message.reply_run_id, asked.c.role == "customer",
+                    asked.c.reply_run_id == Message.reply_run_id, asked.c.role == Role.CUSTOMER,
                     asked.c.extra["sender"].as_string() == member),
             )) or 0
     elif replies_sent is not None:

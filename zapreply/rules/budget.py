@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from zapreply.rules import conversations
 from zapreply.rules.options import Options
 from zapreply.storage import events
+from zapreply.storage.events import EventType
 from zapreply.storage.models import Conversation, DailyUsage, ReplyRun
 
 SPENT = "daily budget spent"
@@ -93,7 +94,7 @@ def turn_away(session: Session, conversation: Conversation, run: ReplyRun,
     action = options.budget_action or "fallback"
     if first_today is not None:
         events.record(
-            session, events.BUDGET_EXCEEDED, conversation_id=conversation.id, run_id=run.id,
+            session, EventType.BUDGET_EXCEEDED, conversation_id=conversation.id, run_id=run.id,
             workflow_config_id=run.workflow_config_id, day=day.isoformat(),
             tokens=first_today.tokens, cost=first_today.cost,
             daily_token_budget=options.daily_token_budget,
@@ -102,7 +103,7 @@ def turn_away(session: Session, conversation: Conversation, run: ReplyRun,
     if action == "handoff":
         conversations.pause(session, conversation, reason="handoff to human", until=None,
                             actor="budget")
-        events.record(session, events.HANDOFF_REQUESTED, conversation_id=conversation.id,
+        events.record(session, EventType.HANDOFF_REQUESTED, conversation_id=conversation.id,
                       run_id=run.id, reason=SPENT)
         text = options.handoff_text
     else:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from zapreply.rules.configs import options_of
 from zapreply.rules.options import Options
 from zapreply.rules.text import bot_id, quoted_name
-from zapreply.storage.models import Conversation, Message, WorkflowConfig
+from zapreply.storage.models import Conversation, Message, Role, WorkflowConfig
 
 NOT_ADDRESSED = "not addressed to the bot"
 
@@ -61,7 +61,7 @@ def addressed(session: Session, conversation_id: int, message: dict[str, Any],
     quoted_id = message.get("quoted_id")
     return bool(quoted_id) and bool(session.scalar(select(exists().where(
         Message.conversation_id == conversation_id,
-        Message.role == "assistant",
+        Message.role == Role.ASSISTANT,
         # WuzAPI sends our deterministic id as the WhatsApp id; other drivers report their own.
         or_(Message.wa_message_id == quoted_id, Message.provider_message_id == quoted_id),
     ))))
@@ -114,7 +114,7 @@ def attributed(row: Message, content: Any) -> Any:
 def speaker(conversation: Conversation, rows: list[Message]) -> Conversation:
     """For the prompt's {contact_name} and {contact_phone} in a group: the member who wrote
     last. A detached copy, never added to a session."""
-    latest = next((row for row in reversed(rows) if row.role == "customer"), None)
+    latest = next((row for row in reversed(rows) if row.role == Role.CUSTOMER), None)
     extra = (latest.extra or {}) if latest is not None else {}
     return Conversation(chat_jid=conversation.chat_jid, instance=conversation.instance,
                         contact_name=extra.get("sender_name"),
@@ -123,7 +123,7 @@ def speaker(conversation: Conversation, rows: list[Message]) -> Conversation:
 
 def tell_the_model(messages: list[dict[str, Any]], rows: list[Message]) -> None:
     """Say in the system message that this is a group and who wrote last."""
-    latest = next((row for row in reversed(rows) if row.role == "customer"), None)
+    latest = next((row for row in reversed(rows) if row.role == Role.CUSTOMER), None)
     note = ("This is a WhatsApp group chat with several people; each of their messages "
             "starts with the sender's quoted name (or number) in brackets, and your reply goes "
             "to the whole group.")

@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from zapreply.storage.models import Message
+from zapreply.storage.models import Message, Role
 
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 # "mon" or "monday" (any case) -> 0, as datetime.weekday() counts.
@@ -164,7 +164,7 @@ def closed_for(session: Session, conversation_id: int, at: datetime, *,
     text = away_message
     if text and session.scalar(select(exists().where(
         Message.conversation_id == conversation_id,
-        Message.role == "assistant",
+        Message.role == Role.ASSISTANT,
         Message.extra["away"].as_boolean().is_(True),
         Message.created_at >= since,
     ))):

@@ -16,7 +16,7 @@ from zapreply.rules import configs
 from zapreply.rules.configs import options_of
 from zapreply.rules.options import Options
 from zapreply.rules.text import compile_pattern, normalize, without_accents
-from zapreply.storage.models import Conversation, Message, ReplyRun, WorkflowConfig
+from zapreply.storage.models import Conversation, Message, ReplyRun, Role, RunStatus, WorkflowConfig
 
 OPERATORS = ("equals", "contains", "starts_with", "regex")
 
@@ -118,12 +118,12 @@ def _engaged(session: Session, conversation: Conversation, config: WorkflowConfi
     answering = exists().where(
         ReplyRun.conversation_id == conversation.id,
         ReplyRun.workflow_config_id == config.id,
-        ReplyRun.status.in_(("running", "sent")),
+        ReplyRun.status.in_((RunStatus.RUNNING, RunStatus.SENT)),
         ReplyRun.created_at > now - timedelta(hours=hours),
     )
     waiting = exists().where(
         Message.conversation_id == conversation.id,
-        Message.role == "customer",
+        Message.role == Role.CUSTOMER,
         Message.reply_run_id.is_(None),
         Message.id != message_id,
     )
