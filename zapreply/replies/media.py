@@ -52,7 +52,7 @@ from zapreply.settings import AllowedHost, Settings
 from zapreply.storage import events
 from zapreply.storage.db import session_scope
 from zapreply.storage.events import EventType
-from zapreply.storage.models import Message, ReplyRun, Role, utcnow
+from zapreply.storage.models import MediaReference, Message, MessageExtra, ReplyRun, Role, utcnow
 
 # WuzAPI's download endpoint per media type (POST, header Token, body: the media keys).
 _DOWNLOAD_PATHS = {
@@ -205,11 +205,12 @@ def _transcribe(
     limit = options.max_input_chars
     with session_scope() as session:
         row = session.get(Message, item.message_id)
-        extra = dict(row.extra or {})
+        extra: MessageExtra = {**(row.extra or {})}
         if limit and len(text) > limit:
             extra["truncated_from"] = len(text)
             text = text[:limit]
-        reference = {k: v for k, v in (extra.get("media") or {}).items() if k != "base64"}
+        reference: MediaReference = {
+            k: v for k, v in (extra.get("media") or {}).items() if k != "base64"}
         reference["transcribed"] = True
         extra["media"] = reference
         row.content, row.extra = text, extra
@@ -252,8 +253,8 @@ def record_failure(session: Session, exc: MediaFailed, *, conversation_id: int, 
     """Count a failed attempt on the message's media: the attempt number when a retry may
     help, None when the media is given up on (it is then described as not understood)."""
     row = session.get(Message, exc.message_id)
-    extra = dict(row.extra or {})
-    reference = dict(extra.get("media") or {})
+    extra: MessageExtra = {**(row.extra or {})}
+    reference: MediaReference = {**(extra.get("media") or {})}
     attempts = int(reference.get("attempts") or 0) + 1
     gives_up = exc.permanent or attempts >= budget
     reference["attempts"] = attempts

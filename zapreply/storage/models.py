@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, date, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, TypedDict
 
 from sqlalchemy import (
     JSON,
@@ -61,6 +61,44 @@ class ConversationStatus(StrEnum):
 
     ACTIVE = "active"
     PAUSED = "paused"
+
+
+class MediaReference(TypedDict, total=False):
+    """Where a media message's bytes are (zapreply.channel.wuzapi.media_reference) and what
+    became of them (zapreply.replies.media)."""
+
+    mimetype: str
+    file_name: str
+    size: int
+    seconds: int
+    voice: bool  # a voice note (PTT), not an audio file
+    base64: str  # the inline bytes, dropped once the message is answered
+    inline_dropped: int  # base64 characters WuzAPI sent that were too many to carry
+    url: str  # WuzAPI's S3 delivery
+    download: dict[str, Any]  # the keys WuzAPI's download endpoints take
+    transcribed: bool  # content holds the transcript
+    attempts: int  # failed fetches or transcriptions so far
+    failed: str  # why the media was given up on
+
+
+class MessageExtra(TypedDict, total=False):
+    """Message.extra: what a message row keeps beyond its columns; every key optional."""
+
+    # Customer and business messages.
+    timestamp: str | None  # WhatsApp's, as WuzAPI sent it
+    sender: str | None  # the JID that wrote it (a group member's, in a group)
+    sender_name: str  # a group member's WhatsApp name
+    sender_phone: str  # a group member's number
+    truncated_from: int  # the length before max_input_chars cut it
+    media: MediaReference
+    reset: bool  # the customer's reset_keyword: later replies see nothing before it
+    resume: bool  # the business's resume_keyword: a command, not words to the customer
+    # Outbound messages.
+    fallback: bool  # fallback_text sent instead of a reply
+    away: bool  # the away message of a closed window
+    # Tool calls kept for the history.
+    name: str
+    arguments: Any
 
 
 def utcnow() -> datetime:
@@ -216,6 +254,7 @@ class Message(Base):
     status: Mapped[str | None] = mapped_column(String(20))
     seq: Mapped[int | None] = mapped_column(Integer)
     provider_message_id: Mapped[str | None] = mapped_column(String(128))
+    # A MessageExtra.
     extra: Mapped[json_dict]
     sent_at: Mapped[datetime | None]
     created_at: Mapped[created_at]
