@@ -91,6 +91,41 @@ class InboundMessage:
 _GROUP_FIELDS = ("is_group", "mentions", "quoted_id", "quoted_sender")
 
 
+@dataclass(frozen=True, slots=True)
+class InboundPayload:
+    """An inbound task's message as the worker reads it: the JSON of InboundMessage.as_payload,
+    read once. Keys a receiver of an earlier version did not send are optional, so tasks
+    already queued are still accepted."""
+
+    wa_message_id: str
+    chat_jid: str
+    sender_jid: str | None = None
+    contact_phone: str | None = None
+    push_name: str | None = None
+    from_me: bool = False
+    timestamp: str | None = None
+    text: str = ""
+    media_type: str | None = None
+    is_group: bool = False
+    mentions: tuple[str, ...] = ()
+    quoted_id: str | None = None
+    quoted_sender: str | None = None
+    media: dict[str, Any] | None = None
+
+    @classmethod
+    def from_task(cls, message: dict[str, Any]) -> InboundPayload:
+        get = message.get
+        return cls(
+            wa_message_id=message["wa_message_id"], chat_jid=message["chat_jid"],
+            sender_jid=get("sender_jid"), contact_phone=get("contact_phone"),
+            push_name=get("push_name"), from_me=bool(get("from_me")),
+            timestamp=get("timestamp"), text=get("text") or "", media_type=get("media_type"),
+            is_group=bool(get("is_group")), mentions=tuple(get("mentions") or ()),
+            quoted_id=get("quoted_id"), quoted_sender=get("quoted_sender"),
+            media=get("media") or None,
+        )
+
+
 def verify_signature(key: str, body: bytes, signature: str | None) -> bool:
     if not signature:
         return False

@@ -11,6 +11,7 @@ from sqlalchemy import BigInteger, Boolean, Row, and_, bindparam, case, exists, 
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from zapreply.channel.wuzapi import InboundPayload
 from zapreply.replies import media
 from zapreply.rules import configs, conversations, groups, triggers
 from zapreply.rules.configs import options_of
@@ -23,6 +24,7 @@ from zapreply.storage.models import (
     ConversationStatus,
     Event,
     Message,
+    MessageExtra,
     ReplyRun,
     Role,
     RunStatus,
@@ -130,20 +132,26 @@ _SET_CONFIG = (
 def record_inbound(
     session: Session, *, config_id: int, instance: str, message: dict[str, Any]
 ) -> Recorded:
+    """Record a message an inbound task carries (`message`: its payload, as queued)."""
+    return _record(session, config_id, instance, InboundPayload.from_task(message))
+
+
+def _record(session: Session, config_id: int, instance: str,
+            message: InboundPayload) -> Recorded:
     config = configs.get(session, config_id)
-    from_me = bool(message.get("from_me"))
+    from_me = message.from_me
     # A group's conversation is the group: who wrote each message is kept on the message.
-    group = bool(message.get("is_group"))
+    group = message.is_group
     now = utcnow()
     contact = {
-        "instance": instance, "chat_jid": message["chat_jid"],
-        "contact_phone": None if group else message.get("contact_phone"),
-        "contact_name": None if from_me or group else message.get("push_name"),
+        "instance": instance, "chat_jid": message.chat_jid,
+        "contact_phone": None if group else message.contact_phone,
+        "contact_name": None if from_me or group else message.push_name,
         "config_id": config.id if config else None,
         "inbound_at": None if from_me else now,
     }
     debounce = config.debounce_seconds if config else 0.0
-    wa_id = message["wa_message_id"]
+    wa_id = message.wa_message_id
     if from_me and session.connection().execute(
             _OWN_ECHO, {"instance": instance, "wa_id": wa_id}).scalar():
         # Our own reply echoed back: not a human taking over.
@@ -153,18 +161,17 @@ def record_inbound(
         return Recorded(conversation.id, False, False, debounce)
 
     options = options_of(config) if config else Options()
-    text = message.get("text") or ""
-    extra: dict[str, Any] = {"timestamp": message.get("timestamp"),
-                             "sender": message.get("sender_jid")}
+    text = message.text
+    extra: MessageExtra = {"timestamp": message.timestamp, "sender": message.sender_jid}
     if group:
         extra.update(groups.sender_extra(message))
     limit = options.max_input_chars
     if not from_me and limit and len(text) > limit:
         extra["truncated_from"] = len(text)
         text = text[:limit]
-    if not from_me and message.get("media"):
+    if not from_me and message.media:
         # Where the worker gets the bytes when it answers (see zapreply.replies.media).
-        extra["media"] = message["media"]
+        extra["media"] = message.media
     reset = not from_me and is_keyword(text, options.reset_keyword)
     if reset:
         extra["reset"] = True
@@ -177,11 +184,11 @@ def record_inbound(
         "role": role,
         "content": text,
         "wa_message_id": wa_id,
-        "media_type": message.get("media_type"),
+        "media_type": message.media_type,
         "extra": extra,
         "created_at": now,
     }
-    received = {"wa_message_id": wa_id, "role": role, "media_type": message.get("media_type")}
+    received = {"wa_message_id": wa_id, "role": role, "media_type": message.media_type}
     if _dialect(session) == "postgresql":
         # The conversation and the message in one statement.
         conversation, inserted, recent = _record_with_conversation(
@@ -249,7 +256,7 @@ def record_inbound(
         return Recorded(conversation.id, True, False, debounce)
     per_minute = options.rate_limit_per_minute
     # In a group, each member has their own limit.
-    member = message.get("sender_jid") if group else None
+    member = message.sender_jid if group else None
     if recent is None and per_minute:
         recent = _recent_customer_messages(session, conversation.id, now, member)
     if per_minute and recent > per_minute:

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import exists, or_, select
 from sqlalchemy.orm import Session
 
+from zapreply.channel.wuzapi import InboundPayload
 from zapreply.rules.configs import options_of
 from zapreply.rules.options import Options
 from zapreply.rules.text import bot_id, quoted_name
@@ -48,17 +49,17 @@ def bot_ids(options: Options) -> set[str]:
     return {user for value in values if isinstance(value, str) and (user := bot_id(value))}
 
 
-def addressed(session: Session, conversation_id: int, message: dict[str, Any],
+def addressed(session: Session, conversation_id: int, message: InboundPayload,
               options: Options) -> bool:
     """The message mentions the bot, quotes a message its number sent, or replies to one of
     the replies we recorded (which needs no `bot_number`)."""
     ids = bot_ids(options)
-    if ids and any(bot_id(jid) in ids for jid in message.get("mentions") or []):
+    if ids and any(bot_id(jid) in ids for jid in message.mentions):
         return True
-    quoted_sender = message.get("quoted_sender")
+    quoted_sender = message.quoted_sender
     if ids and quoted_sender and bot_id(quoted_sender) in ids:
         return True
-    quoted_id = message.get("quoted_id")
+    quoted_id = message.quoted_id
     return bool(quoted_id) and bool(session.scalar(select(exists().where(
         Message.conversation_id == conversation_id,
         Message.role == Role.ASSISTANT,
@@ -68,7 +69,7 @@ def addressed(session: Session, conversation_id: int, message: dict[str, Any],
 
 
 def unanswered_reason(session: Session, config: WorkflowConfig, conversation_id: int,
-                      message: dict[str, Any]) -> str | None:
+                      message: InboundPayload) -> str | None:
     """Why this config does not answer a group message, or None when it does."""
     options = options_of(config)
     mode = options.groups or "off"
@@ -79,15 +80,15 @@ def unanswered_reason(session: Session, config: WorkflowConfig, conversation_id:
     return None
 
 
-def sender_extra(message: dict[str, Any]) -> dict[str, Any]:
+def sender_extra(message: InboundPayload) -> dict[str, str]:
     """What a group message's row keeps about its sender (the conversation is the group)."""
-    extra = {"sender_name": message.get("push_name"), "sender_phone": message.get("contact_phone")}
+    extra = {"sender_name": message.push_name, "sender_phone": message.contact_phone}
     return {key: value for key, value in extra.items() if value}
 
 
-def sender_ids(message: dict[str, Any]) -> list[str]:
+def sender_ids(message: InboundPayload) -> list[str]:
     """The group member's JID and number, for the allow- and deny-lists."""
-    return [value for value in (message.get("sender_jid"), message.get("contact_phone")) if value]
+    return [value for value in (message.sender_jid, message.contact_phone) if value]
 
 
 def sender_label(row: Message) -> str:

@@ -36,7 +36,7 @@ def message_envelope(message: dict[str, Any] | None = None, **info: Any) -> Enve
     return wuzapi.parse_envelope(JSON, compact(envelope))
 
 
-def read(message: dict[str, Any] | None = None, **info: Any) -> InboundMessage | str:
+def read(message: dict[str, Any] | None = None, **info: Any) -> InboundMessage | wuzapi.Ignored:
     return wuzapi.read_message(message_envelope(message, **info))
 
 
@@ -504,3 +504,21 @@ def test_a_message_event_without_its_identity_is_a_bad_payload(
 def test_other_event_types_are_not_messages(name: str) -> None:
     envelope = wuzapi.parse_envelope(JSON, (FIXTURES / name).read_bytes())
     assert wuzapi.read_message(envelope).reason == f"event type {envelope.type} is not a message"
+
+
+def test_the_worker_reads_back_every_field_the_receiver_queued() -> None:
+    message = wuzapi.read_message(message_envelope(IsGroup=True), groups=True)
+    assert isinstance(message, InboundMessage) and message.is_group
+
+    payload = wuzapi.InboundPayload.from_task(json.loads(json.dumps(message.as_payload())))
+
+    assert {name: getattr(payload, name) for name in message.__dataclass_fields__} \
+        == vars(message)
+
+
+def test_a_task_queued_with_only_the_ids_is_still_read() -> None:
+    payload = wuzapi.InboundPayload.from_task({"wa_message_id": "3A01", "chat_jid": "55@s"})
+
+    assert (payload.text, payload.from_me, payload.is_group, payload.mentions) == (
+        "", False, False, ())
+    assert payload.sender_jid is None and payload.media is None
