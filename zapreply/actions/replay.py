@@ -29,7 +29,7 @@ def reopen_run(session: Session, run_id: int, *, actor: str) -> ReplyRun:
     if session.scalar(select(exists().where(unsent, Message.extra["away"].as_boolean()))):
         # Outside opening hours the answer is the away message, never the model's: send it
         # again (the same message, under the same id).
-        session.execute(update(Message).where(unsent).values(status="pending"))
+        session.execute(update(Message).where(unsent).values(status=OutboxStatus.PENDING))
     else:
         session.execute(delete(Message).where(unsent))
     previous_error = run.error

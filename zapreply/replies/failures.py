@@ -77,7 +77,7 @@ def send_failed(run: RunContext, run_id: int, failure: Failure) -> Next:
             session.execute(
                 update(Message)
                 .where(Message.reply_run_id == run_id, Message.status == OutboxStatus.PENDING)
-                .values(status="failed")
+                .values(status=OutboxStatus.FAILED)
             )
             if reply_run.status == RunStatus.RUNNING:
                 reply_run.status = RunStatus.FAILED

@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, func, insert, select, text, update
 
 from zapreply.storage.events import EventType
-from zapreply.storage.models import Conversation, Event, Message, Role
+from zapreply.storage.models import Conversation, Event, Message, OutboxStatus, Role
 
 _messages = Message.__table__
 _conversations = Conversation.__table__
@@ -33,7 +33,7 @@ _NEXT_SEQ = select(func.coalesce(func.max(_messages.c.seq) + 1, 0)).where(
 _ADD = insert(_messages).returning(_messages.c.id, sort_by_parameter_order=True)
 _MARK_SENT = (
     update(_messages).where(_messages.c.id == bindparam("row_id"))
-    .values(status="sent", provider_message_id=bindparam("provider_id"),
+    .values(status=OutboxStatus.SENT, provider_message_id=bindparam("provider_id"),
             sent_at=bindparam("sent_at"))
 )
 

@@ -89,7 +89,7 @@ READ_IDS = (
 )
 CLOSE_SENT_RUN = (
     update(_runs).where(_runs.c.id == bindparam("run_id"), _runs.c.status == RunStatus.RUNNING)
-    .values(status="sent", finished_at=bindparam("finished_at"))
+    .values(status=RunStatus.SENT, finished_at=bindparam("finished_at"))
 )
 
 _OPEN_RUN = insert(_runs).returning(_runs.c.id)
