@@ -138,9 +138,9 @@ def receive(instance: str | None = None, secret: str | None = None):  # type: ig
         return _error("the instance in the URL is not the one the body names "
                       "(instanceName/userID)", 401)
 
-    if isinstance(message, str) and envelope.type != "Message":
+    if isinstance(message, wuzapi.Ignored) and not message.is_message:
         # Receipts, presence, connection events: nothing to record.
-        return _answer("ignored", reason=message)
+        return _answer("ignored", reason=message.reason)
 
     if trust.instance is not None:
         candidates = [trust.instance]
@@ -154,19 +154,19 @@ def receive(instance: str | None = None, secret: str | None = None):  # type: ig
         config = routing.active_config(candidates)
         if config is None:
             return _answer("ignored", reason="no active workflow config for this instance")
-        if message == "group chat" and config.groups:
+        if isinstance(message, wuzapi.Ignored) and message.is_group and config.groups:
             # A config on this instance answers groups: read the message after all.
             message = wuzapi.read_message(envelope, groups=True,
                                           inline_media_limit=settings.media_inline_max_bytes)
-        if isinstance(message, str):
+        if isinstance(message, wuzapi.Ignored):
             # read_message checked that Info.ID and Info.Chat are present strings.
             info = envelope.event["Info"]
             with publisher.publishing(RECORD_IGNORED, {
-                "instance": config.instance, "reason": message,
+                "instance": config.instance, "reason": message.reason,
                 "wa_message_id": wuzapi.storable(info["ID"]),
                 "chat_jid": wuzapi.storable(info["Chat"]),
             }, kwargsrepr=f"{{'instance': {config.instance!r}, ...}}"):
-                answer = _answer("ignored", reason=message)
+                answer = _answer("ignored", reason=message.reason)
             return answer
         if routing.recently_enqueued(config.instance, message.wa_message_id):
             return _answer("duplicate", message_id=message.wa_message_id)

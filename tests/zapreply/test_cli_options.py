@@ -12,9 +12,10 @@ from sqlalchemy import select
 
 from tests.conftest import ROOT
 from zapreply import cli
-from zapreply.rules.configs import MASK, OPTION_DEFAULTS
-from zapreply.storage import events
+from zapreply.rules.configs import MASK
+from zapreply.rules.options import DEFAULTS, DEFINITIONS
 from zapreply.storage.db import session_scope
+from zapreply.storage.events import EventType
 from zapreply.storage.models import Conversation, Event, WorkflowConfig, utcnow
 
 BASE = ["--name", "Loja", "--instance", "loja-cli", "--model", "openai/gpt-4o-mini",
@@ -63,7 +64,7 @@ def created(capsys) -> dict:  # type: ignore[no-untyped-def]
 
 
 def test_every_option_has_a_sample():
-    assert set(SAMPLES) == set(OPTION_DEFAULTS)
+    assert set(SAMPLES) == set(DEFAULTS)
 
 
 def test_the_cli_sets_every_option(db, capsys):
@@ -132,18 +133,25 @@ def _readme() -> str:
     return (ROOT / "README.md").read_text()
 
 
-def test_the_readme_options_table_lists_every_option_with_its_default():
+def _readme_options() -> dict[str, str]:
+    """The README's options table: each option it names, with the default it shows."""
+    table = _readme().split("Options (all optional", 1)[1].split("\n\n", 2)[1]
     rows = {}
-    for line in _readme().splitlines():
+    for line in table.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         if line.startswith("| `") and len(cells) == 3:
             names = re.findall(r"`([a-z_]+)`", cells[0])
             defaults = [d.strip() for d in cells[1].split(",")] if len(names) > 1 else [cells[1]]
-            for name, default in zip(names, defaults, strict=False):
+            assert len(defaults) == len(names), line
+            for name, default in zip(names, defaults, strict=True):
                 rows[name] = default
-    missing = sorted(set(OPTION_DEFAULTS) - set(rows))
-    assert missing == []
-    for name, default in OPTION_DEFAULTS.items():
+    return rows
+
+
+def test_the_readme_options_table_lists_every_option_with_its_default():
+    rows = _readme_options()
+    assert sorted(set(DEFAULTS) - set(rows)) == []
+    for name, default in DEFAULTS.items():
         shown = rows[name].strip("`")
         if default is None:
             assert shown.startswith(("none", "provider's", "30")), (name, shown)
@@ -157,9 +165,17 @@ def test_the_readme_options_table_lists_every_option_with_its_default():
             assert shown == default, (name, shown)
 
 
+def test_the_readme_documents_no_option_that_does_not_exist():
+    assert sorted(set(_readme_options()) - set(DEFAULTS)) == []
+
+
+def test_every_option_says_what_it_is_for():
+    assert [name for name, definition in DEFINITIONS.items()
+            if not definition.metadata["doc"].strip()] == []
+
+
 def test_the_readme_lists_every_event_type():
-    types = [value for name, value in vars(events).items()
-             if name.isupper() and isinstance(value, str)]
+    types = list(EventType)
     assert len(types) >= 19
     section = _readme().split("### Events", 1)[1]
     assert [t for t in types if f"`{t}`" not in section] == []

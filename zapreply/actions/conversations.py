@@ -12,10 +12,10 @@ from sqlalchemy.orm import Session
 from zapreply.actions.errors import Invalid, NotFound
 from zapreply.actions.paging import DEFAULT_LIMIT, Page, page
 from zapreply.rules import conversations
-from zapreply.storage.models import Conversation, Message, utcnow
+from zapreply.storage.models import Conversation, ConversationStatus, Message, utcnow
 
 MAX_PAUSE_MINUTES = 366 * 24 * 60
-STATUSES = (conversations.ACTIVE, conversations.PAUSED)
+STATUSES = (ConversationStatus.ACTIVE, ConversationStatus.PAUSED)
 
 
 def get_conversation(
@@ -42,9 +42,9 @@ def list_conversations(
     statement = select(Conversation)
     if instance is not None:
         statement = statement.where(Conversation.instance == instance)
-    if status == conversations.PAUSED:
+    if status == ConversationStatus.PAUSED:
         statement = statement.where(conversations.paused_clause(now))
-    elif status == conversations.ACTIVE:
+    elif status == ConversationStatus.ACTIVE:
         statement = statement.where(not_(conversations.paused_clause(now)))
     elif status is not None:
         raise Invalid("'status' must be active or paused")

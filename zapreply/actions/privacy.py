@@ -38,18 +38,28 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from zapreply.actions.errors import Invalid
-from zapreply.rules.configs import OPTION_DEFAULTS
+from zapreply.rules.options import Options
 from zapreply.settings import get_settings
 from zapreply.storage import events
 from zapreply.storage.db import session_scope
-from zapreply.storage.models import Conversation, Event, Message, ReplyRun, WorkflowConfig, utcnow
+from zapreply.storage.events import EventType
+from zapreply.storage.models import (
+    Conversation,
+    ConversationStatus,
+    Event,
+    Message,
+    OutboxStatus,
+    ReplyRun,
+    Role,
+    RunStatus,
+    WorkflowConfig,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
-CONTACT_ERASED = events.CONTACT_ERASED
-RETENTION_PURGED = events.RETENTION_PURGED
 # Proof that an erasure was done, with counts only: kept whatever the retention.
-_KEPT_FOREVER = (CONTACT_ERASED,)
+_KEPT_FOREVER = (EventType.CONTACT_ERASED,)
 _PHONE_PUNCTUATION = re.compile(r"[\s+().\-]")
 # E.164: at most 15 digits; fewer than 7 is no one's mobile number.
 _MIN_DIGITS, _MAX_DIGITS = 7, 15
@@ -118,7 +128,7 @@ def _member_messages(contact: Contact) -> ColumnElement[bool]:
     if contact.phone:
         clauses.append(Message.extra["sender_phone"].as_string() == contact.phone)
     groups = select(Conversation.id).where(_is_group(Conversation.chat_jid))
-    return (Message.role == "customer") & Message.conversation_id.in_(groups) & or_(*clauses)
+    return (Message.role == Role.CUSTOMER) & Message.conversation_id.in_(groups) & or_(*clauses)
 
 
 def _chat_events(chats: list[str]) -> ColumnElement[bool]:
@@ -308,7 +318,7 @@ def erase_contact(session: Session, contact: Contact, *, actor: str) -> dict[str
         counts["events"] += deleted(delete(Event).where(Event.id.in_(scope.loose_events)))
     if scope.member_ids:
         _erase_member(session, scope, counts, deleted)
-    events.record(session, CONTACT_ERASED, actor=actor, **counts)
+    events.record(session, EventType.CONTACT_ERASED, actor=actor, **counts)
     return counts
 
 
@@ -327,11 +337,11 @@ def _erase_member(session: Session, scope: _Scope, counts: dict[str, int],
         # when they answered the member alone (a reply to someone repeats what they wrote).
         others = Message.__table__.alias("others")
         answered_only_the_member = ~exists().where(
-            others.c.reply_run_id == Message.reply_run_id, others.c.role == "customer")
+            others.c.reply_run_id == Message.reply_run_id, others.c.role == Role.CUSTOMER)
         counts["messages"] += deleted(delete(Message).where(
             Message.reply_run_id.in_(scope.member_runs),
-            or_(Message.role == "tool",
-                (Message.role == "assistant") & (Message.status != "sent"),
+            or_(Message.role == Role.TOOL,
+                (Message.role == Role.ASSISTANT) & (Message.status != OutboxStatus.SENT),
                 answered_only_the_member),
         ))
         counts["runs"] += deleted(delete(ReplyRun).where(
@@ -354,11 +364,11 @@ def purge_expired(
         configs = session.execute(select(WorkflowConfig.id, WorkflowConfig.options)
                                   .order_by(WorkflowConfig.id)).all()
     plans: list[tuple[int | None, int | None]] = [
-        (config_id, {**OPTION_DEFAULTS, **(options or {})}.get("retention_days"))
+        (config_id, Options.of(options).retention_days)
         for config_id, options in configs
     ]
     # Conversations whose config was deleted: the default applies to them.
-    plans.append((None, OPTION_DEFAULTS["retention_days"]))
+    plans.append((None, Options().retention_days))
     summaries = []
     for config_id, days in plans:
         if days is None:
@@ -369,10 +379,10 @@ def purge_expired(
             summary = {"workflow_config_id": config_id, "retention_days": days,
                        "cutoff": cutoff.isoformat(), **counts}
             with session_scope() as session:
-                events.record(session, RETENTION_PURGED, **summary)
+                events.record(session, EventType.RETENTION_PURGED, **summary)
             summaries.append(summary)
     # Events tied to no conversation: kept as long as the longest retention keeps anything.
-    longest = [days for _, days in plans[:-1]] or [OPTION_DEFAULTS["retention_days"]]
+    longest = [days for _, days in plans[:-1]] or [Options().retention_days]
     if None not in longest:
         cutoff = now - timedelta(days=max(longest))
         loose = select(Event.id).where(
@@ -383,7 +393,7 @@ def purge_expired(
             summary = {"workflow_config_id": None, "retention_days": max(longest),
                        "cutoff": cutoff.isoformat(), "loose_events": removed}
             with session_scope() as session:
-                events.record(session, RETENTION_PURGED, **summary)
+                events.record(session, EventType.RETENTION_PURGED, **summary)
             summaries.append(summary)
     return summaries
 
@@ -403,7 +413,7 @@ def _purge_config(config_id: int | None, cutoff: datetime, now: datetime,
         # A run goes once no message points at it (a customer message always comes before
         # its run, so an expired run's burst has expired with it); an open one never.
         "runs": _in_batches(ReplyRun, select(ReplyRun.id).where(
-            ReplyRun.created_at < cutoff, ReplyRun.status != "running",
+            ReplyRun.created_at < cutoff, ReplyRun.status != RunStatus.RUNNING,
             ReplyRun.conversation_id.in_(conversations),
             ~exists().where(Message.reply_run_id == ReplyRun.id)), batch_size),
     }
@@ -412,7 +422,7 @@ def _purge_config(config_id: int | None, cutoff: datetime, now: datetime,
     counts["conversations"] = _in_batches(Conversation, select(Conversation.id).where(
         owned, Conversation.updated_at < cutoff,
         or_(Conversation.lease_expires_at.is_(None), Conversation.lease_expires_at < now),
-        or_(Conversation.status != "paused",
+        or_(Conversation.status != ConversationStatus.PAUSED,
             (Conversation.paused_until.is_not(None)) & (Conversation.paused_until < now)),
         ~exists().where(Message.conversation_id == Conversation.id),
         ~exists().where(Event.conversation_id == Conversation.id),

@@ -34,6 +34,26 @@ class Envelope:
         return [value for value in (self.instance_name, self.user_id, self.token) if value]
 
 
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """A webhook with nothing to answer, and why (the reason is recorded and answered)."""
+
+    reason: str
+    # False: not a message at all (a receipt, presence, a connection event), nothing to record.
+    is_message: bool = True
+    # A group chat, read as Ignored because groups were not asked for.
+    is_group: bool = False
+
+
+# The fixed reasons, built once: the receiver answers them on every such webhook.
+GROUP_CHAT = Ignored("group chat", is_group=True)
+BROADCAST = Ignored("status or broadcast")
+NEWSLETTER = Ignored("newsletter")
+DELETION = Ignored("deletion")
+EDIT = Ignored("edit")
+NO_CONTENT = Ignored("no content")
+
+
 @dataclass(frozen=True)
 class InboundMessage:
     """What the worker needs from a WhatsApp message; plain JSON for the task payload."""
@@ -69,6 +89,41 @@ class InboundMessage:
 
 
 _GROUP_FIELDS = ("is_group", "mentions", "quoted_id", "quoted_sender")
+
+
+@dataclass(frozen=True, slots=True)
+class InboundPayload:
+    """An inbound task's message as the worker reads it: the JSON of InboundMessage.as_payload,
+    read once. Keys a receiver of an earlier version did not send are optional, so tasks
+    already queued are still accepted."""
+
+    wa_message_id: str
+    chat_jid: str
+    sender_jid: str | None = None
+    contact_phone: str | None = None
+    push_name: str | None = None
+    from_me: bool = False
+    timestamp: str | None = None
+    text: str = ""
+    media_type: str | None = None
+    is_group: bool = False
+    mentions: tuple[str, ...] = ()
+    quoted_id: str | None = None
+    quoted_sender: str | None = None
+    media: dict[str, Any] | None = None
+
+    @classmethod
+    def from_task(cls, message: dict[str, Any]) -> InboundPayload:
+        get = message.get
+        return cls(
+            wa_message_id=message["wa_message_id"], chat_jid=message["chat_jid"],
+            sender_jid=get("sender_jid"), contact_phone=get("contact_phone"),
+            push_name=get("push_name"), from_me=bool(get("from_me")),
+            timestamp=get("timestamp"), text=get("text") or "", media_type=get("media_type"),
+            is_group=bool(get("is_group")), mentions=tuple(get("mentions") or ()),
+            quoted_id=get("quoted_id"), quoted_sender=get("quoted_sender"),
+            media=get("media") or None,
+        )
 
 
 def verify_signature(key: str, body: bytes, signature: str | None) -> bool:
@@ -212,13 +267,13 @@ _MEDIA_MESSAGE_KEYS = {
 _DELETIONS = {"7", "8"}
 # Not something a customer said: never answered.
 _NON_MESSAGE_KEYS = {
-    "reactionMessage": "reaction",
-    "protocolMessage": "protocol",
-    "editedMessage": "edit",
-    "pollUpdateMessage": "poll update",
-    "keepInChatMessage": "keep in chat",
-    "pinInChatMessage": "pin",
-    "encReactionMessage": "reaction",
+    "reactionMessage": Ignored("reaction"),
+    "protocolMessage": Ignored("protocol"),
+    "editedMessage": EDIT,
+    "pollUpdateMessage": Ignored("poll update"),
+    "keepInChatMessage": Ignored("keep in chat"),
+    "pinInChatMessage": Ignored("pin"),
+    "encReactionMessage": Ignored("reaction"),
 }
 
 
@@ -238,16 +293,16 @@ _MAX_PHONE_DIGITS = 15
 def read_message(
     envelope: Envelope, *, groups: bool = False,
     inline_media_limit: int = DEFAULT_INLINE_MEDIA_LIMIT,
-) -> InboundMessage | str:
-    """The message of a `Message` event, or the reason it is not one to act on.
+) -> InboundMessage | Ignored:
+    """The message of a `Message` event, or why it is not one to act on.
 
     Group chats are read only with `groups` (a config on the instance answers groups);
-    otherwise they are "group chat". Media bytes WuzAPI sent inline (`base64`) travel on with
+    otherwise they are GROUP_CHAT. Media bytes WuzAPI sent inline (`base64`) travel on with
     the message only up to `inline_media_limit` characters; beyond that the worker fetches
     them (see media_reference).
     """
     if envelope.type != "Message":
-        return f"event type {envelope.type} is not a message"
+        return Ignored(f"event type {envelope.type} is not a message", is_message=False)
     event = envelope.event
     info = event.get("Info")
     if not isinstance(info, dict):
@@ -269,28 +324,28 @@ def read_message(
 
     is_group = info.get("IsGroup") is True or chat.endswith("@g.us")
     if is_group and not groups:
-        return "group chat"
+        return GROUP_CHAT
     if chat == "status@broadcast" or chat.endswith("@broadcast"):
-        return "status or broadcast"
+        return BROADCAST
     if chat.endswith("@newsletter") or event.get("NewsletterMeta"):
-        return "newsletter"
+        return NEWSLETTER
     edit = info.get("Edit")
     if isinstance(edit, str) and edit in _DELETIONS:
-        return "deletion"
+        return DELETION
     if event.get("IsEdit") is True or edit:
-        return "edit"
+        return EDIT
 
     message = event.get("Message")
     if not isinstance(message, dict):
         message = {}
-    for key, reason in _NON_MESSAGE_KEYS.items():
+    for key, ignored in _NON_MESSAGE_KEYS.items():
         if key in message:
-            return reason
+            return ignored
 
     text, media_type = _content(message)
     text = storable(text)
     if not text and media_type is None:
-        return "no content"
+        return NO_CONTENT
     sender = info.get("Sender") if isinstance(info.get("Sender"), str) else ""
     from_me = info.get("IsFromMe") is True
     group_fields = _group_context(message) if is_group else {}

@@ -16,12 +16,13 @@ from zapreply.replies.steps import Deliver, Done, Next, Outgoing, RunContext
 from zapreply.storage import events, runs
 from zapreply.storage import outbox as store
 from zapreply.storage.db import autocommit, get_engine, session_scope
+from zapreply.storage.events import EventType
 from zapreply.storage.models import utcnow
 
 
 def deliver(run: RunContext, step: Deliver) -> Next:
     """Do `step`; what comes next once its last row went out."""
-    typing = bool(step.options.get("typing_indicator"))
+    typing = bool(step.options.typing_indicator)
     try:
         return _send_rows(run, step, typing)
     except BaseException:
@@ -33,8 +34,8 @@ def deliver(run: RunContext, step: Deliver) -> Next:
 
 
 def _send_rows(run: RunContext, step: Deliver, typing: bool) -> Next:
-    per_char = float(step.options.get("typing_ms_per_char") or 0) / 1000
-    cap = float(step.options.get("typing_max_seconds") or 0)
+    per_char = float(step.options.typing_ms_per_char or 0) / 1000
+    cap = float(step.options.typing_max_seconds or 0)
     timeout = run.settings.send_timeout_seconds
     for index, row in enumerate(step.rows):
         if per_char and cap:
@@ -49,7 +50,7 @@ def _send_rows(run: RunContext, step: Deliver, typing: bool) -> Next:
                                               timeout=timeout)
         except messaging.SendError as exc:
             return failures.send_failed(run, step.run_id, failures.Failure(
-                events.MESSAGE_FAILED, exc, permanent=exc.permanent,
+                EventType.MESSAGE_FAILED, exc, permanent=exc.permanent,
                 attempts=run.settings.send_max_attempts, row_id=row.row_id, status=exc.status))
         if index == len(step.rows) - 1:
             return _last_sent(run, step.run_id, row, provider_id)
@@ -66,7 +67,7 @@ def _send_rows(run: RunContext, step: Deliver, typing: bool) -> Next:
 def _record_sent(session: Session, run: RunContext, run_id: int, row: Outgoing,
                  provider_id: str | None) -> None:
     store.mark_sent(session.connection(), row.row_id, provider_id, utcnow())
-    events.record(session, events.MESSAGE_SENT, conversation_id=run.conversation_id,
+    events.record(session, EventType.MESSAGE_SENT, conversation_id=run.conversation_id,
                   run_id=run_id, message_id=row.row_id, provider_message_id=provider_id)
 
 

@@ -16,10 +16,12 @@ from sqlalchemy.orm import Session
 from zapreply.llm import business_tools, tools
 from zapreply.replies import leases, media, outbox, plan
 from zapreply.replies.steps import Next, RunContext
+from zapreply.rules.options import Options
 from zapreply.settings import Settings
 from zapreply.storage import events
 from zapreply.storage.db import session_scope
-from zapreply.storage.models import Message, ReplyRun, utcnow
+from zapreply.storage.events import EventType
+from zapreply.storage.models import Message, OutboxStatus, ReplyRun, RunStatus, utcnow
 
 
 class RetryLater(Exception):
@@ -42,7 +44,7 @@ def backoff(settings: Settings, attempt: int, at_least: float | None = None) -> 
 class Failure:
     """One failed attempt at a run's step."""
 
-    event_type: str  # llm.failed or message.failed
+    event_type: EventType  # LLM_FAILED or MESSAGE_FAILED
     error: Exception
     permanent: bool
     attempts: int  # how many attempts the run gets for this step
@@ -52,7 +54,7 @@ class Failure:
 
 
 def generation_failed(run: RunContext, run_id: int, failure: Failure,
-                      options: dict[str, Any]) -> Next:
+                      options: Options) -> Next:
     """The model could not be asked: retry, or close the run with the fallback text (from the
     run's `options`) and plan what comes next."""
     with session_scope() as session:
@@ -74,14 +76,14 @@ def send_failed(run: RunContext, run_id: int, failure: Failure) -> Next:
         if gives_up:
             session.execute(
                 update(Message)
-                .where(Message.reply_run_id == run_id, Message.status == "pending")
-                .values(status="failed")
+                .where(Message.reply_run_id == run_id, Message.status == OutboxStatus.PENDING)
+                .values(status=OutboxStatus.FAILED)
             )
-            if reply_run.status == "running":
-                reply_run.status = "failed"
+            if reply_run.status == RunStatus.RUNNING:
+                reply_run.status = RunStatus.FAILED
                 reply_run.error = str(failure.error)
                 reply_run.finished_at = utcnow()
-                events.record(session, events.RUN_FAILED, conversation_id=run.conversation_id,
+                events.record(session, EventType.RUN_FAILED, conversation_id=run.conversation_id,
                               run_id=run_id, reason=str(failure.error),
                               attempts=reply_run.attempts)
             session.flush()
@@ -114,7 +116,7 @@ def record_discarded_calls(run: RunContext, run_id: int, effects: tools.Effects)
     with session_scope() as session:
         leases.fence(session, run.conversation_id, run.token, run.settings.lease_seconds)
         for call in calls:
-            events.record(session, events.TOOL_CALLED, conversation_id=run.conversation_id,
+            events.record(session, EventType.TOOL_CALLED, conversation_id=run.conversation_id,
                           run_id=run_id, name=call["name"], arguments=call["arguments"],
                           result=call["result"][:business_tools.EVENT_RESULT_CHARS],
                           discarded=True, **call["details"])

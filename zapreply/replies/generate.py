@@ -16,8 +16,8 @@ from zapreply.replies.prompt import Prompt
 from zapreply.replies.steps import Deliver, Draft, Generate, Next, RunContext
 from zapreply.rules import budget
 from zapreply.settings import Settings
-from zapreply.storage import events
 from zapreply.storage.db import session_scope
+from zapreply.storage.events import EventType
 from zapreply.storage.models import utcnow
 
 
@@ -26,7 +26,7 @@ def generate_and_store(run: RunContext, step: Generate) -> Next:
     from zapreply.llm.chat import LLMError  # only workers import litellm
 
     options = step.prompt.options
-    if options.get("mark_read"):
+    if options.mark_read:
         messaging.mark_read(step.target.send, chat=step.chat, messages=step.read_ids,
                             timeout=run.settings.send_timeout_seconds)
     _typing(run, step, True)
@@ -50,7 +50,7 @@ def generate_and_store(run: RunContext, step: Generate) -> Next:
         failures.record_discarded_calls(run, step.run_id, effects)
         _typing(run, step, False)
         return failures.generation_failed(run, step.run_id, failures.Failure(
-            events.LLM_FAILED, exc, permanent=exc.permanent, retry_after=exc.retry_after,
+            EventType.LLM_FAILED, exc, permanent=exc.permanent, retry_after=exc.retry_after,
             attempts=run.settings.llm_max_attempts), options)
     following = _store(run, step, draft)
     if not isinstance(following.step, Deliver):
@@ -74,7 +74,7 @@ def _store(run: RunContext, step: Generate, draft: Draft) -> Next:
 
 
 def _typing(run: RunContext, step: Generate, typing: bool) -> None:
-    if step.prompt.options.get("typing_indicator"):
+    if step.prompt.options.typing_indicator:
         messaging.set_typing(step.target.send, to=step.target.to, typing=typing,
                              timeout=run.settings.send_timeout_seconds)
 
@@ -91,8 +91,8 @@ def generate(prompt: Prompt, settings: Settings, effects: tools.Effects | None =
     if deadline is None:
         deadline = time.monotonic() + business_tools.time_budget(settings)
     business = business_tools.Toolbox(
-        prompt.options.get("tools"), budget_seconds=deadline - time.monotonic(),
-        identity=prompt.identity, private_hosts=prompt.options.get("tool_private_hosts"))
+        prompt.options.tools, budget_seconds=deadline - time.monotonic(),
+        identity=prompt.identity, private_hosts=prompt.options.tool_private_hosts)
     completions = []
     final = ""
     for _round in range(settings.max_tool_rounds + 1):
@@ -101,8 +101,8 @@ def generate(prompt: Prompt, settings: Settings, effects: tools.Effects | None =
             messages=messages,
             tools=tools.SCHEMAS + business.schemas,
             timeout=settings.llm_timeout_seconds,
-            temperature=prompt.options.get("temperature"),
-            max_tokens=prompt.options.get("max_tokens"),
+            temperature=prompt.options.temperature,
+            max_tokens=prompt.options.max_tokens,
         )
         completions.append(completion)
         final = completion.content

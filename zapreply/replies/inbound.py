@@ -11,12 +11,26 @@ from sqlalchemy import BigInteger, Boolean, Row, and_, bindparam, case, exists, 
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from zapreply.channel.wuzapi import InboundPayload
 from zapreply.replies import media
 from zapreply.rules import configs, conversations, groups, triggers
-from zapreply.rules.configs import OPTION_DEFAULTS, option_values
+from zapreply.rules.configs import options_of
+from zapreply.rules.options import Options
 from zapreply.rules.text import is_keyword
 from zapreply.storage import events
-from zapreply.storage.models import Conversation, Event, Message, ReplyRun, WorkflowConfig, utcnow
+from zapreply.storage.events import EventType
+from zapreply.storage.models import (
+    Conversation,
+    ConversationStatus,
+    Event,
+    Message,
+    MessageExtra,
+    ReplyRun,
+    Role,
+    RunStatus,
+    WorkflowConfig,
+    utcnow,
+)
 
 _conversations = Conversation.__table__
 _messages = Message.__table__
@@ -68,7 +82,8 @@ def _upsert_statement(dialect: str) -> Any:
         insert = _insert_for(dialect)(table).values(
             instance=bindparam("instance"), chat_jid=bindparam("chat_jid"),
             contact_phone=bindparam("contact_phone"), contact_name=bindparam("contact_name"),
-            workflow_config_id=bindparam("config_id"), status="active", lease_token=0,
+            workflow_config_id=bindparam("config_id"), status=ConversationStatus.ACTIVE,
+            lease_token=0,
             last_inbound_at=bindparam("inbound_at"), created_at=bindparam("created_at"),
             updated_at=bindparam("updated_at"),
         )
@@ -117,74 +132,79 @@ _SET_CONFIG = (
 def record_inbound(
     session: Session, *, config_id: int, instance: str, message: dict[str, Any]
 ) -> Recorded:
+    """Record a message an inbound task carries (`message`: its payload, as queued)."""
+    return _record(session, config_id, instance, InboundPayload.from_task(message))
+
+
+def _record(session: Session, config_id: int, instance: str,
+            message: InboundPayload) -> Recorded:
     config = configs.get(session, config_id)
-    from_me = bool(message.get("from_me"))
+    from_me = message.from_me
     # A group's conversation is the group: who wrote each message is kept on the message.
-    group = bool(message.get("is_group"))
+    group = message.is_group
     now = utcnow()
     contact = {
-        "instance": instance, "chat_jid": message["chat_jid"],
-        "contact_phone": None if group else message.get("contact_phone"),
-        "contact_name": None if from_me or group else message.get("push_name"),
+        "instance": instance, "chat_jid": message.chat_jid,
+        "contact_phone": None if group else message.contact_phone,
+        "contact_name": None if from_me or group else message.push_name,
         "config_id": config.id if config else None,
         "inbound_at": None if from_me else now,
     }
     debounce = config.debounce_seconds if config else 0.0
-    wa_id = message["wa_message_id"]
+    wa_id = message.wa_message_id
     if from_me and session.connection().execute(
             _OWN_ECHO, {"instance": instance, "wa_id": wa_id}).scalar():
         # Our own reply echoed back: not a human taking over.
         conversation = conversation_for(session, **contact)
-        events.record(session, events.MESSAGE_IGNORED, conversation_id=conversation.id,
+        events.record(session, EventType.MESSAGE_IGNORED, conversation_id=conversation.id,
                       reason="own reply echoed", wa_message_id=wa_id)
         return Recorded(conversation.id, False, False, debounce)
 
-    options = option_values(config) if config else dict(OPTION_DEFAULTS)
-    text = message.get("text") or ""
-    extra: dict[str, Any] = {"timestamp": message.get("timestamp"),
-                             "sender": message.get("sender_jid")}
+    options = options_of(config) if config else Options()
+    text = message.text
+    extra: MessageExtra = {"timestamp": message.timestamp, "sender": message.sender_jid}
     if group:
         extra.update(groups.sender_extra(message))
-    limit = options["max_input_chars"]
+    limit = options.max_input_chars
     if not from_me and limit and len(text) > limit:
         extra["truncated_from"] = len(text)
         text = text[:limit]
-    if not from_me and message.get("media"):
+    if not from_me and message.media:
         # Where the worker gets the bytes when it answers (see zapreply.replies.media).
-        extra["media"] = message["media"]
-    reset = not from_me and is_keyword(text, options["reset_keyword"])
+        extra["media"] = message.media
+    reset = not from_me and is_keyword(text, options.reset_keyword)
     if reset:
         extra["reset"] = True
-    resume = from_me and is_keyword(text, options["resume_keyword"])
+    resume = from_me and is_keyword(text, options.resume_keyword)
     if resume:
         extra["resume"] = True  # a command to the bot, not words to the customer
-    role = "business" if from_me else "customer"
+    role = Role.BUSINESS if from_me else Role.CUSTOMER
     values = {
         "instance": instance,
         "role": role,
         "content": text,
         "wa_message_id": wa_id,
-        "media_type": message.get("media_type"),
+        "media_type": message.media_type,
         "extra": extra,
         "created_at": now,
     }
-    received = {"wa_message_id": wa_id, "role": role, "media_type": message.get("media_type")}
+    received = {"wa_message_id": wa_id, "role": role, "media_type": message.media_type}
     if _dialect(session) == "postgresql":
         # The conversation and the message in one statement.
         conversation, inserted, recent = _record_with_conversation(
             session, contact, values, received, count_recent=not from_me and not group,
-            count_opened=not from_me and bool(options["new_conversations_per_minute"]))
+            count_opened=not from_me and bool(options.new_conversations_per_minute))
     else:
         conversation = conversation_for(session, **contact, now=now)
         inserted = insert_unless_exists(session, Message, {
             **values, "conversation_id": conversation.id}, ["instance", "wa_message_id"])
         if inserted is not None:
-            events.record(session, events.MESSAGE_RECEIVED, conversation_id=conversation.id,
+            events.record(session, EventType.MESSAGE_RECEIVED, conversation_id=conversation.id,
                           **received)
         recent = None
 
     if inserted is None:
-        events.record(session, events.MESSAGE_DUPLICATE, conversation_id=conversation.id,
+        events.record(session, EventType.MESSAGE_DUPLICATE, conversation_id=conversation.id,
                       wa_message_id=wa_id)
         return Recorded(conversation.id, False, _has_unanswered(session, conversation.id), debounce)
     if from_me:
@@ -195,7 +215,7 @@ def record_inbound(
                             debounce)
         # A person at the business answered from the phone: the bot steps aside.
         # human_pause_minutes: None pauses until an operator resumes, 0 does not pause.
-        minutes = options["human_pause_minutes"]
+        minutes = options.human_pause_minutes
         until = now + timedelta(minutes=float(minutes)) if minutes is not None else None
         if minutes != 0 and not _pause_outlasts(conversation, until, now):
             conversations.pause(session, session.get(Conversation, conversation.id),
@@ -216,7 +236,7 @@ def record_inbound(
     if chosen.id != conversation.workflow_config_id:
         session.connection().execute(
             _SET_CONFIG, {"conversation_id": conversation.id, "config_id": chosen.id})
-    config, options, debounce = chosen, option_values(chosen), chosen.debounce_seconds
+    config, options, debounce = chosen, options_of(chosen), chosen.debounce_seconds
     refused = triggers.contact_refused(chosen, conversation,
                                        also=groups.sender_ids(message) if group else ())
     if refused:
@@ -225,7 +245,7 @@ def record_inbound(
     if reset:
         # The customer asked to start over: later replies see nothing before this message.
         _set_aside(session, conversation.id, inserted, config, "session reset")
-        events.record(session, events.SESSION_RESET, conversation_id=conversation.id,
+        events.record(session, EventType.SESSION_RESET, conversation_id=conversation.id,
                       wa_message_id=wa_id)
         return Recorded(conversation.id, True, False, debounce)
     unaddressed = groups.unanswered_reason(session, chosen, conversation.id, message) \
@@ -234,9 +254,9 @@ def record_inbound(
         # Kept in the history as context; answered only when the group talks to the bot.
         _set_aside(session, conversation.id, inserted, config, unaddressed)
         return Recorded(conversation.id, True, False, debounce)
-    per_minute = options["rate_limit_per_minute"]
+    per_minute = options.rate_limit_per_minute
     # In a group, each member has their own limit.
-    member = message.get("sender_jid") if group else None
+    member = message.sender_jid if group else None
     if recent is None and per_minute:
         recent = _recent_customer_messages(session, conversation.id, now, member)
     if per_minute and recent > per_minute:
@@ -253,13 +273,13 @@ _NEW_ON_INSTANCE = select(func.count()).where(
 _LOCK_NEW_CONVERSATIONS = select(func.pg_advisory_xact_lock(bindparam("key", type_=BigInteger())))
 _TURNED_AWAY = select(exists().where(
     ReplyRun.conversation_id == bindparam("conversation_id"),
-    ReplyRun.status == "skipped",
+    ReplyRun.status == RunStatus.SKIPPED,
     ReplyRun.error == TOO_MANY_NEW_CONVERSATIONS,
 ))
 
 
 def _too_many_new_conversations(session: Session, conversation: Row[Any], instance: str,
-                                options: dict[str, Any], now: datetime) -> bool:
+                                options: Options, now: datetime) -> bool:
     """Whether a customer's message belongs to a conversation opened past the instance's
     `new_conversations_per_minute`: a flood of strangers must not buy a model call each.
 
@@ -268,7 +288,7 @@ def _too_many_new_conversations(session: Session, conversation: Row[Any], instan
     within the limit by that count costs two statements more (a lock and an exact count).
     One opened within the limit is never turned away later, and one turned away stays so for
     the rest of its first minute."""
-    most = options.get("new_conversations_per_minute")
+    most = options.new_conversations_per_minute
     since = now - timedelta(minutes=1)
     if not most or conversation.created_at <= since:
         return False
@@ -334,7 +354,7 @@ def _record_with_conversation_statement() -> Any:
         # Reads the snapshot from before the insert: the new message is added to it.
         recent = select(func.count()).where(
             _messages.c.conversation_id == conversation.c.id,
-            _messages.c.role == "customer",
+            _messages.c.role == Role.CUSTOMER,
             _messages.c.created_at > bindparam("since", type_=_messages.c.created_at.type),
         ).scalar_subquery()
         # The instance's conversations opened in the last minute, before this one; only when
@@ -350,7 +370,7 @@ def _record_with_conversation_statement() -> Any:
         # conversation was turned away.
         runs = ReplyRun.__table__
         turned_away = exists().where(runs.c.conversation_id == conversation.c.id,
-                                     runs.c.status == "skipped",
+                                     runs.c.status == RunStatus.SKIPPED,
                                      runs.c.error == TOO_MANY_NEW_CONVERSATIONS)
         _built[key] = select(
             *conversation.c,
@@ -374,7 +394,7 @@ def _record_with_conversation(
     the customer's messages in the last minute with it."""
     row = session.connection().execute(_record_with_conversation_statement(), {
         **contact, **values, "updated_at": values["created_at"],
-        "event_type": events.MESSAGE_RECEIVED, "payload": received,
+        "event_type": EventType.MESSAGE_RECEIVED, "payload": received,
         "count_recent": count_recent, "count_opened": count_opened,
         "since": values["created_at"] - timedelta(minutes=1),
     }).one()
@@ -385,7 +405,7 @@ def _record_with_conversation(
 
 _RECENT = select(func.count()).where(
     _messages.c.conversation_id == bindparam("conversation_id"),
-    _messages.c.role == "customer",
+    _messages.c.role == Role.CUSTOMER,
     _messages.c.created_at > bindparam("since"),
 )
 _RECENT_FROM = _RECENT.where(_messages.c.extra["sender"].as_string() == bindparam("sender"))
@@ -395,7 +415,7 @@ _OWN_ECHO = select(exists().where(
 ))
 _UNANSWERED = select(exists().where(
     _messages.c.conversation_id == bindparam("conversation_id"),
-    _messages.c.role == "customer",
+    _messages.c.role == Role.CUSTOMER,
     _messages.c.reply_run_id.is_(None),
 ))
 
@@ -412,14 +432,15 @@ def _recent_customer_messages(session: Session, conversation_id: int, now: datet
 def _set_aside(session: Session, conversation_id: int, message_id: int,
                config: WorkflowConfig | None, reason: str) -> None:
     """Record a customer message as handled without a reply."""
-    run = ReplyRun(conversation_id=conversation_id, status="skipped", attempts=0, error=reason,
-                   workflow_config_id=config.id if config else None, finished_at=utcnow())
+    run = ReplyRun(conversation_id=conversation_id, status=RunStatus.SKIPPED, attempts=0,
+                   error=reason, workflow_config_id=config.id if config else None,
+                   finished_at=utcnow())
     session.add(run)
     session.flush()
     message = session.get(Message, message_id)
     message.reply_run_id = run.id
     media.drop_inline(message)  # never answered: its bytes are not needed
-    events.record(session, events.MESSAGE_IGNORED, conversation_id=conversation_id,
+    events.record(session, EventType.MESSAGE_IGNORED, conversation_id=conversation_id,
                   run_id=run.id, reason=reason, message_id=message_id)
 
 
@@ -447,5 +468,5 @@ def record_ignored(
         conversation_id = session.scalar(select(Conversation.id).where(
             Conversation.instance == instance, Conversation.chat_jid == chat_jid,
         ))
-    events.record(session, events.MESSAGE_IGNORED, conversation_id=conversation_id,
+    events.record(session, EventType.MESSAGE_IGNORED, conversation_id=conversation_id,
                   reason=reason, instance=instance, wa_message_id=wa_message_id, chat=chat_jid)

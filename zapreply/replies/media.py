@@ -47,10 +47,12 @@ from zapreply.channel.wuzapi import storable
 from zapreply.net import egress
 from zapreply.net.http import per_shard_limit, shared_client
 from zapreply.rules import budget
+from zapreply.rules.options import Options
 from zapreply.settings import AllowedHost, Settings
 from zapreply.storage import events
 from zapreply.storage.db import session_scope
-from zapreply.storage.models import Message, ReplyRun, utcnow
+from zapreply.storage.events import EventType
+from zapreply.storage.models import MediaReference, Message, MessageExtra, ReplyRun, Role, utcnow
 
 # WuzAPI's download endpoint per media type (POST, header Token, body: the media keys).
 _DOWNLOAD_PATHS = {
@@ -118,12 +120,12 @@ class Item:
     label: str = ""
 
     @classmethod
-    def of(cls, row: Message, index: int, options: dict[str, Any], model: str,
+    def of(cls, row: Message, index: int, options: Options, model: str,
            label: str = "") -> Item:
         reference = (row.extra or {}).get("media") or {}
         action = None
         if not reference.get("failed"):
-            if row.media_type == "audio" and options.get("transcribe_audio") \
+            if row.media_type == "audio" and options.transcribe_audio \
                     and not reference.get("transcribed"):
                 action = "transcribe"
             elif row.media_type == "image" and _vision(options, model):
@@ -141,8 +143,8 @@ class Item:
         messages[self.index]["content"] = content
 
 
-def _vision(options: dict[str, Any], model: str) -> bool:
-    setting = options.get("vision") or "auto"
+def _vision(options: Options, model: str) -> bool:
+    setting = options.vision or "auto"
     if setting != "auto":
         return setting == "always"
     from zapreply.llm import chat as llm  # only workers import litellm
@@ -151,7 +153,7 @@ def _vision(options: dict[str, Any], model: str) -> bool:
 
 
 def resolve(
-    messages: list[dict[str, Any]], burst: list[Item], *, options: dict[str, Any],
+    messages: list[dict[str, Any]], burst: list[Item], *, options: Options,
     send: dict[str, Any], settings: Settings, conversation_id: int, run_id: int,
     deadline: float | None = None,
 ) -> str | None:
@@ -170,19 +172,19 @@ def resolve(
         except MediaFailed as exc:
             exc.message_id, exc.media_type = item.message_id, item.media_type
             raise
-    fallback = options.get("media_fallback_text")
+    fallback = options.media_fallback_text
     if not fallback or any(item.understood for item in burst) \
             or not any(item.media_type for item in burst):
         return None
     with session_scope() as session:
-        events.record(session, events.MEDIA_FALLBACK, conversation_id=conversation_id,
+        events.record(session, EventType.MEDIA_FALLBACK, conversation_id=conversation_id,
                       run_id=run_id, message_ids=[item.message_id for item in burst],
                       media_types=[item.media_type for item in burst])
     return str(fallback)
 
 
 def _transcribe(
-    messages: list[dict[str, Any]], item: Item, options: dict[str, Any], send: dict[str, Any],
+    messages: list[dict[str, Any]], item: Item, options: Options, send: dict[str, Any],
     settings: Settings, conversation_id: int, run_id: int, deadline: float | None,
 ) -> None:
     from zapreply.llm.chat import LLMError, transcribe
@@ -191,29 +193,30 @@ def _transcribe(
                                     deadline=deadline)
     try:
         transcript = transcribe(
-            model=options.get("transcription_model") or "whisper-1", audio=audio,
+            model=options.transcription_model or "whisper-1", audio=audio,
             file_name=_audio_file_name(item.reference, mimetype), mimetype=mimetype,
             timeout=_time_left(_until(settings, deadline), "transcribe the audio"),
-            language=options.get("transcription_language"),
+            language=options.transcription_language,
         )
     except LLMError as exc:
         raise MediaFailed(f"transcription: {exc}", permanent=exc.permanent,
                           retry_after=exc.retry_after) from exc
     text = storable(transcript.text.strip())
-    limit = options.get("max_input_chars")
+    limit = options.max_input_chars
     with session_scope() as session:
         row = session.get(Message, item.message_id)
-        extra = dict(row.extra or {})
+        extra: MessageExtra = {**(row.extra or {})}
         if limit and len(text) > limit:
             extra["truncated_from"] = len(text)
             text = text[:limit]
-        reference = {k: v for k, v in (extra.get("media") or {}).items() if k != "base64"}
+        reference: MediaReference = {
+            k: v for k, v in (extra.get("media") or {}).items() if k != "base64"}
         reference["transcribed"] = True
         extra["media"] = reference
         row.content, row.extra = text, extra
         budget.record_transcription(session, session.get(ReplyRun, run_id).workflow_config_id,
                                     options, transcript.cost, utcnow())
-        events.record(session, events.MEDIA_TRANSCRIBED, conversation_id=conversation_id,
+        events.record(session, EventType.MEDIA_TRANSCRIBED, conversation_id=conversation_id,
                       run_id=run_id, message_id=item.message_id, model=transcript.model,
                       source=source, chars=len(text), seconds=transcript.seconds,
                       cost=transcript.cost, latency_ms=transcript.latency_ms)
@@ -250,8 +253,8 @@ def record_failure(session: Session, exc: MediaFailed, *, conversation_id: int, 
     """Count a failed attempt on the message's media: the attempt number when a retry may
     help, None when the media is given up on (it is then described as not understood)."""
     row = session.get(Message, exc.message_id)
-    extra = dict(row.extra or {})
-    reference = dict(extra.get("media") or {})
+    extra: MessageExtra = {**(row.extra or {})}
+    reference: MediaReference = {**(extra.get("media") or {})}
     attempts = int(reference.get("attempts") or 0) + 1
     gives_up = exc.permanent or attempts >= budget
     reference["attempts"] = attempts
@@ -260,7 +263,7 @@ def record_failure(session: Session, exc: MediaFailed, *, conversation_id: int, 
         reference.pop("base64", None)
     extra["media"] = reference
     row.extra = extra
-    events.record(session, events.MEDIA_FAILED, conversation_id=conversation_id, run_id=run_id,
+    events.record(session, EventType.MEDIA_FAILED, conversation_id=conversation_id, run_id=run_id,
                   message_id=exc.message_id, media_type=exc.media_type, error=str(exc)[:300],
                   permanent=exc.permanent, attempt=attempts, will_retry=not gives_up)
     return None if gives_up else attempts
@@ -269,7 +272,7 @@ def record_failure(session: Session, exc: MediaFailed, *, conversation_id: int, 
 def forget_inline(session: Session, run_id: int) -> None:
     """Drop the inline bytes of the run's messages: they are answered."""
     for row in session.scalars(select(Message).where(
-        Message.reply_run_id == run_id, Message.role == "customer",
+        Message.reply_run_id == run_id, Message.role == Role.CUSTOMER,
         Message.media_type.is_not(None),
     )):
         drop_inline(row)

@@ -19,10 +19,20 @@ from zapreply.llm import business_tools
 from zapreply.replies import leases, media
 from zapreply.replies.steps import Draft, Generate, Outgoing, RunContext
 from zapreply.rules import budget, conversations
+from zapreply.rules.options import Options
 from zapreply.storage import events
 from zapreply.storage import outbox as store
 from zapreply.storage.db import autocommit, get_engine
-from zapreply.storage.models import Conversation, Message, ReplyRun, utcnow
+from zapreply.storage.events import EventType
+from zapreply.storage.models import (
+    Conversation,
+    Message,
+    OutboxStatus,
+    ReplyRun,
+    Role,
+    RunStatus,
+    utcnow,
+)
 
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 
@@ -44,11 +54,11 @@ def outbound_message_id(instance: str, run_id: int, seq: int) -> str:
     return "3EB0" + digest[:18].upper()
 
 
-def reply_texts(texts: list[str], options: dict[str, Any], most: int | None = None) -> list[str]:
+def reply_texts(texts: list[str], options: Options, most: int | None = None) -> list[str]:
     """The messages to send for the model's texts: split at blank lines if the config says so
     (several short messages read like a person; one wall of text does not), and no more than
     `most` of them."""
-    if options.get("split_paragraphs"):
+    if options.split_paragraphs:
         texts = [part.strip() for text in texts for part in _PARAGRAPH_BREAK.split(text)
                  if part.strip()]
     else:
@@ -75,7 +85,8 @@ def add(session: Session, conversation: _Addressed, run_id: int, texts: list[str
     values = [
         {
             "conversation_id": conversation.id, "instance": conversation.instance,
-            "role": "assistant", "content": text, "reply_run_id": run_id, "status": "pending",
+            "role": Role.ASSISTANT, "content": text, "reply_run_id": run_id,
+            "status": OutboxStatus.PENDING,
             "seq": seq, "wa_message_id": outbound_message_id(conversation.instance, run_id, seq),
             "extra": {**(extra or {}), **({"fallback": True} if fallback else {})},
             "created_at": now,
@@ -90,17 +101,17 @@ def add(session: Session, conversation: _Addressed, run_id: int, texts: list[str
 
 
 def close_failed(session: Session, run: ReplyRun, conversation_id: int, reason: str,
-                 options: dict[str, Any]) -> None:
+                 options: Options) -> None:
     """The run failed for good: record it, and queue the config's fallback text if the run
     has nothing in the outbox."""
-    run.status = "failed"
+    run.status = RunStatus.FAILED
     run.error = reason
     run.finished_at = utcnow()
-    events.record(session, events.RUN_FAILED, conversation_id=conversation_id, run_id=run.id,
+    events.record(session, EventType.RUN_FAILED, conversation_id=conversation_id, run_id=run.id,
                   reason=reason, attempts=run.attempts)
-    fallback = options.get("fallback_text")
+    fallback = options.fallback_text
     has_outbox = session.scalar(
-        select(Message.id).where(Message.reply_run_id == run.id, Message.role == "assistant")
+        select(Message.id).where(Message.reply_run_id == run.id, Message.role == Role.ASSISTANT)
         .limit(1)
     ) is not None
     if fallback and not has_outbox:
@@ -175,7 +186,7 @@ def store_draft(session: Session, run: RunContext, step: Generate, draft: Draft,
         media.forget_inline(session, run_id)
     if not llm_events_written:
         for payload in llm_events(draft):
-            events.record(session, events.LLM_COMPLETED, conversation_id=conversation_id,
+            events.record(session, EventType.LLM_COMPLETED, conversation_id=conversation_id,
                           run_id=run_id, **payload)
     _record_tool_calls(session, conversation_id, run_id, prompt.instance, draft)
     texts = list(draft.texts)
@@ -183,14 +194,14 @@ def store_draft(session: Session, run: RunContext, step: Generate, draft: Draft,
         conversation = session.get(Conversation, conversation_id)
         conversations.pause(session, conversation, reason="handoff to human", until=None,
                             actor="assistant")
-        events.record(session, events.HANDOFF_REQUESTED, conversation_id=conversation_id,
+        events.record(session, EventType.HANDOFF_REQUESTED, conversation_id=conversation_id,
                       run_id=run_id, reason=draft.effects.handoff_reason)
-        if prompt.options.get("handoff_text"):
-            texts.append(prompt.options["handoff_text"])
+        if prompt.options.handoff_text:
+            texts.append(prompt.options.handoff_text)
         if not texts:
             # Handed over with nothing to say: the run is done.
             closed = session.get(ReplyRun, run_id)
-            closed.status = "sent"
+            closed.status = RunStatus.SENT
             closed.finished_at = utcnow()
             return []
     if not texts:
@@ -200,7 +211,7 @@ def store_draft(session: Session, run: RunContext, step: Generate, draft: Draft,
     most = run.settings.max_messages_per_run
     split = reply_texts(texts, prompt.options)
     if len(split) > most or draft.effects.refused_messages:
-        events.record(session, events.REPLY_CAPPED, conversation_id=conversation_id,
+        events.record(session, EventType.REPLY_CAPPED, conversation_id=conversation_id,
                       run_id=run_id, limit=most, refused_sends=draft.effects.refused_messages,
                       joined_messages=len(split) - most + 1 if len(split) > most else 0)
     texts = reply_texts(texts, prompt.options, most)
@@ -211,12 +222,12 @@ def store_draft(session: Session, run: RunContext, step: Generate, draft: Draft,
 def _record_tool_calls(session: Session, conversation_id: int, run_id: int, instance: str,
                        draft: Draft) -> None:
     for call in draft.effects.calls:
-        events.record(session, events.TOOL_CALLED, conversation_id=conversation_id,
+        events.record(session, EventType.TOOL_CALLED, conversation_id=conversation_id,
                       run_id=run_id, name=call["name"], arguments=call["arguments"],
                       result=call["result"][:business_tools.EVENT_RESULT_CHARS],
                       **call.get("details", {}))
         session.add(Message(
-            conversation_id=conversation_id, instance=instance, role="tool",
+            conversation_id=conversation_id, instance=instance, role=Role.TOOL,
             content=call["result"], reply_run_id=run_id,
             extra={"name": call["name"], "arguments": call["arguments"]},
         ))

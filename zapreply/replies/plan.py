@@ -31,9 +31,20 @@ from zapreply.replies.steps import (
     Wait,
 )
 from zapreply.rules import budget, configs, conversations, groups, hours
-from zapreply.rules.configs import option_values
+from zapreply.rules.configs import options_of
+from zapreply.rules.options import Options
 from zapreply.storage import events, runs
-from zapreply.storage.models import Conversation, Message, ReplyRun, WorkflowConfig, utcnow
+from zapreply.storage.events import EventType
+from zapreply.storage.models import (
+    Conversation,
+    Message,
+    OutboxStatus,
+    ReplyRun,
+    Role,
+    RunStatus,
+    WorkflowConfig,
+    utcnow,
+)
 
 
 @dataclass(frozen=True)
@@ -58,7 +69,7 @@ class _Seen:
 
     conversation: Conversation | Row[Any]
     config: WorkflowConfig | None
-    options: dict[str, Any]
+    options: Options
     now: datetime
 
 
@@ -96,17 +107,17 @@ def _decide(session: Session, run: RunContext,
             return Done()
     now = utcnow()
     config = configs.get(session, conversation.workflow_config_id)
-    options = option_values(config) if config else {}
+    options = options_of(config) if config else Options()
     # What is waiting: outbox rows not confirmed sent, and customer messages no run has taken
     # (one query for both, which also brings the open run and the loop guard's count).
     waiting = connection.execute(runs.WAITING, {
         "conversation_id": run.conversation_id,
-        "since": now - timedelta(minutes=options.get("loop_guard_minutes") or 0),
+        "since": now - timedelta(minutes=options.loop_guard_minutes or 0),
     }).all()
 
     # Replies already written but not confirmed sent go first, in order (this includes the
     # fallback text of a run that failed).
-    undelivered = sorted((m for m in waiting if m.role == "assistant"),
+    undelivered = sorted((m for m in waiting if m.role == Role.ASSISTANT),
                          key=lambda m: (m.reply_run_id or 0, m.seq or 0))
     seen = _Seen(conversation, config, options, now)
     if undelivered:
@@ -115,7 +126,7 @@ def _decide(session: Session, run: RunContext,
         runs.RUNNING, {"conversation_id": run.conversation_id}).scalar()
     if open_id is not None:
         return _resume(session, run, seen, session.get(ReplyRun, open_id))
-    pending = [m for m in waiting if m.role == "customer"]
+    pending = [m for m in waiting if m.role == Role.CUSTOMER]
     if not pending:
         return Done()
     return _open(session, run, seen, pending)
@@ -125,7 +136,7 @@ def _deliver_undelivered(session: Session, seen: _Seen,
                          undelivered: list[Row[Any]]) -> Wait | Deliver:
     now = seen.now
     reply_run = session.get(ReplyRun, undelivered[0].reply_run_id)
-    if (reply_run.status == "running" and reply_run.next_attempt_at
+    if (reply_run.status == RunStatus.RUNNING and reply_run.next_attempt_at
             and reply_run.next_attempt_at > now):
         return Wait((reply_run.next_attempt_at - now).total_seconds())
     config = _config_of(session, seen.config, reply_run.workflow_config_id)
@@ -133,7 +144,7 @@ def _deliver_undelivered(session: Session, seen: _Seen,
     return Deliver(reply_run.id, _target(seen.conversation, send),
                    [Outgoing(m.id, m.content, m.wa_message_id or "")
                     for m in undelivered if m.reply_run_id == reply_run.id],
-                   option_values(config) if config else {})
+                   options_of(config) if config else Options())
 
 
 def _resume(session: Session, run: RunContext, seen: _Seen,
@@ -145,21 +156,21 @@ def _resume(session: Session, run: RunContext, seen: _Seen,
     # A fallback text sent by an earlier failed attempt is not an answer (see replay).
     answered = session.scalar(
         select(Message.id).where(
-            Message.reply_run_id == reply_run.id, Message.role == "assistant",
+            Message.reply_run_id == reply_run.id, Message.role == Role.ASSISTANT,
             Message.extra["fallback"].as_boolean().is_not(True),
         ).limit(1)
     ) is not None
     if answered:
-        reply_run.status = "sent"
+        reply_run.status = RunStatus.SENT
         reply_run.finished_at = now
         return _Replan(finished=1)
     if conversations.is_paused(seen.conversation, now):
         # A person took the conversation over while this run waited for a retry: the bot
         # must not answer after them.
-        reply_run.status = "skipped"
+        reply_run.status = RunStatus.SKIPPED
         reply_run.error = "conversation paused"
         reply_run.finished_at = now
-        events.record(session, events.MESSAGE_IGNORED, conversation_id=run.conversation_id,
+        events.record(session, EventType.MESSAGE_IGNORED, conversation_id=run.conversation_id,
                       run_id=reply_run.id, reason="conversation paused")
         return _Replan()
     config = _config_of(session, seen.config, reply_run.workflow_config_id)
@@ -179,7 +190,7 @@ def _open(session: Session, run: RunContext, seen: _Seen,
     reply_run = _RunRef(runs.open_run(session.connection(), {
         "conversation_id": run.conversation_id,
         "workflow_config_id": config_id,
-        "status": "skipped" if skip.reason else "running",
+        "status": RunStatus.SKIPPED if skip.reason else RunStatus.RUNNING,
         "attempts": 0,
         "next_attempt_at": None,
         "error": skip.reason,
@@ -206,13 +217,13 @@ def _not_answered(session: Session, run: RunContext, seen: _Seen, reply_run: _Ru
         # again); the customer's messages stay in the history for when the business opens.
         away = outbox.add(session, seen.conversation, reply_run.id, [skip.closed.away_text],
                           extra={"away": True})
-        events.record(session, events.AWAY_QUEUED, conversation_id=run.conversation_id,
+        events.record(session, EventType.AWAY_QUEUED, conversation_id=run.conversation_id,
                       run_id=reply_run.id, closed_since=skip.closed.since.isoformat(),
                       message_ids=[row.row_id for row in away],
                       wa_message_ids=[m.wa_message_id for m in pending])
         return
     events.record(
-        session, events.MESSAGE_IGNORED, conversation_id=run.conversation_id,
+        session, EventType.MESSAGE_IGNORED, conversation_id=run.conversation_id,
         run_id=reply_run.id, reason=skip.reason,
         wa_message_ids=[m.wa_message_id for m in pending],
     )
@@ -245,7 +256,10 @@ def _why_not_answer(session: Session, seen: _Seen, pending: list[Row[Any]]) -> W
         return Wait((ready_at - now).total_seconds())
     # Opening hours, judged when the burst arrived: outside them no model call, at most the
     # away message (zapreply.rules.hours).
-    closed = hours.closed_for(session, conversation.id, options, pending[-1].created_at)
+    closed = hours.closed_for(
+        session, conversation.id, pending[-1].created_at, schedule=options.opening_hours,
+        outside_hours=options.outside_hours, timezone=options.timezone,
+        away_message=options.away_message)
     if closed is not None and closed.away_text is None:
         return _Skip("outside opening hours", closed)
     if closed is None and budget.is_spent(session, config.id, options, now):
@@ -253,11 +267,11 @@ def _why_not_answer(session: Session, seen: _Seen, pending: list[Row[Any]]) -> W
     return _Skip(None, closed)
 
 
-def _looping(session: Session, conversation_id: int, options: dict[str, Any],
+def _looping(session: Session, conversation_id: int, options: Options,
              now: datetime, member: str | None = None, replies_sent: int | None = None) -> bool:
     """Whether the conversation had as many replies in the loop guard's window as it allows
     (`replies_sent`: the count for the whole conversation, when already read)."""
-    most, minutes = options.get("loop_guard_replies"), options.get("loop_guard_minutes")
+    most, minutes = options.loop_guard_replies, options.loop_guard_minutes
     if not most or not minutes:
         return False
     since = now - timedelta(minutes=minutes)
@@ -268,11 +282,11 @@ def _looping(session: Session, conversation_id: int, options: dict[str, Any],
         sent = session.scalar(
             select(func.count(func.distinct(Message.reply_run_id))).where(
                 Message.conversation_id == conversation_id,
-                Message.role == "assistant",
-                Message.status == "sent",
+                Message.role == Role.ASSISTANT,
+                Message.status == OutboxStatus.SENT,
                 Message.sent_at > since,
                 exists().where(
-                    asked.c.reply_run_id == Message.reply_run_id, asked.c.role == "customer",
+                    asked.c.reply_run_id == Message.reply_run_id, asked.c.role == Role.CUSTOMER,
                     asked.c.extra["sender"].as_string() == member),
             )) or 0
     elif replies_sent is not None:
@@ -292,7 +306,7 @@ def _generate(
                          newest=newest, first_seq=first_seq)
     read_ids = [(wa_id, sender) for wa_id, sender in session.connection().execute(
         runs.READ_IDS, {"run_id": run_id}
-    )] if asked.options.get("mark_read") else []
+    )] if asked.options.mark_read else []
     return Generate(run_id, asked, _target(conversation, dict(config.send or {})),
                     chat=conversation.chat_jid, read_ids=read_ids)
 

@@ -15,11 +15,12 @@ from sqlalchemy.orm import Session
 from zapreply.llm import business_tools
 from zapreply.replies import media
 from zapreply.rules import groups
-from zapreply.rules.configs import option_values
+from zapreply.rules.configs import options_of
+from zapreply.rules.options import Options
 from zapreply.rules.text import quoted_name
 from zapreply.settings import Settings
 from zapreply.storage import runs
-from zapreply.storage.models import Conversation, Message, WorkflowConfig, utcnow
+from zapreply.storage.models import Conversation, Message, Role, WorkflowConfig, utcnow
 
 
 @dataclass
@@ -29,7 +30,7 @@ class Prompt:
     config_id: int
     model: str
     messages: list[dict[str, Any]]
-    options: dict[str, Any]
+    options: Options
     # Where this run's outbox numbering starts (0 for a new run); None: read it when storing
     # (a replay may have left a fallback row).
     first_seq: int | None = None
@@ -46,13 +47,13 @@ def build(
 ) -> Prompt:
     """The prompt of run `run_id` (`newest`: the id of its burst's last message, if
     known)."""
-    options = option_values(config)
+    options = options_of(config)
     if newest is None:
         newest = session.scalar(
             select(func.max(Message.id))
-            .where(Message.reply_run_id == run_id, Message.role == "customer")
+            .where(Message.reply_run_id == run_id, Message.role == Role.CUSTOMER)
         )
-    limit = options.get("history_limit") or settings.history_limit
+    limit = options.history_limit or settings.history_limit
     rows = session.connection().execute(runs.HISTORY, {
         "conversation_id": conversation.id, "newest": newest or 0, "limit": limit,
     }).all()
@@ -63,7 +64,7 @@ def build(
         # The business's resume keyword was said to the bot, not to the customer.
         and not (row.extra or {}).get("resume")
     ]))
-    rows = _current_session(rows, options.get("session_idle_hours"))
+    rows = _current_session(rows, options.session_idle_hours)
     messages: list[dict[str, Any]] = []
     group = groups.is_group_chat(conversation.chat_jid)
     if config.system_prompt:
@@ -73,7 +74,7 @@ def build(
                          "content": render_prompt(config.system_prompt, who, options)})
     burst: list[media.Item] = []
     for row in rows:
-        if row.role == "customer" and row.reply_run_id == run_id:
+        if row.role == Role.CUSTOMER and row.reply_run_id == run_id:
             burst.append(media.Item.of(row, len(messages), options, config.model,
                                        label=groups.sender_label(row) if group else ""))
         messages.append(_chat_message(row, group))
@@ -90,9 +91,9 @@ def build(
 
 def _chat_message(row: Message, group: bool) -> dict[str, Any]:
     content = media.describe(row) if row.media_type else row.content
-    if row.role == "customer":
+    if row.role == Role.CUSTOMER:
         return {"role": "user", "content": groups.attributed(row, content) if group else content}
-    if row.role == "business":
+    if row.role == Role.BUSINESS:
         # Written by a person at the business on their phone: part of what "we" said.
         return {"role": "assistant", "content": content, "name": "business"}
     return {"role": "assistant", "content": content}
@@ -104,23 +105,23 @@ def _in_reply_order(session: Session, rows: list[Message]) -> list[Message]:
     Ids alone are not that order: a message that arrives while a reply is being generated is
     recorded before the reply is.
     """
-    run_ids = {row.reply_run_id for row in rows if row.role != "customer" and row.reply_run_id}
+    run_ids = {row.reply_run_id for row in rows if row.role != Role.CUSTOMER and row.reply_run_id}
     # The rows are the newest of the conversation: a run whose customer messages are among
     # them has its last one there too. Only runs older than the window need a query.
     burst_end: dict[int, int] = {}
     for row in rows:
-        if row.role == "customer" and row.reply_run_id in run_ids:
+        if row.role == Role.CUSTOMER and row.reply_run_id in run_ids:
             burst_end[row.reply_run_id] = max(burst_end.get(row.reply_run_id, 0), row.id)
     missing = run_ids - burst_end.keys()
     if missing:
         burst_end.update(session.execute(
             select(Message.reply_run_id, func.max(Message.id))
-            .where(Message.reply_run_id.in_(missing), Message.role == "customer")
+            .where(Message.reply_run_id.in_(missing), Message.role == Role.CUSTOMER)
             .group_by(Message.reply_run_id)
         ).all())
 
     def position(row: Message) -> tuple[int, int, int]:
-        if row.role == "customer" or row.reply_run_id not in burst_end:
+        if row.role == Role.CUSTOMER or row.reply_run_id not in burst_end:
             return row.id, 0, row.id
         return burst_end[row.reply_run_id], 1, row.id
 
@@ -135,7 +136,7 @@ def _in_typed_order(rows: list[Message]) -> list[Message]:
     ordered: list[Message] = []
     burst: list[Message] = []
     for row in [*rows, None]:
-        if row is not None and row.role == "customer":
+        if row is not None and row.role == Role.CUSTOMER:
             burst.append(row)
             continue
         burst.sort(key=_typed_at)
@@ -174,11 +175,11 @@ def _current_session(rows: list[Message], idle_hours: float | None) -> list[Mess
 _PLACEHOLDER = re.compile(r"\{(contact_name|contact_phone|now|date|time|weekday)\}")
 
 
-def render_prompt(template: str, conversation: Conversation, options: dict[str, Any]) -> str:
+def render_prompt(template: str, conversation: Conversation, options: Options) -> str:
     """Fill {contact_name}, {contact_phone}, {now}, {date}, {time} and {weekday} (in the
     config's timezone); any other brace stays as written."""
     try:
-        zone = ZoneInfo(options.get("timezone") or "UTC")
+        zone = ZoneInfo(options.timezone or "UTC")
     except (ZoneInfoNotFoundError, ValueError):
         zone = ZoneInfo("UTC")
     now = utcnow().astimezone(zone)

@@ -13,6 +13,7 @@ from typing import Any
 from zapreply.llm import tools
 from zapreply.replies import leases
 from zapreply.replies.prompt import Prompt
+from zapreply.rules.options import Options
 from zapreply.settings import Settings
 
 
@@ -64,7 +65,7 @@ class Deliver:
     run_id: int
     target: Target
     rows: list[Outgoing]
-    options: dict[str, Any] = field(default_factory=dict)
+    options: Options = field(default_factory=Options)
 
 
 @dataclass(frozen=True)

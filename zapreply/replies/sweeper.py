@@ -18,7 +18,15 @@ from sqlalchemy.orm import Session
 
 from zapreply.settings import get_settings
 from zapreply.storage.db import session_scope
-from zapreply.storage.models import Conversation, Message, ReplyRun, utcnow
+from zapreply.storage.models import (
+    Conversation,
+    Message,
+    OutboxStatus,
+    ReplyRun,
+    Role,
+    RunStatus,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +40,7 @@ def stranded_conversations(
     cutoff = now - timedelta(seconds=grace_seconds)
     open_run = exists().where(
         ReplyRun.conversation_id == Conversation.id,
-        ReplyRun.status == "running",
+        ReplyRun.status == RunStatus.RUNNING,
         or_(
             and_(ReplyRun.next_attempt_at.is_(None), ReplyRun.created_at < cutoff),
             ReplyRun.next_attempt_at < cutoff,
@@ -40,7 +48,7 @@ def stranded_conversations(
     )
     unanswered = exists().where(
         Message.conversation_id == Conversation.id,
-        Message.role == "customer",
+        Message.role == Role.CUSTOMER,
         Message.reply_run_id.is_(None),
         Message.created_at < cutoff,
     )
@@ -48,11 +56,11 @@ def stranded_conversations(
     # budget, the fallback of a failed run) and not yet sent: no open run points at it.
     unsent = exists().where(
         Message.conversation_id == Conversation.id,
-        Message.role == "assistant",
-        Message.status == "pending",
+        Message.role == Role.ASSISTANT,
+        Message.status == OutboxStatus.PENDING,
         Message.created_at < cutoff,
         ReplyRun.id == Message.reply_run_id,
-        ReplyRun.status != "running",
+        ReplyRun.status != RunStatus.RUNNING,
     )
     return list(session.scalars(
         select(Conversation.id)

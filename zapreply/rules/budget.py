@@ -28,36 +28,38 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from zapreply.rules import conversations
+from zapreply.rules.options import Options
 from zapreply.storage import events
+from zapreply.storage.events import EventType
 from zapreply.storage.models import Conversation, DailyUsage, ReplyRun
 
 SPENT = "daily budget spent"
 
 
-def has_budget(options: dict[str, Any]) -> bool:
-    return options.get("daily_token_budget") is not None \
-        or options.get("daily_cost_budget") is not None
+def has_budget(options: Options) -> bool:
+    return options.daily_token_budget is not None \
+        or options.daily_cost_budget is not None
 
 
-def day_of(now: datetime, options: dict[str, Any]) -> date:
+def day_of(now: datetime, options: Options) -> date:
     try:
-        zone = ZoneInfo(options.get("timezone") or "UTC")
+        zone = ZoneInfo(options.timezone or "UTC")
     except (ZoneInfoNotFoundError, ValueError):
         zone = ZoneInfo("UTC")
     return now.astimezone(zone).date()
 
 
-def is_spent(session: Session, config_id: int, options: dict[str, Any], now: datetime) -> bool:
+def is_spent(session: Session, config_id: int, options: Options, now: datetime) -> bool:
     if not has_budget(options):
         return False
     usage = session.get(DailyUsage, (config_id, day_of(now, options)))
     tokens, cost = (usage.tokens, usage.cost) if usage is not None else (0, 0.0)
-    token_budget, cost_budget = options.get("daily_token_budget"), options.get("daily_cost_budget")
+    token_budget, cost_budget = options.daily_token_budget, options.daily_cost_budget
     return (token_budget is not None and tokens >= token_budget) or \
         (cost_budget is not None and cost >= cost_budget)
 
 
-def record_usage(session: Session, config_id: int, options: dict[str, Any],
+def record_usage(session: Session, config_id: int, options: Options,
                  completions: list[Any], now: datetime) -> None:
     """Add what a reply's LLM calls spent to the config's day (only if it has a budget)."""
     if not has_budget(options):
@@ -68,7 +70,7 @@ def record_usage(session: Session, config_id: int, options: dict[str, Any],
         _add(session, config_id, day_of(now, options), tokens, cost)
 
 
-def record_transcription(session: Session, config_id: int | None, options: dict[str, Any],
+def record_transcription(session: Session, config_id: int | None, options: Options,
                          cost: float | None, now: datetime) -> None:
     """Add what a voice note's transcription cost to the config's day (only if it has a
     budget): it is paid to an LLM provider like a completion."""
@@ -77,7 +79,7 @@ def record_transcription(session: Session, config_id: int | None, options: dict[
 
 
 def turn_away(session: Session, conversation: Conversation, run: ReplyRun,
-              options: dict[str, Any], now: datetime) -> list[str]:
+              options: Options, now: datetime) -> list[str]:
     """The budget is spent: act on `budget_action`; return the texts to send (maybe none)."""
     day = day_of(now, options)
     _add(session, run.workflow_config_id, day, 0, 0.0)  # the row to mark exists
@@ -89,23 +91,23 @@ def turn_away(session: Session, conversation: Conversation, run: ReplyRun,
         .returning(DailyUsage.tokens, DailyUsage.cost)
         .execution_options(synchronize_session=False)
     ).first()
-    action = options.get("budget_action") or "fallback"
+    action = options.budget_action or "fallback"
     if first_today is not None:
         events.record(
-            session, events.BUDGET_EXCEEDED, conversation_id=conversation.id, run_id=run.id,
+            session, EventType.BUDGET_EXCEEDED, conversation_id=conversation.id, run_id=run.id,
             workflow_config_id=run.workflow_config_id, day=day.isoformat(),
             tokens=first_today.tokens, cost=first_today.cost,
-            daily_token_budget=options.get("daily_token_budget"),
-            daily_cost_budget=options.get("daily_cost_budget"), action=action,
+            daily_token_budget=options.daily_token_budget,
+            daily_cost_budget=options.daily_cost_budget, action=action,
         )
     if action == "handoff":
         conversations.pause(session, conversation, reason="handoff to human", until=None,
                             actor="budget")
-        events.record(session, events.HANDOFF_REQUESTED, conversation_id=conversation.id,
+        events.record(session, EventType.HANDOFF_REQUESTED, conversation_id=conversation.id,
                       run_id=run.id, reason=SPENT)
-        text = options.get("handoff_text")
+        text = options.handoff_text
     else:
-        text = options.get("fallback_text")
+        text = options.fallback_text
     return [text] if text else []
 
 

@@ -11,154 +11,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from zapreply.net.http import origin
+from zapreply.rules.options import DEFAULTS, DEFINITIONS, InvalidConfig, Options, check
 from zapreply.settings import get_settings
 from zapreply.storage.models import WorkflowConfig, new_webhook_secret
 
 DRIVERS = ("wuzapi", "livchat")
 MASK = "********"
-
-# Optional knobs stored in WorkflowConfig.options, with their defaults and types.
-OPTION_DEFAULTS: dict[str, Any] = {
-    "temperature": None,
-    "max_tokens": None,
-    "history_limit": None,
-    # Sent instead of a raw error when a reply cannot be produced; None sends nothing.
-    "fallback_text": None,
-    # Sent when the model hands the conversation to a human; None sends nothing.
-    "handoff_text": None,
-    # How long a message typed by the business on its phone pauses the bot.
-    "human_pause_minutes": 30.0,
-    # Typed by the business on its phone: the bot takes the conversation back at once.
-    "resume_keyword": None,
-    # Typed by the customer: the conversation starts a fresh context.
-    "reset_keyword": None,
-    # After this long without messages, the model no longer sees the earlier ones.
-    "session_idle_hours": 24.0,
-    # Longer customer messages are cut to this many characters before reaching the model.
-    "max_input_chars": 5000,
-    # More customer messages than this in a minute are recorded but not answered.
-    "rate_limit_per_minute": 30,
-    # Conversations the instance opens in a minute past this are recorded but not answered
-    # (a flood of strangers must not buy a model call each); None: no limit.
-    "new_conversations_per_minute": 120,
-    # More than `loop_guard_replies` replies in `loop_guard_minutes` (another bot answering
-    # ours) pauses the conversation until an operator resumes it.
-    "loop_guard_replies": 10,
-    "loop_guard_minutes": 2.0,
-    # For the system prompt's {now}, {date}, {time} and {weekday}.
-    "timezone": "UTC",
-    # Feeling human (WuzAPI): "typing…" while the reply is produced, a pause per character
-    # before each message (capped), replies split at blank lines, customer messages marked read.
-    "typing_indicator": True,
-    "typing_ms_per_char": 0,
-    "typing_max_seconds": 4.0,
-    "split_paragraphs": True,
-    "mark_read": False,
-    # Who gets answered. trigger: "all" (every message), "keyword" (messages that match
-    # trigger_keywords with trigger_operator: equals, contains, starts_with or regex) or
-    # "fallback" (when no other config on the instance wants the message).
-    "trigger": "all",
-    "trigger_operator": "contains",
-    "trigger_keywords": [],
-    # Phone numbers or JIDs; an allow-list, when set, is the only contacts answered.
-    "allow_contacts": None,
-    "deny_contacts": [],
-    # HTTP endpoints of the business the model may call (zapreply.llm.business_tools), and the
-    # host names among theirs that may resolve to private or loopback addresses (a service
-    # beside zapreply); any other tool host must be public.
-    "tools": [],
-    "tool_private_hosts": [],
-    # A daily allowance of LLM tokens and/or USD (a day in `timezone`); once spent, no LLM
-    # call: budget_action "fallback" sends fallback_text, "handoff" pauses the conversation
-    # for a person (sending handoff_text). See zapreply.rules.budget.
-    "daily_token_budget": None,
-    "daily_cost_budget": None,
-    "budget_action": "fallback",
-    # Group chats: "off" (ignored), "on" (answered like any chat) or "mention" (answered only
-    # when the message mentions the bot or replies to one of its messages; the rest is kept as
-    # context). bot_number: the bot's own number or JID (or a list: its @lid too), to
-    # recognise mentions.
-    "groups": "off",
-    "bot_number": None,
-    # Weekly schedule in `timezone` ({"mon": ["09:00-18:00"], ...}); None: always open.
-    # Outside it, "away" keeps the messages without calling the model and sends
-    # away_message (if set) once per closed window; "answer" answers anyway.
-    "opening_hours": None,
-    "away_message": None,
-    "outside_hours": "away",
-    # Media (see zapreply.replies.media). Voice notes and audio are transcribed with
-    # `transcription_model` (any litellm transcription model; `transcription_language` an
-    # ISO-639-1 hint such as "pt") and answered as text. Images go to the model as pictures
-    # when `vision` is "always", or "auto" and litellm knows the model takes images.
-    # `media_fallback_text` is sent, without asking the model, when nothing in what the
-    # customer sent can be understood (a document, a video, a sticker, audio that could not be
-    # transcribed); None lets the model answer a description such as "[document: nota.pdf]".
-    "transcribe_audio": True,
-    "transcription_model": "whisper-1",
-    "transcription_language": None,
-    "vision": "auto",
-    "media_fallback_text": None,
-    # Messages and events older than this many days are deleted (zapreply.actions.privacy);
-    # None keeps them forever.
-    "retention_days": 180,
-}
-_OPTION_TYPES: dict[str, tuple[type, ...]] = {
-    "temperature": (int, float),
-    "max_tokens": (int,),
-    "history_limit": (int,),
-    "fallback_text": (str,),
-    "handoff_text": (str,),
-    "human_pause_minutes": (int, float),
-    "resume_keyword": (str,),
-    "reset_keyword": (str,),
-    "session_idle_hours": (int, float),
-    "max_input_chars": (int,),
-    "rate_limit_per_minute": (int,),
-    "new_conversations_per_minute": (int,),
-    "loop_guard_replies": (int,),
-    "loop_guard_minutes": (int, float),
-    "timezone": (str,),
-    "typing_indicator": (bool,),
-    "typing_ms_per_char": (int, float),
-    "typing_max_seconds": (int, float),
-    "split_paragraphs": (bool,),
-    "mark_read": (bool,),
-    "trigger": (str,),
-    "trigger_operator": (str,),
-    "trigger_keywords": (list,),
-    "allow_contacts": (list,),
-    "deny_contacts": (list,),
-    "tools": (list,),
-    "tool_private_hosts": (list,),
-    "daily_token_budget": (int,),
-    "daily_cost_budget": (int, float),
-    "budget_action": (str,),
-    "groups": (str,),
-    "bot_number": (str, list),
-    "opening_hours": (dict,),
-    "away_message": (str,),
-    "outside_hours": (str,),
-    "transcribe_audio": (bool,),
-    "transcription_model": (str,),
-    "transcription_language": (str,),
-    "vision": (str,),
-    "media_fallback_text": (str,),
-    "retention_days": (int,),
-}
-_CHOICES = {
-    "trigger": ("all", "keyword", "fallback"),
-    "trigger_operator": ("equals", "contains", "starts_with", "regex"),
-    "budget_action": ("fallback", "handoff"),
-    "groups": ("off", "on", "mention"),
-    "outside_hours": ("away", "answer"),
-    "vision": ("auto", "always", "never"),
-}
-# Options that name something: an empty string would only fail later, at a customer's message.
-_NON_EMPTY = ("transcription_model",)
-
-
-class InvalidConfig(ValueError):
-    pass
 
 
 def validate(data: Any, *, partial: bool = False) -> dict[str, Any]:
@@ -166,7 +24,7 @@ def validate(data: Any, *, partial: bool = False) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidConfig("body must be a JSON object")
     known = {"name", "instance", "is_active", "model", "system_prompt", "send",
-             "debounce_seconds", "hmac_key", "options", *OPTION_DEFAULTS}
+             "debounce_seconds", "hmac_key", "options", *DEFINITIONS}
     # What GET shows and a client may echo back; never set this way.
     shown = {"id", "created_at", "updated_at", "webhook_path"}
     unknown = sorted(set(data) - known - shown)
@@ -206,33 +64,9 @@ def validate(data: Any, *, partial: bool = False) -> dict[str, Any]:
     options = data.get("options", {})
     if not isinstance(options, dict):
         raise InvalidConfig("'options' must be an object")
-    options = {**options, **{k: data[k] for k in OPTION_DEFAULTS if k in data}}
+    options = {**options, **{k: data[k] for k in DEFINITIONS if k in data}}
     for key, value in options.items():
-        if key not in _OPTION_TYPES:
-            raise InvalidConfig(f"unknown option '{key}'")
-        expected = _OPTION_TYPES[key]
-        if value is not None and (
-            isinstance(value, bool) != (bool in expected) or not isinstance(value, expected)
-        ):
-            raise InvalidConfig(f"option '{key}' has the wrong type")
-        if key == "timezone" and value is not None:
-            _check_timezone(value)
-        if key == "opening_hours" and value is not None:
-            _check_opening_hours(value)
-        if key == "bot_number" and value is not None:
-            _check_bot_number(value)
-        if key in _NON_EMPTY and isinstance(value, str) and not value.strip():
-            raise InvalidConfig(f"option '{key}' must not be empty")
-        if key in _CHOICES and value is not None and value not in _CHOICES[key]:
-            raise InvalidConfig(f"option '{key}' must be one of: {', '.join(_CHOICES[key])}")
-        if isinstance(value, list) and key != "tools" \
-                and not all(isinstance(v, str) and v for v in value):
-            raise InvalidConfig(f"option '{key}' must be a list of non-empty strings")
-        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-            raise InvalidConfig(f"option '{key}' must not be negative")
-        if key == "retention_days" and value is not None and not 1 <= value <= 36500:
-            raise InvalidConfig("option 'retention_days' must be from 1 to 36500 days, or null "
-                                "to keep messages and events forever")
+        check(key, value)
     if options.get("trigger_operator") == "regex":
         import regex
 
@@ -254,34 +88,6 @@ def validate(data: Any, *, partial: bool = False) -> dict[str, Any]:
     if options or not partial:
         values["options"] = options
     return values
-
-
-def _check_timezone(name: str) -> None:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidConfig(f"unknown timezone {name!r} (use an IANA name like "
-                            "'America/Sao_Paulo')") from None
-
-
-def _check_opening_hours(schedule: Any) -> None:
-    from zapreply.rules.hours import BadSchedule, validate
-
-    try:
-        validate(schedule)
-    except BadSchedule as exc:
-        raise InvalidConfig(str(exc)) from None
-
-
-def _check_bot_number(value: Any) -> None:
-    from zapreply.rules.text import bot_id
-
-    numbers = value if isinstance(value, list) else [value]
-    if not numbers or not all(isinstance(v, str) and bot_id(v) for v in numbers):
-        raise InvalidConfig("option 'bot_number' must be the bot's phone number or JID "
-                            "(e.g. '5511900000099' or '100000000000099@lid'), or a list of them")
 
 
 # WuzAPI refuses shorter per-user HMAC keys.
@@ -370,7 +176,7 @@ def public_view(config: WorkflowConfig) -> dict[str, Any]:
         # The one place the webhook secret is shown: an operator copies it into WuzAPI.
         "webhook_path": webhook_path(config),
         "hmac_key": MASK if config.hmac_key else None,
-        "options": _masked(option_values(config)),
+        "options": _masked({**DEFAULTS, **(config.options or {})}),
         "created_at": config.created_at.isoformat() if config.created_at else None,
         "updated_at": config.updated_at.isoformat() if config.updated_at else None,
     }
@@ -396,8 +202,16 @@ def _masked(options: dict[str, Any]) -> dict[str, Any]:
     return {**options, "tools": business_tools.masked(options["tools"], MASK)}
 
 
-def option_values(config: WorkflowConfig) -> dict[str, Any]:
-    return {**OPTION_DEFAULTS, **(config.options or {})}
+def options_of(config: WorkflowConfig) -> Options:
+    """The config's options. Kept on the row, for as long as its options are the same object:
+    a cached row is read on every message, and an update assigns a new mapping."""
+    stored = config.options
+    kept = config.__dict__.get("_options_of")
+    if kept is not None and kept[0] is stored:
+        return kept[1]
+    options = Options.of(stored)
+    config.__dict__["_options_of"] = (stored, options)
+    return options
 
 
 def find_active(session: Session, candidates: list[str]) -> WorkflowConfig | None:

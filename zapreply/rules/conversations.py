@@ -14,14 +14,12 @@ from sqlalchemy import ColumnElement, and_, or_
 from sqlalchemy.orm import Session
 
 from zapreply.storage import events
-from zapreply.storage.models import Conversation, utcnow
-
-ACTIVE = "active"
-PAUSED = "paused"
+from zapreply.storage.events import EventType
+from zapreply.storage.models import Conversation, ConversationStatus, utcnow
 
 
 def is_paused(conversation: Conversation, now: datetime) -> bool:
-    return conversation.status == PAUSED and (
+    return conversation.status == ConversationStatus.PAUSED and (
         conversation.paused_until is None or conversation.paused_until > now
     )
 
@@ -29,7 +27,7 @@ def is_paused(conversation: Conversation, now: datetime) -> bool:
 def paused_clause(now: datetime) -> ColumnElement[bool]:
     """`is_paused` as SQL, for listing conversations by their status as it is now."""
     return and_(
-        Conversation.status == PAUSED,
+        Conversation.status == ConversationStatus.PAUSED,
         or_(Conversation.paused_until.is_(None), Conversation.paused_until > now),
     )
 
@@ -47,13 +45,13 @@ def pause(
     Pausing a paused conversation replaces its reason and end, and is recorded too: the
     events then show who extended (or shortened) the pause.
     """
-    conversation.status = PAUSED
+    conversation.status = ConversationStatus.PAUSED
     conversation.paused_until = until
     conversation.pause_reason = reason
     if conversation.id is None:
         session.flush()
     events.record(
-        session, events.CONVERSATION_PAUSED, conversation_id=conversation.id,
+        session, EventType.CONVERSATION_PAUSED, conversation_id=conversation.id,
         reason=reason, until=_iso(until), actor=actor,
     )
 
@@ -68,14 +66,14 @@ def resume(
     """
     was_paused = is_paused(conversation, now or utcnow())
     ended_reason, ended_until = conversation.pause_reason, conversation.paused_until
-    conversation.status = ACTIVE
+    conversation.status = ConversationStatus.ACTIVE
     conversation.paused_until = None
     conversation.pause_reason = None
     if not was_paused:
         return False
     # reason and until describe the pause that ended, so the event reads on its own.
     events.record(
-        session, events.CONVERSATION_RESUMED, conversation_id=conversation.id,
+        session, EventType.CONVERSATION_RESUMED, conversation_id=conversation.id,
         reason=ended_reason, until=_iso(ended_until), actor=actor,
     )
     return True
@@ -83,8 +81,8 @@ def resume(
 
 def pause_expired(conversation: Conversation, now: datetime) -> bool:
     """Paused until a time that has passed: over, but not yet recorded as over."""
-    return conversation.status == PAUSED and conversation.paused_until is not None \
-        and conversation.paused_until <= now
+    return conversation.status == ConversationStatus.PAUSED \
+        and conversation.paused_until is not None and conversation.paused_until <= now
 
 
 def end_expired_pause(session: Session, conversation: Conversation, now: datetime) -> bool:
@@ -94,11 +92,11 @@ def end_expired_pause(session: Session, conversation: Conversation, now: datetim
     if not pause_expired(conversation, now):
         return False
     ended_reason, ended_until = conversation.pause_reason, conversation.paused_until
-    conversation.status = ACTIVE
+    conversation.status = ConversationStatus.ACTIVE
     conversation.paused_until = None
     conversation.pause_reason = None
     events.record(
-        session, events.CONVERSATION_RESUMED, conversation_id=conversation.id,
+        session, EventType.CONVERSATION_RESUMED, conversation_id=conversation.id,
         reason=ended_reason, until=_iso(ended_until), actor="expired",
     )
     return True
@@ -114,7 +112,7 @@ def public_view(conversation: Conversation, now: datetime) -> dict[str, Any]:
         "contact_phone": conversation.contact_phone,
         "contact_name": conversation.contact_name,
         "workflow_config_id": conversation.workflow_config_id,
-        "status": PAUSED if paused else ACTIVE,
+        "status": ConversationStatus.PAUSED if paused else ConversationStatus.ACTIVE,
         "paused_until": _iso(conversation.paused_until) if paused else None,
         "pause_reason": conversation.pause_reason if paused else None,
         "last_inbound_at": _iso(conversation.last_inbound_at),

@@ -15,9 +15,11 @@ from typing import Any
 from sqlalchemy import exists, or_, select
 from sqlalchemy.orm import Session
 
-from zapreply.rules.configs import option_values
+from zapreply.channel.wuzapi import InboundPayload
+from zapreply.rules.configs import options_of
+from zapreply.rules.options import Options
 from zapreply.rules.text import bot_id, quoted_name
-from zapreply.storage.models import Conversation, Message, WorkflowConfig
+from zapreply.storage.models import Conversation, Message, Role, WorkflowConfig
 
 NOT_ADDRESSED = "not addressed to the bot"
 
@@ -27,50 +29,50 @@ def is_group_chat(chat_jid: str) -> bool:
 
 
 def accepts_groups(config: WorkflowConfig) -> bool:
-    return (option_values(config).get("groups") or "off") != "off"
+    return (options_of(config).groups or "off") != "off"
 
 
 def instance_takes_groups(session: Session, instance: str) -> bool:
     """Whether some active config on the instance answers group chats."""
     return any(
-        ((options or {}).get("groups") or "off") != "off"
-        for options in session.scalars(
+        (Options.of(stored).groups or "off") != "off"
+        for stored in session.scalars(
             select(WorkflowConfig.options)
             .where(WorkflowConfig.instance == instance, WorkflowConfig.is_active.is_(True))
         )
     )
 
 
-def bot_ids(options: dict[str, Any]) -> set[str]:
-    configured = options.get("bot_number")
+def bot_ids(options: Options) -> set[str]:
+    configured = options.bot_number
     values = configured if isinstance(configured, list) else [configured]
     return {user for value in values if isinstance(value, str) and (user := bot_id(value))}
 
 
-def addressed(session: Session, conversation_id: int, message: dict[str, Any],
-              options: dict[str, Any]) -> bool:
+def addressed(session: Session, conversation_id: int, message: InboundPayload,
+              options: Options) -> bool:
     """The message mentions the bot, quotes a message its number sent, or replies to one of
     the replies we recorded (which needs no `bot_number`)."""
     ids = bot_ids(options)
-    if ids and any(bot_id(jid) in ids for jid in message.get("mentions") or []):
+    if ids and any(bot_id(jid) in ids for jid in message.mentions):
         return True
-    quoted_sender = message.get("quoted_sender")
+    quoted_sender = message.quoted_sender
     if ids and quoted_sender and bot_id(quoted_sender) in ids:
         return True
-    quoted_id = message.get("quoted_id")
+    quoted_id = message.quoted_id
     return bool(quoted_id) and bool(session.scalar(select(exists().where(
         Message.conversation_id == conversation_id,
-        Message.role == "assistant",
+        Message.role == Role.ASSISTANT,
         # WuzAPI sends our deterministic id as the WhatsApp id; other drivers report their own.
         or_(Message.wa_message_id == quoted_id, Message.provider_message_id == quoted_id),
     ))))
 
 
 def unanswered_reason(session: Session, config: WorkflowConfig, conversation_id: int,
-                      message: dict[str, Any]) -> str | None:
+                      message: InboundPayload) -> str | None:
     """Why this config does not answer a group message, or None when it does."""
-    options = option_values(config)
-    mode = options.get("groups") or "off"
+    options = options_of(config)
+    mode = options.groups or "off"
     if mode == "off":
         return "group chat"
     if mode == "mention" and not addressed(session, conversation_id, message, options):
@@ -78,15 +80,15 @@ def unanswered_reason(session: Session, config: WorkflowConfig, conversation_id:
     return None
 
 
-def sender_extra(message: dict[str, Any]) -> dict[str, Any]:
+def sender_extra(message: InboundPayload) -> dict[str, str]:
     """What a group message's row keeps about its sender (the conversation is the group)."""
-    extra = {"sender_name": message.get("push_name"), "sender_phone": message.get("contact_phone")}
+    extra = {"sender_name": message.push_name, "sender_phone": message.contact_phone}
     return {key: value for key, value in extra.items() if value}
 
 
-def sender_ids(message: dict[str, Any]) -> list[str]:
+def sender_ids(message: InboundPayload) -> list[str]:
     """The group member's JID and number, for the allow- and deny-lists."""
-    return [value for value in (message.get("sender_jid"), message.get("contact_phone")) if value]
+    return [value for value in (message.sender_jid, message.contact_phone) if value]
 
 
 def sender_label(row: Message) -> str:
@@ -113,7 +115,7 @@ def attributed(row: Message, content: Any) -> Any:
 def speaker(conversation: Conversation, rows: list[Message]) -> Conversation:
     """For the prompt's {contact_name} and {contact_phone} in a group: the member who wrote
     last. A detached copy, never added to a session."""
-    latest = next((row for row in reversed(rows) if row.role == "customer"), None)
+    latest = next((row for row in reversed(rows) if row.role == Role.CUSTOMER), None)
     extra = (latest.extra or {}) if latest is not None else {}
     return Conversation(chat_jid=conversation.chat_jid, instance=conversation.instance,
                         contact_name=extra.get("sender_name"),
@@ -122,7 +124,7 @@ def speaker(conversation: Conversation, rows: list[Message]) -> Conversation:
 
 def tell_the_model(messages: list[dict[str, Any]], rows: list[Message]) -> None:
     """Say in the system message that this is a group and who wrote last."""
-    latest = next((row for row in reversed(rows) if row.role == "customer"), None)
+    latest = next((row for row in reversed(rows) if row.role == Role.CUSTOMER), None)
     note = ("This is a WhatsApp group chat with several people; each of their messages "
             "starts with the sender's quoted name (or number) in brackets, and your reply goes "
             "to the whole group.")

@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from zapreply.storage.models import Message
+from zapreply.storage.models import Message, Role
 
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 # "mon" or "monday" (any case) -> 0, as datetime.weekday() counts.
@@ -146,24 +146,25 @@ class Closed:
     away_text: str | None
 
 
-def closed_for(session: Session, conversation_id: int, options: dict[str, Any],
-               at: datetime) -> Closed | None:
+def closed_for(session: Session, conversation_id: int, at: datetime, *,
+               schedule: dict[str, Any] | None, outside_hours: str | None,
+               timezone: str | None, away_message: str | None) -> Closed | None:
     """None when the config answers messages received at `at` (no schedule, inside it, or
-    `outside_hours` = "answer"); else the closed window and what to send."""
-    schedule = options.get("opening_hours")
-    if not schedule or options.get("outside_hours") == "answer":
+    `outside_hours` = "answer"); else the closed window and what to send. The arguments are
+    the options of the same names (`schedule`: opening_hours)."""
+    if not schedule or outside_hours == "answer":
         return None
     try:
         ranges = parse(schedule)
     except BadSchedule:
         return None  # validated on the way in; a stored one that is not must not stop replies
-    since = closed_since(ranges, _zone(options.get("timezone")), at)
+    since = closed_since(ranges, _zone(timezone), at)
     if since is None:
         return None
-    text = options.get("away_message")
+    text = away_message
     if text and session.scalar(select(exists().where(
         Message.conversation_id == conversation_id,
-        Message.role == "assistant",
+        Message.role == Role.ASSISTANT,
         Message.extra["away"].as_boolean().is_(True),
         Message.created_at >= since,
     ))):

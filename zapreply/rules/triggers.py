@@ -7,16 +7,16 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from typing import Any
 
 import regex
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from zapreply.rules import configs
-from zapreply.rules.configs import option_values
+from zapreply.rules.configs import options_of
+from zapreply.rules.options import Options
 from zapreply.rules.text import compile_pattern, normalize, without_accents
-from zapreply.storage.models import Conversation, Message, ReplyRun, WorkflowConfig
+from zapreply.storage.models import Conversation, Message, ReplyRun, Role, RunStatus, WorkflowConfig
 
 OPERATORS = ("equals", "contains", "starts_with", "regex")
 
@@ -28,13 +28,13 @@ log = logging.getLogger(__name__)
 REGEX_SECONDS = 0.2
 
 
-def matches(text: str, options: dict[str, Any]) -> bool:
+def matches(text: str, options: Options) -> bool:
     """Whether a customer's text fires a config whose trigger is `keyword`."""
-    operator = options.get("trigger_operator") or "contains"
+    operator = options.trigger_operator or "contains"
     said = normalize(text)
     if operator == "regex":
-        return _regex_matches(text, said, options.get("trigger_keywords") or [])
-    for keyword in options.get("trigger_keywords") or []:
+        return _regex_matches(text, said, options.trigger_keywords or [])
+    for keyword in options.trigger_keywords or []:
         wanted = normalize(keyword)
         if not wanted:
             continue
@@ -91,7 +91,7 @@ def choose_config(
         # The only config on the instance answers whatever it answers (no need to ask the
         # database whether it is engaged).
         (len(candidates) == 1 and candidates[0].id == current.id
-         and option_values(current).get("trigger") in (None, "all"))
+         and options_of(current).trigger in (None, "all"))
         or _engaged(session, conversation, current, now, message_id)
     ):
         return current
@@ -99,9 +99,9 @@ def choose_config(
     if accepts is not None:
         candidates = [config for config in candidates if accepts(config)]
     for config in candidates:
-        by_trigger.setdefault(option_values(config).get("trigger") or "all", []).append(config)
+        by_trigger.setdefault(options_of(config).trigger or "all", []).append(config)
     for config in by_trigger["keyword"]:
-        if matches(text, option_values(config)):
+        if matches(text, options_of(config)):
             return config
     if by_trigger["all"]:
         return by_trigger["all"][0]
@@ -114,16 +114,16 @@ def _engaged(session: Session, conversation: Conversation, config: WorkflowConfi
              now: datetime, message_id: int) -> bool:
     """The config is answering (or answered, within the session window) this conversation,
     or has earlier messages of a burst still waiting for it."""
-    hours = option_values(config).get("session_idle_hours") or 24
+    hours = options_of(config).session_idle_hours or 24
     answering = exists().where(
         ReplyRun.conversation_id == conversation.id,
         ReplyRun.workflow_config_id == config.id,
-        ReplyRun.status.in_(("running", "sent")),
+        ReplyRun.status.in_((RunStatus.RUNNING, RunStatus.SENT)),
         ReplyRun.created_at > now - timedelta(hours=hours),
     )
     waiting = exists().where(
         Message.conversation_id == conversation.id,
-        Message.role == "customer",
+        Message.role == Role.CUSTOMER,
         Message.reply_run_id.is_(None),
         Message.id != message_id,
     )
@@ -134,14 +134,14 @@ def contact_refused(config: WorkflowConfig, conversation: Conversation,
                     also: Iterable[str] = ()) -> str | None:
     """Why the config's contact lists keep this contact out, or None. `also`: more ids of
     who wrote (a group member's JID and number, besides the group's)."""
-    options = option_values(config)
+    options = options_of(config)
     who = {normalize_contact(conversation.chat_jid)}
     if conversation.contact_phone:
         who.add(normalize_contact(conversation.contact_phone))
     who.update(normalize_contact(value) for value in also)
-    if who & {normalize_contact(c) for c in options.get("deny_contacts") or []}:
+    if who & {normalize_contact(c) for c in options.deny_contacts or []}:
         return "contact denied"
-    allowed = options.get("allow_contacts")
+    allowed = options.allow_contacts
     if allowed and not who & {normalize_contact(c) for c in allowed}:
         return "contact not allowed"
     return None

@@ -2,46 +2,50 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from zapreply.storage.models import Event, utcnow
 
-# Event types (SPEC §4).
-MESSAGE_RECEIVED = "message.received"
-MESSAGE_IGNORED = "message.ignored"
-MESSAGE_DUPLICATE = "message.duplicate"
-LLM_COMPLETED = "llm.completed"
-LLM_FAILED = "llm.failed"
-TOOL_CALLED = "tool.called"
-MESSAGE_SENT = "message.sent"
-MESSAGE_FAILED = "message.failed"
-CONVERSATION_PAUSED = "conversation.paused"
-CONVERSATION_RESUMED = "conversation.resumed"
-HANDOFF_REQUESTED = "handoff.requested"
-RUN_FAILED = "run.failed"
-RUN_REPLAYED = "run.replayed"
-SESSION_RESET = "session.reset"
-BUDGET_EXCEEDED = "budget.exceeded"
-# Outside opening hours: the away message is in the outbox (its delivery is a message.sent).
-AWAY_QUEUED = "away.queued"
-# Media (zapreply.replies.media): a voice note transcribed; media that could not be fetched or
-# transcribed (payload `will_retry`); the config's media fallback text sent instead of a reply.
-MEDIA_TRANSCRIBED = "media.transcribed"
-MEDIA_FAILED = "media.failed"
-MEDIA_FALLBACK = "media.fallback"
-# A reply held to MAX_MESSAGES_PER_RUN: send_whatsapp calls refused, paragraphs joined.
-REPLY_CAPPED = "reply.capped"
-# Personal data (zapreply.actions.privacy): a contact erased, rows past their retention deleted;
-# both with counts only, never who.
-CONTACT_ERASED = "contact.erased"
-RETENTION_PURGED = "retention.purged"
+
+class EventType(StrEnum):
+    """The event types (SPEC §4), stored as their values."""
+
+    MESSAGE_RECEIVED = "message.received"
+    MESSAGE_IGNORED = "message.ignored"
+    MESSAGE_DUPLICATE = "message.duplicate"
+    LLM_COMPLETED = "llm.completed"
+    LLM_FAILED = "llm.failed"
+    TOOL_CALLED = "tool.called"
+    MESSAGE_SENT = "message.sent"
+    MESSAGE_FAILED = "message.failed"
+    CONVERSATION_PAUSED = "conversation.paused"
+    CONVERSATION_RESUMED = "conversation.resumed"
+    HANDOFF_REQUESTED = "handoff.requested"
+    RUN_FAILED = "run.failed"
+    RUN_REPLAYED = "run.replayed"
+    SESSION_RESET = "session.reset"
+    BUDGET_EXCEEDED = "budget.exceeded"
+    # Outside opening hours: the away message is in the outbox (its delivery is a message.sent).
+    AWAY_QUEUED = "away.queued"
+    # Media (zapreply.replies.media): a voice note transcribed; media that could not be fetched or
+    # transcribed (payload `will_retry`); the config's media fallback text sent instead of a reply.
+    MEDIA_TRANSCRIBED = "media.transcribed"
+    MEDIA_FAILED = "media.failed"
+    MEDIA_FALLBACK = "media.fallback"
+    # A reply held to MAX_MESSAGES_PER_RUN: send_whatsapp calls refused, paragraphs joined.
+    REPLY_CAPPED = "reply.capped"
+    # Personal data (zapreply.actions.privacy): a contact erased, rows past their retention deleted;
+    # both with counts only, never who.
+    CONTACT_ERASED = "contact.erased"
+    RETENTION_PURGED = "retention.purged"
 
 
 def record(
     session: Session,
-    type: str,
+    type: EventType,
     *,
     conversation_id: int | None = None,
     run_id: int | None = None,

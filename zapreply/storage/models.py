@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, date, datetime
-from typing import Annotated, Any
+from enum import StrEnum
+from typing import Annotated, Any, TypedDict
 
 from sqlalchemy import (
     JSON,
@@ -24,6 +25,80 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Role(StrEnum):
+    """Who wrote a message (messages.role)."""
+
+    CUSTOMER = "customer"
+    # The bot's reply.
+    ASSISTANT = "assistant"
+    # Typed on the business's own phone.
+    BUSINESS = "business"
+    # A tool call of a reply and its result, kept for the history.
+    TOOL = "tool"
+
+
+class OutboxStatus(StrEnum):
+    """An outbound message's status (messages.status): pending → sent | failed."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class RunStatus(StrEnum):
+    """A reply run's status (reply_runs.status): running → sent | failed | skipped."""
+
+    RUNNING = "running"
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class ConversationStatus(StrEnum):
+    """conversations.status; paused with no paused_until: until an operator resumes it."""
+
+    ACTIVE = "active"
+    PAUSED = "paused"
+
+
+class MediaReference(TypedDict, total=False):
+    """Where a media message's bytes are (zapreply.channel.wuzapi.media_reference) and what
+    became of them (zapreply.replies.media)."""
+
+    mimetype: str
+    file_name: str
+    size: int
+    seconds: int
+    voice: bool  # a voice note (PTT), not an audio file
+    base64: str  # the inline bytes, dropped once the message is answered
+    inline_dropped: int  # base64 characters WuzAPI sent that were too many to carry
+    url: str  # WuzAPI's S3 delivery
+    download: dict[str, Any]  # the keys WuzAPI's download endpoints take
+    transcribed: bool  # content holds the transcript
+    attempts: int  # failed fetches or transcriptions so far
+    failed: str  # why the media was given up on
+
+
+class MessageExtra(TypedDict, total=False):
+    """Message.extra: what a message row keeps beyond its columns; every key optional."""
+
+    # Customer and business messages.
+    timestamp: str | None  # WhatsApp's, as WuzAPI sent it
+    sender: str | None  # the JID that wrote it (a group member's, in a group)
+    sender_name: str  # a group member's WhatsApp name
+    sender_phone: str  # a group member's number
+    truncated_from: int  # the length before max_input_chars cut it
+    media: MediaReference
+    reset: bool  # the customer's reset_keyword: later replies see nothing before it
+    resume: bool  # the business's resume_keyword: a command, not words to the customer
+    # Outbound messages.
+    fallback: bool  # fallback_text sent instead of a reply
+    away: bool  # the away message of a closed window
+    # Tool calls kept for the history.
+    name: str
+    arguments: Any
 
 
 def utcnow() -> datetime:
@@ -104,8 +179,8 @@ class Conversation(Base):
     workflow_config_id: Mapped[int | None] = mapped_column(
         BigId, ForeignKey("workflow_configs.id", ondelete="SET NULL")
     )
-    # "active" or "paused"; paused_until NULL with status paused means "until an operator resumes".
-    status: Mapped[str] = mapped_column(String(20), default="active")
+    # A ConversationStatus.
+    status: Mapped[str] = mapped_column(String(20), default=ConversationStatus.ACTIVE)
     paused_until: Mapped[datetime | None]
     pause_reason: Mapped[str | None] = mapped_column(String(200))
     # The responder lease. lease_token only ever grows: a holder fences each write with the
@@ -134,8 +209,8 @@ class ReplyRun(Base):
     workflow_config_id: Mapped[int | None] = mapped_column(
         BigId, ForeignKey("workflow_configs.id", ondelete="SET NULL")
     )
-    # running → sent | failed | skipped
-    status: Mapped[str] = mapped_column(String(20), default="running")
+    # A RunStatus.
+    status: Mapped[str] = mapped_column(String(20), default=RunStatus.RUNNING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # Backoff after a failed attempt survives the task that scheduled it: no one resumes the
     # run before this (see zapreply.replies.sweeper).
@@ -165,7 +240,7 @@ class Message(Base):
         BigId, ForeignKey("conversations.id", ondelete="CASCADE")
     )
     instance: Mapped[str] = mapped_column(String(200))
-    # customer | assistant | business | tool
+    # A Role.
     role: Mapped[str] = mapped_column(String(20))
     content: Mapped[str] = mapped_column(Text, default="")
     wa_message_id: Mapped[str | None] = mapped_column(String(128))
@@ -175,10 +250,11 @@ class Message(Base):
     reply_run_id: Mapped[int | None] = mapped_column(
         BigId, ForeignKey("reply_runs.id", ondelete="SET NULL")
     )
-    # Outbound only: pending → sent | failed; the position within its run.
+    # Outbound only: an OutboxStatus; the position within its run.
     status: Mapped[str | None] = mapped_column(String(20))
     seq: Mapped[int | None] = mapped_column(Integer)
     provider_message_id: Mapped[str | None] = mapped_column(String(128))
+    # A MessageExtra.
     extra: Mapped[json_dict]
     sent_at: Mapped[datetime | None]
     created_at: Mapped[created_at]

@@ -22,18 +22,18 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, insert, select, text, update
 
-from zapreply.storage import events
-from zapreply.storage.models import Conversation, Event, Message
+from zapreply.storage.events import EventType
+from zapreply.storage.models import Conversation, Event, Message, OutboxStatus, Role
 
 _messages = Message.__table__
 _conversations = Conversation.__table__
 
 _NEXT_SEQ = select(func.coalesce(func.max(_messages.c.seq) + 1, 0)).where(
-    _messages.c.reply_run_id == bindparam("run_id"), _messages.c.role == "assistant")
+    _messages.c.reply_run_id == bindparam("run_id"), _messages.c.role == Role.ASSISTANT)
 _ADD = insert(_messages).returning(_messages.c.id, sort_by_parameter_order=True)
 _MARK_SENT = (
     update(_messages).where(_messages.c.id == bindparam("row_id"))
-    .values(status="sent", provider_message_id=bindparam("provider_id"),
+    .values(status=OutboxStatus.SENT, provider_message_id=bindparam("provider_id"),
             sent_at=bindparam("sent_at"))
 )
 
@@ -102,7 +102,7 @@ class Fence:
         return {
             "conversation_id": self.conversation_id, "token": self.token,
             "run_id": self.run_id, "now": self.now, "expires_at": self.expires_at,
-            "event_type": events.LLM_COMPLETED, "payloads": self.payloads,
+            "event_type": EventType.LLM_COMPLETED, "payloads": self.payloads,
         }
 
 
@@ -164,7 +164,7 @@ def record_last_send_postgresql(connection: Connection, *, conversation_id: int,
     outcome = connection.execute(_LAST_SEND_POSTGRESQL, {
         "row_id": row_id, "provider_id": provider_id, "sent_at": sent_at,
         "conversation_id": conversation_id, "run_id": run_id, "token": token,
-        "event_type": events.MESSAGE_SENT,
+        "event_type": EventType.MESSAGE_SENT,
         "payload": {"message_id": row_id, "provider_message_id": provider_id},
     }).one()
     return LastSend(bool(outcome.closed), bool(outcome.more))

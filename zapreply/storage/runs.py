@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from zapreply.storage.models import Conversation, Message, ReplyRun
+from zapreply.storage.models import Conversation, Message, OutboxStatus, ReplyRun, Role, RunStatus
 
 _messages = Message.__table__
 _runs = ReplyRun.__table__
@@ -36,14 +36,15 @@ CONVERSATION = select(*_conversations.c).where(
     _conversations.c.id == bindparam("conversation_id"))
 RUNNING = (
     select(_runs.c.id)
-    .where(_runs.c.conversation_id == bindparam("conversation_id"), _runs.c.status == "running")
+    .where(_runs.c.conversation_id == bindparam("conversation_id"),
+           _runs.c.status == RunStatus.RUNNING)
     .order_by(_runs.c.id)
     .limit(1)
 )
 REPLIES_SENT = select(func.count(func.distinct(_messages.c.reply_run_id))).where(
     _messages.c.conversation_id == bindparam("conversation_id"),
-    _messages.c.role == "assistant",
-    _messages.c.status == "sent",
+    _messages.c.role == Role.ASSISTANT,
+    _messages.c.status == OutboxStatus.SENT,
     _messages.c.sent_at > bindparam("since"),
 )
 # What is waiting (outbox rows not confirmed sent, customer messages no run has taken), and on
@@ -54,16 +55,16 @@ WAITING = (
            # Its own `messages`, not the outer row's.
            REPLIES_SENT.correlate(None).scalar_subquery().label("replies_sent"))
     .where(_messages.c.conversation_id == bindparam("conversation_id"), or_(
-        and_(_messages.c.role == "assistant", _messages.c.status == "pending"),
-        and_(_messages.c.role == "customer", _messages.c.reply_run_id.is_(None)),
+        and_(_messages.c.role == Role.ASSISTANT, _messages.c.status == OutboxStatus.PENDING),
+        and_(_messages.c.role == Role.CUSTOMER, _messages.c.reply_run_id.is_(None)),
     ))
     .order_by(_messages.c.id)
 )
 MORE_WAITING = select(exists().where(
     _messages.c.conversation_id == bindparam("conversation_id"),
     or_(
-        and_(_messages.c.role == "customer", _messages.c.reply_run_id.is_(None)),
-        and_(_messages.c.role == "assistant", _messages.c.status == "pending"),
+        and_(_messages.c.role == Role.CUSTOMER, _messages.c.reply_run_id.is_(None)),
+        and_(_messages.c.role == Role.ASSISTANT, _messages.c.status == OutboxStatus.PENDING),
     ),
 ))
 HISTORY = (
@@ -71,24 +72,24 @@ HISTORY = (
     .where(
         _messages.c.conversation_id == bindparam("conversation_id"),
         # Not `role IN (...)`: SQLAlchemy renders an IN list into the SQL at every execution.
-        or_(_messages.c.role == "customer", _messages.c.role == "assistant",
-            _messages.c.role == "business"),
+        or_(_messages.c.role == Role.CUSTOMER, _messages.c.role == Role.ASSISTANT,
+            _messages.c.role == Role.BUSINESS),
         # Customer messages up to this run's burst (later ones belong to the next run);
         # everything we (or the business) sent, even if written after the burst arrived.
-        (_messages.c.role != "customer") | (_messages.c.id <= bindparam("newest")),
-        (_messages.c.role != "assistant") | (_messages.c.status == "sent"),
+        (_messages.c.role != Role.CUSTOMER) | (_messages.c.id <= bindparam("newest")),
+        (_messages.c.role != Role.ASSISTANT) | (_messages.c.status == OutboxStatus.SENT),
     )
     .order_by(_messages.c.id.desc())
     .limit(bindparam("limit"))
 )
 READ_IDS = (
     select(_messages.c.wa_message_id, _messages.c.extra["sender"].as_string())
-    .where(_messages.c.reply_run_id == bindparam("run_id"), _messages.c.role == "customer")
+    .where(_messages.c.reply_run_id == bindparam("run_id"), _messages.c.role == Role.CUSTOMER)
     .order_by(_messages.c.id)
 )
 CLOSE_SENT_RUN = (
-    update(_runs).where(_runs.c.id == bindparam("run_id"), _runs.c.status == "running")
-    .values(status="sent", finished_at=bindparam("finished_at"))
+    update(_runs).where(_runs.c.id == bindparam("run_id"), _runs.c.status == RunStatus.RUNNING)
+    .values(status=RunStatus.SENT, finished_at=bindparam("finished_at"))
 )
 
 _OPEN_RUN = insert(_runs).returning(_runs.c.id)

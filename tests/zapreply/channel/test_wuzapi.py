@@ -36,7 +36,7 @@ def message_envelope(message: dict[str, Any] | None = None, **info: Any) -> Enve
     return wuzapi.parse_envelope(JSON, compact(envelope))
 
 
-def read(message: dict[str, Any] | None = None, **info: Any) -> InboundMessage | str:
+def read(message: dict[str, Any] | None = None, **info: Any) -> InboundMessage | wuzapi.Ignored:
     return wuzapi.read_message(message_envelope(message, **info))
 
 
@@ -102,7 +102,7 @@ def test_non_string_instance_fields_in_json_are_not_candidates() -> None:
 def test_an_event_of_null_reads_as_an_empty_object() -> None:
     envelope = wuzapi.parse_envelope(JSON, b'{"type": "Connected", "event": null}')
     assert envelope.event == {}
-    assert wuzapi.read_message(envelope) == "event type Connected is not a message"
+    assert wuzapi.read_message(envelope).reason == "event type Connected is not a message"
 
 
 def test_a_missing_event_reads_as_an_empty_object() -> None:
@@ -307,7 +307,8 @@ def test_missing_optional_info_keys_are_tolerated() -> None:
 def test_a_message_with_no_message_object_has_no_content() -> None:
     envelope = copy.deepcopy(TEXT)
     del envelope["event"]["Message"]
-    assert wuzapi.read_message(wuzapi.parse_envelope(JSON, compact(envelope))) == "no content"
+    assert wuzapi.read_message(wuzapi.parse_envelope(JSON, compact(envelope))).reason \
+        == "no content"
 
 
 @pytest.mark.parametrize("message", [{}, {"conversation": ""}, {"messageContextInfo": {}},
@@ -315,7 +316,7 @@ def test_a_message_with_no_message_object_has_no_content() -> None:
 def test_a_message_without_text_or_media_is_ignored_as_no_content(
     message: dict[str, Any]
 ) -> None:
-    assert read(message) == "no content"
+    assert read(message).reason == "no content"
 
 
 @pytest.mark.parametrize(("message", "reason"), [
@@ -330,24 +331,25 @@ def test_a_message_without_text_or_media_is_ignored_as_no_content(
 def test_things_that_are_not_something_the_customer_said_are_ignored(
     message: dict[str, Any], reason: str
 ) -> None:
-    assert read(message) == reason
+    assert read(message).reason == reason
 
 
 def test_an_edit_flagged_by_whatsmeow_is_ignored() -> None:
     envelope = copy.deepcopy(TEXT)
     envelope["event"]["IsEdit"] = True
-    assert wuzapi.read_message(wuzapi.parse_envelope(JSON, compact(envelope))) == "edit"
-    assert read(Edit="1") == "edit"
+    assert wuzapi.read_message(wuzapi.parse_envelope(JSON, compact(envelope))).reason \
+        == "edit"
+    assert read(Edit="1").reason == "edit"
 
 
 @pytest.mark.parametrize("edit", ["7", "8"])
 def test_a_revoked_message_is_ignored_as_a_deletion(edit: str) -> None:
-    assert read(Edit=edit) == "deletion"
+    assert read(Edit=edit).reason == "deletion"
 
 
 def test_a_strange_edit_attribute_does_not_crash() -> None:
-    assert read(Edit=["7"]) == "edit"
-    assert read(Edit={"x": 1}) == "edit"
+    assert read(Edit=["7"]).reason == "edit"
+    assert read(Edit={"x": 1}).reason == "edit"
     assert isinstance(read(Edit=0), InboundMessage)
 
 
@@ -359,13 +361,24 @@ def test_a_strange_edit_attribute_does_not_crash() -> None:
     ({"IsGroup": True}, "group chat"),
 ])
 def test_chats_that_are_not_one_to_one_are_ignored(info: dict[str, Any], reason: str) -> None:
-    assert read(**info) == reason
+    assert read(**info).reason == reason
+
+
+def test_an_ignored_message_says_whether_it_was_a_group_or_no_message_at_all() -> None:
+    group = read(IsGroup=True)
+    assert isinstance(group, wuzapi.Ignored)
+    assert (group.is_group, group.is_message) == (True, True)
+    receipt = wuzapi.read_message(wuzapi.parse_envelope(JSON, b'{"type": "ReadReceipt"}'))
+    assert isinstance(receipt, wuzapi.Ignored)
+    assert (receipt.is_group, receipt.is_message) == (False, False)
+    assert read(Chat="status@broadcast") == wuzapi.Ignored("status or broadcast")
 
 
 def test_newsletter_metadata_marks_a_newsletter() -> None:
     envelope = copy.deepcopy(TEXT)
     envelope["event"]["NewsletterMeta"] = {"EditTS": "0001-01-01T00:00:00Z"}
-    assert wuzapi.read_message(wuzapi.parse_envelope(JSON, compact(envelope))) == "newsletter"
+    assert wuzapi.read_message(wuzapi.parse_envelope(JSON, compact(envelope))).reason \
+        == "newsletter"
 
 
 def test_an_extended_text_is_read_as_text() -> None:
@@ -399,7 +412,7 @@ def test_media_is_read_with_its_caption(
 
 
 def test_a_media_key_that_is_not_an_object_is_skipped() -> None:
-    assert read({"imageMessage": "nope"}) == "no content"
+    assert read({"imageMessage": "nope"}).reason == "no content"
 
 
 def test_text_wins_over_media_keys_in_the_same_message() -> None:
@@ -461,7 +474,7 @@ def test_ids_up_to_the_column_sizes_are_accepted() -> None:
 
 
 def test_a_text_of_only_nul_has_no_content() -> None:
-    assert read({"conversation": "\x00"}) == "no content"
+    assert read({"conversation": "\x00"}).reason == "no content"
 
 
 @pytest.mark.parametrize(("event", "problem"), [
@@ -490,4 +503,22 @@ def test_a_message_event_without_its_identity_is_a_bad_payload(
 @pytest.mark.parametrize("name", ["read_receipt.json", "presence.json", "chat_presence.json"])
 def test_other_event_types_are_not_messages(name: str) -> None:
     envelope = wuzapi.parse_envelope(JSON, (FIXTURES / name).read_bytes())
-    assert wuzapi.read_message(envelope) == f"event type {envelope.type} is not a message"
+    assert wuzapi.read_message(envelope).reason == f"event type {envelope.type} is not a message"
+
+
+def test_the_worker_reads_back_every_field_the_receiver_queued() -> None:
+    message = wuzapi.read_message(message_envelope(IsGroup=True), groups=True)
+    assert isinstance(message, InboundMessage) and message.is_group
+
+    payload = wuzapi.InboundPayload.from_task(json.loads(json.dumps(message.as_payload())))
+
+    assert {name: getattr(payload, name) for name in message.__dataclass_fields__} \
+        == vars(message)
+
+
+def test_a_task_queued_with_only_the_ids_is_still_read() -> None:
+    payload = wuzapi.InboundPayload.from_task({"wa_message_id": "3A01", "chat_jid": "55@s"})
+
+    assert (payload.text, payload.from_me, payload.is_group, payload.mentions) == (
+        "", False, False, ())
+    assert payload.sender_jid is None and payload.media is None

@@ -16,6 +16,7 @@ from zapreply.broker.queue import HANDLE_INBOUND
 from zapreply.channel import wuzapi
 from zapreply.replies import media
 from zapreply.rules.configs import InvalidConfig, validate
+from zapreply.rules.options import Options
 from zapreply.settings import load
 from zapreply.storage.models import Message
 
@@ -170,15 +171,15 @@ def test_media_reads_as_a_label_and_its_caption(message: Message, text: str) -> 
 def test_images_go_as_pictures_only_to_models_that_take_them(
     options: dict[str, Any], model: str, action: str | None
 ) -> None:
-    assert media.Item.of(row("image", "foto"), 1, options, model).action == action
+    assert media.Item.of(row("image", "foto"), 1, Options.of(options), model).action == action
 
 
 def test_audio_is_transcribed_once_and_not_after_it_failed() -> None:
-    options = {"transcribe_audio": True}
+    options = Options(transcribe_audio=True)
     assert media.Item.of(row("audio"), 1, options, "m").action == "transcribe"
     assert media.Item.of(row("audio", "oi", transcribed=True), 1, options, "m").action is None
     assert media.Item.of(row("audio", failed="x"), 1, options, "m").action is None
-    assert media.Item.of(row("audio"), 1, {"transcribe_audio": False}, "m").action is None
+    assert media.Item.of(row("audio"), 1, Options(transcribe_audio=False), "m").action is None
 
 
 # --- decoding ------------------------------------------------------------------------------------
@@ -501,7 +502,7 @@ def test_the_run_s_deadline_cuts_a_download_shorter_than_media_timeout_seconds()
     started = time.monotonic()
     try:
         with pytest.raises(media.MediaFailed, match="timeout fetching the S3 URL") as failed:
-            media.resolve([{"role": "user", "content": ""}], [item], options={}, send=WUZAPI,
+            media.resolve([{"role": "user", "content": ""}], [item], options=Options(), send=WUZAPI,
                           settings=settings, conversation_id=1, run_id=1,
                           deadline=time.monotonic() + 1.0)
     finally:
@@ -522,7 +523,7 @@ def test_a_transcription_without_time_left_in_the_run_is_not_started(monkeypatch
     with pytest.raises(media.MediaFailed, match="no time left in this reply to transcribe") \
             as failed:
         media.resolve([{"role": "user", "content": ""}], [item],
-                      options={"transcribe_audio": True}, send=WUZAPI, settings=load({}),
+                      options=Options(transcribe_audio=True), send=WUZAPI, settings=load({}),
                       conversation_id=1, run_id=1, deadline=time.monotonic() - 1)
     assert not failed.value.permanent
     assert called == []

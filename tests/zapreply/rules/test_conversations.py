@@ -8,8 +8,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from zapreply.rules import conversations
-from zapreply.storage import events
 from zapreply.storage.db import session_factory
+from zapreply.storage.events import EventType
 from zapreply.storage.models import Conversation, Event, utcnow
 
 
@@ -44,7 +44,7 @@ def test_pausing_sets_the_reason_and_end_and_records_an_event(session: Session) 
     assert conversation.paused_until == until
     assert conversation.pause_reason == "human took over"
     [event] = recorded(session)
-    assert event.type == events.CONVERSATION_PAUSED
+    assert event.type == EventType.CONVERSATION_PAUSED
     assert event.conversation_id == conversation.id
     assert event.payload == {"reason": "human took over", "until": until.isoformat(),
                              "actor": "business"}
@@ -96,7 +96,7 @@ def test_resuming_clears_the_pause_and_records_an_event(session: Session) -> Non
     assert (conversation.status, conversation.paused_until, conversation.pause_reason) == (
         "active", None, None)
     event = recorded(session)[-1]
-    assert event.type == events.CONVERSATION_RESUMED
+    assert event.type == EventType.CONVERSATION_RESUMED
     assert event.payload == {"reason": "human took over", "until": until.isoformat(),
                              "actor": "admin"}
 

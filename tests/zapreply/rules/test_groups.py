@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import FIXTURES
 from zapreply.channel import wuzapi
 from zapreply.rules import configs, groups
+from zapreply.rules.options import Options
 from zapreply.storage.models import Message
 
 JSON = "application/json"
@@ -33,7 +34,7 @@ def read_group(message: dict[str, Any] | None = None, **info: Any):  # type: ign
 
 def test_a_group_message_is_read_only_when_asked_to():
     envelope = wuzapi.parse_envelope(JSON, (FIXTURES / "message_group.json").read_bytes())
-    assert wuzapi.read_message(envelope) == "group chat"
+    assert wuzapi.read_message(envelope).reason == "group chat"
 
     message = wuzapi.read_message(envelope, groups=True)
     assert isinstance(message, wuzapi.InboundMessage)
@@ -83,11 +84,11 @@ def test_a_one_to_one_message_carries_no_group_fields():
 
 
 def test_the_bot_number_is_recognised_in_any_formatting():
-    assert groups.bot_ids({"bot_number": "+55 (11) 90000-0099"}) == {"5511900000099"}
-    assert groups.bot_ids({"bot_number": ["5511900000099:12@s.whatsapp.net",
-                                          "100000000000099@lid"]}) == {
+    assert groups.bot_ids(Options(bot_number="+55 (11) 90000-0099")) == {"5511900000099"}
+    assert groups.bot_ids(Options(bot_number=["5511900000099:12@s.whatsapp.net",
+                                          "100000000000099@lid"])) == {
         "5511900000099", "100000000000099"}
-    assert groups.bot_ids({"bot_number": None}) == set()
+    assert groups.bot_ids(Options(bot_number=None)) == set()
     assert groups.bot_id("loja@s.whatsapp.net") is None
 
 
@@ -110,7 +111,7 @@ def test_the_config_validates_the_group_options():
     values = configs.validate({**BASE, "options": {"groups": "mention",
                                                    "bot_number": ["5511900000099", "1@lid"]}})
     assert values["options"]["groups"] == "mention"
-    assert configs.OPTION_DEFAULTS["groups"] == "off"
+    assert Options().groups == "off"
 
 
 @pytest.mark.parametrize("options, message", [

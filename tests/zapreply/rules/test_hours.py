@@ -9,6 +9,7 @@ import pytest
 
 from zapreply.rules import configs, hours
 from zapreply.rules.hours import BadSchedule, Range
+from zapreply.rules.options import Options
 
 NEW_YORK = hours.ZoneInfo("America/New_York")
 SAO_PAULO = hours.ZoneInfo("America/Sao_Paulo")
@@ -125,8 +126,8 @@ def test_the_config_validates_the_hours_options():
         "opening_hours": {"mon": ["09:00-18:00"]}, "away_message": "Voltamos às 9h.",
         "outside_hours": "answer", "timezone": "America/Sao_Paulo"}})
     assert values["options"]["opening_hours"] == {"mon": ["09:00-18:00"]}
-    assert configs.OPTION_DEFAULTS["opening_hours"] is None
-    assert configs.OPTION_DEFAULTS["outside_hours"] == "away"
+    assert Options().opening_hours is None
+    assert Options().outside_hours == "away"
 
 
 @pytest.mark.parametrize("options, message", [

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from zapreply.rules import configs, triggers
+from zapreply.rules.options import Options
 from zapreply.rules.triggers import matches
 
 
@@ -26,13 +27,13 @@ from zapreply.rules.triggers import matches
     ("regex", r"^pedido \d+", "meu pedido 42", False),
 ])
 def test_keywords_match_whatever_the_case_and_accents(operator, keyword, text, expected):
-    options = {"trigger_operator": operator, "trigger_keywords": [keyword]}
+    options = Options(trigger_operator=operator, trigger_keywords=[keyword])
     assert matches(text, options) is expected
 
 
 def test_a_pattern_that_backtracks_without_end_counts_as_no_match_and_says_why(caplog):
     # `(a|aa)+$` takes exponential time against a run of a's that cannot end the text.
-    options = {"trigger_operator": "regex", "trigger_keywords": [r"(a|aa)+$", "pedido"]}
+    options = Options(trigger_operator="regex", trigger_keywords=[r"(a|aa)+$", "pedido"])
     started = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="zapreply.rules.triggers"):
         assert matches("a" * 40 + "!", options) is False
@@ -42,7 +43,7 @@ def test_a_pattern_that_backtracks_without_end_counts_as_no_match_and_says_why(c
 
 def test_the_textbook_catastrophic_pattern_does_not_hold_a_worker():
     # With Python's `re` this search runs for hours.
-    options = {"trigger_operator": "regex", "trigger_keywords": [r"(a+)+$"]}
+    options = Options(trigger_operator="regex", trigger_keywords=[r"(a+)+$"])
     started = time.monotonic()
     assert matches("a" * 40 + "!", options) is False
     assert time.monotonic() - started < triggers.REGEX_SECONDS + 0.5
@@ -56,4 +57,4 @@ def test_patterns_are_matched_by_the_engine_that_validated_them():
         "options": {"trigger": "keyword", "trigger_operator": "regex",
                     "trigger_keywords": [r"^\p{L}+ \d+$"]},
     })
-    assert matches("pedido 42", values["options"]) is True
+    assert matches("pedido 42", Options.of(values["options"])) is True
