@@ -172,9 +172,15 @@ class PrivateRedis:
 
     def depth(self) -> tuple[int, int]:
         """(tasks waiting in the queue, tasks fetched by a worker and not acknowledged yet);
-        the second includes tasks a killed worker had fetched, until they are redelivered."""
+        the second includes tasks a killed worker had fetched, until they are redelivered:
+        those in its unacked records and the one its last fetch moved to its inflight list."""
         client = self.client()
-        return int(client.llen("zapreply")), int(client.hlen("unacked"))
+        return int(client.llen("zapreply")), int(client.hlen("unacked")) + self.inflight()
+
+    def inflight(self) -> int:
+        """Tasks a worker's fetch has taken from the queue and not yet recorded as unacked."""
+        client = self.client()
+        return sum(int(client.llen(key)) for key in client.hkeys("zapreply.inflight"))
 
     def log_tail(self, chars: int = 3000) -> str:
         try:

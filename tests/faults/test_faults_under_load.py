@@ -26,7 +26,7 @@ import pytest
 from tests.faults.harness import Stack, Worker, delivery, wait_for
 
 CUSTOMERS = 60
-POST_SECONDS = 2.0
+POST_SECONDS = 5.0
 FAULT_AFTER_SECONDS = 2.5
 LLM_SECONDS = 1.5
 ROUNDS = int(os.environ.get("FAULTS_LOAD_ROUNDS", "2"))

@@ -12,6 +12,8 @@ nothing left to do.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import pytest
@@ -72,3 +74,47 @@ def test_a_worker_killed_mid_llm_call_is_replaced_and_the_message_answered_once(
     # The killed attempt's run was resumed, not duplicated.
     assert [r.status for r in stack.runs()] == ["sent"]
     assert len(stack.llm.requests) == 2  # the killed call and the one that answered
+
+
+@pytest.mark.timeout(150)
+def test_a_worker_frozen_with_a_task_it_fetched_then_killed_loses_nothing(stack):
+    """The narrowest window: the broker has given the worker a task (Redis: its fetch moved the
+    task into the worker's inflight list; RabbitMQ: delivered, unacknowledged) and the worker
+    dies before it has done anything with it. SIGSTOP holds the worker right there."""
+    stack.make_config()
+    victim = stack.start_worker()
+    for attempt in range(5):
+        os.kill(victim.pid, signal.SIGSTOP)
+        text = f"alguém aí? {attempt}"
+        assert stack.post(text, chat=f"55119777000{attempt:02d}").json()["status"] == "queued"
+        # An idle worker always has a fetch waiting at the broker (Redis: a 1 s BLMOVE, sent
+        # again as soon as one times out), so the frozen worker's fetch takes the task, unless
+        # it had just timed out: then let the worker answer and freeze it again.
+        deadline = time.monotonic() + 3
+        while stack.broker.depth() != (0, 1) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if stack.broker.depth() == (0, 1):
+            break
+        os.kill(victim.pid, signal.SIGCONT)
+        wait_for(lambda text=text: any(r["body"]["Body"] == f"Resposta: {text}"
+                                       for r in stack.delivered()),
+                 30, "the reply of a task the worker took after it woke up", stack.describe)
+    else:
+        pytest.fail(f"the frozen worker's fetch never took the task:\n{stack.describe()}")
+    if stack.broker.kind == "redis":
+        assert stack.broker.inflight() == 1  # taken from the queue, recorded nowhere else yet
+
+    killed_at = time.monotonic()
+    victim.kill9()
+    replacement = stack.start_worker()
+    stack.metric("new worker ready after (s)", replacement.ready_after)
+    wait_for(lambda: any(r["body"]["Body"] == f"Resposta: {text}" for r in stack.delivered()),
+             RECOVERY_BOUND_SECONDS + 20, "the reply of the task the killed worker fetched",
+             stack.describe)
+    reply_at = next(r["at"] for r in stack.delivered() if r["body"]["Body"] == f"Resposta: {text}")
+    stack.metric("kill -> reply (s)", reply_at - killed_at)
+    assert reply_at - killed_at <= RECOVERY_BOUND_SECONDS
+
+    stack.wait_settled(timeout=REDELIVERY_BOUND_SECONDS)
+    bodies = [r["body"]["Body"] for r in stack.delivered()]
+    assert len(bodies) == len(set(bodies)) == attempt + 1, stack.describe()

@@ -46,6 +46,9 @@ def celery_config(settings: Settings) -> dict[str, object]:
             # after the timeout.
             "unacked_restore_interval": 5,
             "unacked_restore_throttle": 1,
+            # Tasks carry no priority, so each queue is one list, which the worker's channel
+            # fetches from atomically (zapreply.broker.redis_transport).
+            "priority_steps": [0],
         }
     return {
         "broker_url": settings.broker_url,

@@ -11,11 +11,9 @@ from typing import Any
 
 import pytest
 import redis
-from kombu import Queue
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from zapreply import settings as settings_module
-from zapreply.broker import redis_transport as broker_module
 from zapreply.broker.queue import HANDLE_INBOUND, QUEUE, REPLY, Publisher, make_celery
 
 # Anything a payload or a repr may hold: quotes, backslashes, non-ASCII, control characters.
@@ -174,52 +172,3 @@ def test_task_ids_are_random_uuids(broker, any_publisher) -> None:
         assert str(parsed) == value
         assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
     assert len(set(ids + tags)) == 100
-
-
-def test_on_redis_the_worker_app_uses_the_transport_that_keeps_its_client(broker_url) -> None:
-    app = make_celery(settings_for(broker_url))
-    with app.connection_for_write() as connection:
-        channel = connection.default_channel
-        assert isinstance(channel, broker_module.Channel)
-        with channel.conn_or_acquire() as first, channel.conn_or_acquire() as second:
-            assert first is second
-            assert first.ping()
-
-
-def test_the_kept_client_goes_with_the_pool_kombu_drops(broker_url) -> None:
-    app = make_celery(settings_for(broker_url))
-    with app.connection_for_write() as connection:
-        channel = connection.default_channel
-        with channel.conn_or_acquire() as before:
-            pass
-        channel._disconnect_pools()  # what kombu does after a connection error
-        with channel.conn_or_acquire() as after:
-            assert after is not before
-            assert after.connection_pool is channel.pool
-            assert after.ping()
-
-
-def test_a_client_handed_in_is_used_as_it_is(broker_url) -> None:
-    app = make_celery(settings_for(broker_url))
-    given = redis.Redis.from_url(broker_url)
-    with app.connection_for_write() as connection:
-        with connection.default_channel.conn_or_acquire(given) as used:
-            assert used is given
-
-
-def test_events_and_acks_go_through_the_kept_client(broker, broker_url) -> None:
-    app = make_celery(settings_for(broker_url))
-    with app.connection_for_write() as connection:
-        channel = connection.default_channel
-        with channel.conn_or_acquire() as kept:
-            pass
-        received: list[Any] = []
-        queue = f"test-kept-client-{uuid.uuid4().hex}"
-        producer = connection.Producer()
-        producer.publish({"n": 1}, routing_key=queue, declare=[Queue(queue)])
-        with connection.Consumer(Queue(queue), callbacks=[
-                lambda body, message: (received.append(body), message.ack())]):
-            connection.drain_events(timeout=5)
-        assert received == [{"n": 1}]
-        assert channel._command_client is kept
-        assert broker.llen(queue) == 0
