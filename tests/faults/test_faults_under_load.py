@@ -1,12 +1,14 @@
 """Faults under load: a worker, a host, the broker or the database fails while many customers
 wait, and every webhook answered `queued` is answered exactly once within a bound.
 
-Each round posts CUSTOMERS deliveries (one per chat) within about two seconds to two busy
-workers (the LLM stand-in answers in 1.5 s, so most wait in the broker or in a worker), brings
-the fault about while intake and reply tasks are in flight, restarts what died as a supervisor
-would, and waits until every chat has its reply. Deliveries refused while a service is down
-(503) are posted again, as WuzAPI does. Rounds are repeated because the window that once lost a
-message (an intake task held unstarted by the killed worker) is narrow.
+Each round posts CUSTOMERS deliveries (one per chat) over POST_SECONDS to two busy workers (the
+LLM stand-in answers in 1.5 s, so most wait in the broker or in a worker), brings the fault
+about halfway through, while intake and reply tasks are in flight and webhooks keep arriving,
+restarts what died as a supervisor would, and waits until every chat has its reply. Deliveries
+refused while a service is down (503) are posted again, as WuzAPI does. Rounds are repeated
+because the windows that once lost a message (an intake task held unstarted by the killed
+worker; a task Redis had handed to a worker that died before filing it as unacknowledged) are
+narrow.
 
 The queue settings are the production ones (VISIBILITY_TIMEOUT_SECONDS=30); the lease and the
 sweeper are FAULT_ENV's short ones, so the bound asserted here is the broker's part of
