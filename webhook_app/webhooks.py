@@ -18,6 +18,7 @@ from werkzeug.wsgi import get_content_length
 from webhook_app import authentication, deadline, routing
 from zapreply.broker.queue import HANDLE_INBOUND, RECORD_IGNORED
 from zapreply.channel import wuzapi
+from zapreply.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ _UNAUTHENTICATED = ("unauthenticated webhook: sign it (x-hmac-signature) with th
 @bp.post("/webhooks/wuzapi/<instance>")
 @bp.post("/webhooks/wuzapi/<instance>/<secret>")
 def receive(instance: str | None = None, secret: str | None = None):  # type: ignore[no-untyped-def]
-    settings = current_app.config["ZAPREPLY_SETTINGS"]
+    settings = get_settings()
     body = _body(settings.max_body_bytes, settings.webhook_read_timeout_seconds)
     signature = request.headers.get("x-hmac-signature")
     trust: authentication.Trust | None = None

@@ -11,8 +11,8 @@ from sqlalchemy import event, select
 import worker.replies as worker_replies
 from tests.zapreply.replies.test_responder import event_types, make_config, run_of
 from zapreply.replies import leases, plan, responder
-from zapreply.storage import db as db_module
-from zapreply.storage.db import get_engine, session_scope
+from zapreply.runtime import Runtime
+from zapreply.storage.db import session_scope
 from zapreply.storage.models import Conversation, Message
 
 CHAT = "5511900000007@s.whatsapp.net"
@@ -25,22 +25,29 @@ def message(wa_id: str, text: str = "oi") -> dict[str, Any]:
 
 
 @pytest.fixture
-def tasks(monkeypatch):  # type: ignore[no-untyped-def]
-    # worker.app turns the pool's pre-ping off for its process: not for the rest of this one.
-    monkeypatch.setattr(db_module, "_pre_ping", db_module._pre_ping)
+def tasks(settings, monkeypatch):  # type: ignore[no-untyped-def]
+    """The worker's task modules, on a worker runtime built from the test's settings (the
+    worker builds its own from the environment)."""
     import worker.inbound
+    from worker.app import app
 
-    return worker.inbound
+    runtime = Runtime.build(settings, pre_ping=False)
+    monkeypatch.setattr(app, "runtime", runtime)
+    yield worker.inbound
+    runtime.database.dispose()
 
 
 @pytest.fixture
-def commits():  # type: ignore[no-untyped-def]
+def commits(tasks):  # type: ignore[no-untyped-def]
+    """Commits on the worker's engine, while the tasks run."""
+    from worker.app import app
+
     counted: list[int] = []
 
     def count(_connection: Any) -> None:
         counted.append(1)
 
-    engine = get_engine()
+    engine = app.runtime.database.engine
     event.listen(engine, "commit", count)
     yield counted
     event.remove(engine, "commit", count)
