@@ -9,11 +9,13 @@ import pytest
 from sqlalchemy import event, select
 
 import worker.replies as worker_replies
+from tests.conftest import migrated_sqlite
 from tests.zapreply.replies.test_responder import event_types, make_config, run_of
 from zapreply.replies import leases, plan, responder
 from zapreply.runtime import Runtime
+from zapreply.settings import load
 from zapreply.storage.db import session_scope
-from zapreply.storage.models import Conversation, Message
+from zapreply.storage.models import Conversation, Event, Message
 
 CHAT = "5511900000007@s.whatsapp.net"
 
@@ -120,3 +122,22 @@ def test_a_conversation_another_worker_holds_is_recorded_and_answered_later(
     assert texts == ["oi", "ainda aí?"]
     assert holder == "someone else"  # the claim that failed changed nothing
     assert len(wuzapi.sent()) == 1  # only the first message's reply
+
+
+def test_a_task_runs_on_its_apps_runtime_not_on_the_processs(db, base_env, tmp_path,
+                                                             monkeypatch):
+    import worker.inbound
+    from worker.app import app
+
+    env = migrated_sqlite(tmp_path / "worker.db", base_env)
+    runtime = Runtime.build(load(env), pre_ping=False)
+    monkeypatch.setattr(app, "runtime", runtime)
+    try:
+        worker.inbound.record_ignored("loja", "group chat", "W1", None)
+
+        with runtime.bound(), session_scope() as session:
+            assert session.scalars(select(Event.type)).all() == ["message.ignored"]
+        with session_scope() as session:
+            assert session.scalars(select(Event.type)).all() == []
+    finally:
+        runtime.database.dispose()
