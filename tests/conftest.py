@@ -179,9 +179,14 @@ def db(settings: settings_module.Settings, llm: LLMStub, wuzapi: MessagesStub) -
 
 @pytest.fixture
 def app(db: None, base_env: dict[str, str]):  # type: ignore[no-untyped-def]
+    """The receiver, its database's connections closed afterwards (the app is frozen out of
+    the garbage collector: its pool would stay open as long as this process)."""
     from webhook_app import create_app
+    from webhook_app.extension import runtime_of
 
-    return create_app(base_env)
+    app = create_app(base_env)
+    yield app
+    runtime_of(app).database.dispose()
 
 
 @pytest.fixture
