@@ -170,9 +170,6 @@ def db(settings: settings_module.Settings, llm: LLMStub, wuzapi: MessagesStub) -
     llm.delay_seconds = 0.0
     wuzapi.reset()
     wuzapi.failures.clear()
-    from webhook_app import routing
-
-    routing.clear_cache()
     configs.clear_cache()
     yield
 

@@ -13,7 +13,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     by name (e.g. {"DATABASE_URL": ...}) for this app alone: its settings and database are its
     own (webhook_app.extension), and the process's are left as they were."""
     import admin_api
-    from webhook_app import extension, health, webhooks
+    from webhook_app import extension, health, routing, webhooks
     from webhook_app.errors import register_error_handlers
     from zapreply.broker.queue import Publisher
     from zapreply.settings import load
@@ -30,6 +30,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     # few of them reach the database (the config cache); the pool opens connections only as
     # they are needed at the same time.
     extension.init_app(app, settings, pool_size=settings.receiver_threads)
+    routing.init_app(app, settings)
     app.extensions["zapreply.publisher"] = Publisher(settings)
 
     register_error_handlers(app)

@@ -49,17 +49,18 @@ class Refused:
     reason: str
 
 
-def authenticate(settings: Settings, body: bytes, signature: str | None,
-                 envelope: Callable[[], wuzapi.Envelope], *, url_instance: str | None = None,
-                 secret: str | None = None) -> Trusted | Refused:
-    """Whether a webhook is authentic, and for which instance.
+def authenticate(settings: Settings, routes: routing.Routes, body: bytes,
+                 signature: str | None, envelope: Callable[[], wuzapi.Envelope], *,
+                 url_instance: str | None = None, secret: str | None = None) -> Trusted | Refused:
+    """Whether a webhook is authentic, and for which instance (the instances' secrets and
+    keys as `routes` knows them).
 
     `envelope` parses the body (raising wuzapi.BadPayload); it is called only when the answer
     depends on what the body names, so a body neither signed nor posted to a secret path is
     refused unread. An authentic body that does not parse is Trusted: its 400 is the caller's.
     A database that cannot be asked raises SQLAlchemyError (a 503: WuzAPI retries).
     """
-    trust = _trust(settings, body, signature, envelope, url_instance, secret)
+    trust = _trust(settings, routes, body, signature, envelope, url_instance, secret)
     if trust is None:
         return Refused(UNAUTHENTICATED)
     if url_instance:
@@ -73,11 +74,11 @@ def authenticate(settings: Settings, body: bytes, signature: str | None,
     return trust
 
 
-def _trust(settings: Settings, body: bytes, signature: str | None,
+def _trust(settings: Settings, routes: routing.Routes, body: bytes, signature: str | None,
            envelope: Callable[[], wuzapi.Envelope], url_instance: str | None,
            secret: str | None) -> Trusted | None:
     if secret is not None:
-        trust = by_secret_path(url_instance or "", secret)
+        trust = by_secret_path(routes, url_instance or "", secret)
         if trust is not None:
             return trust
         # A wrong secret: only the instance's own key can still vouch for the body.
@@ -96,12 +97,12 @@ def _trust(settings: Settings, body: bytes, signature: str | None,
         return None
     candidates = [url_instance] if url_instance else named.instance_candidates()
     # Signed, but not with the global key: one of the named instance's own keys?
-    return by_instance_key(candidates, body, signature or "")
+    return by_instance_key(routes, candidates, body, signature or "")
 
 
-def by_secret_path(instance: str, secret: str) -> Trusted | None:
+def by_secret_path(routes: routing.Routes, instance: str, secret: str) -> Trusted | None:
     """Posted to /webhooks/wuzapi/<instance>/<secret>."""
-    known = routing.instances([instance])
+    known = routes.instances([instance])
     secrets = known[0].webhook_secrets if known else ()
     given = secret.encode("utf-8", "replace")
     matched = False
@@ -112,9 +113,10 @@ def by_secret_path(instance: str, secret: str) -> Trusted | None:
     return Trusted(instance) if matched else None
 
 
-def by_instance_key(candidates: list[str], body: bytes, signature: str) -> Trusted | None:
+def by_instance_key(routes: routing.Routes, candidates: list[str], body: bytes,
+                    signature: str) -> Trusted | None:
     """Signed with the HMAC key of a config on one of the instances the webhook names."""
-    for info in routing.instances(candidates):
+    for info in routes.instances(candidates):
         if any(wuzapi.verify_signature(key, body, signature) for key in info.hmac_keys):
             return Trusted(info.name)
     return None

@@ -119,9 +119,10 @@ def receive(instance: str | None = None, secret: str | None = None):  # type: ig
     # From the WSGI environ: request.headers would build its EnvironHeaders for this alone.
     parsed = _Parsed(request.environ.get("CONTENT_TYPE"), body,
                      settings.media_inline_max_bytes)
+    routes = current_app.extensions[routing.EXTENSION]
     try:
         verdict = authentication.authenticate(
-            settings, body, request.headers.get("x-hmac-signature"), parsed.envelope,
+            settings, routes, body, request.headers.get("x-hmac-signature"), parsed.envelope,
             url_instance=instance, secret=secret)
     except SQLAlchemyError:
         log.warning("database unreachable while authenticating a webhook", exc_info=True)
@@ -142,15 +143,16 @@ def receive(instance: str | None = None, secret: str | None = None):  # type: ig
         candidates = [instance] if instance else envelope.instance_candidates()
     if not candidates:
         return _error("no instance: give it in the URL, instanceName, userID or token", 400)
-    return _route_and_publish(settings, candidates, envelope, message)
+    return _route_and_publish(settings, routes, candidates, envelope, message)
 
 
-def _route_and_publish(settings: Settings, candidates: list[str], envelope: wuzapi.Envelope,
+def _route_and_publish(settings: Settings, routes: routing.Routes, candidates: list[str],
+                       envelope: wuzapi.Envelope,
                        message: wuzapi.InboundMessage | wuzapi.Ignored):  # type: ignore[no-untyped-def]
     """The instance's active config, and the task for it: 200 only once the broker has it."""
     publisher = current_app.extensions["zapreply.publisher"]
     try:
-        config = routing.active_config(candidates)
+        config = routes.active_config(candidates)
         if config is None:
             return _answer("ignored", reason="no active workflow config for this instance")
         if isinstance(message, wuzapi.Ignored) and message.is_group and config.groups:
@@ -167,7 +169,7 @@ def _route_and_publish(settings: Settings, candidates: list[str], envelope: wuza
             }, kwargsrepr=f"{{'instance': {config.instance!r}, ...}}"):
                 answer = _answer("ignored", reason=message.reason)
             return answer
-        if routing.recently_enqueued(config.instance, message.wa_message_id):
+        if routes.recently_enqueued(config.instance, message.wa_message_id):
             return _answer("duplicate", message_id=message.wa_message_id)
         # The task header shown in Flower names the message, never what the customer wrote
         # (and building Celery's default repr of the whole payload costs CPU on every webhook).
@@ -182,5 +184,5 @@ def _route_and_publish(settings: Settings, candidates: list[str], envelope: wuza
     except (OperationalError, KombuError, OSError, *publisher.errors):
         log.warning("broker unreachable while receiving a webhook", exc_info=True)
         return _error("queue unavailable, retry later", 503)
-    routing.remember_enqueued(config.instance, message.wa_message_id)
+    routes.remember_enqueued(config.instance, message.wa_message_id)
     return answer

@@ -16,10 +16,10 @@ from zapreply.storage.db import session_scope
 from zapreply.storage.models import WorkflowConfig
 
 
-def add_config(app, instance: str) -> None:  # type: ignore[no-untyped-def]
+def add_config(app, instance: str, is_active: bool = True) -> None:  # type: ignore[no-untyped-def]
     with runtime_of(app).bound(), session_scope() as session:
         session.add(WorkflowConfig(
-            name=instance, instance=instance, is_active=True, model="openai/stub",
+            name=instance, instance=instance, is_active=is_active, model="openai/stub",
             system_prompt="", debounce_seconds=0.0, options={},
             send={"driver": "wuzapi", "base_url": "http://127.0.0.1:9", "token": "t"}))
 
@@ -72,6 +72,23 @@ def test_two_apps_in_one_process_each_serve_with_their_own_settings_and_database
     finally:
         runtime_of(small).database.dispose()
         runtime_of(large).database.dispose()
+
+
+def test_two_apps_caching_the_same_instance_each_route_it_by_their_own_database(
+        db, base_env, tmp_path) -> None:
+    from webhook_app import create_app
+
+    answering = create_app(migrated_sqlite(tmp_path / "a.db", base_env, CONFIG_CACHE_SECONDS="60"))
+    paused = create_app(migrated_sqlite(tmp_path / "b.db", base_env, CONFIG_CACHE_SECONDS="60"))
+    add_config(answering, "loja")
+    add_config(paused, "loja", is_active=False)
+    try:
+        assert status_of(answering.test_client(), body_for("loja")) == (200, "queued")
+        assert status_of(paused.test_client(), body_for("loja")) == (
+            200, "no active workflow config for this instance")
+    finally:
+        runtime_of(answering).database.dispose()
+        runtime_of(paused).database.dispose()
 
 
 def test_each_app_keeps_its_own_pool_size(db, base_env, tmp_path) -> None:

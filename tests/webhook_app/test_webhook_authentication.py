@@ -16,6 +16,7 @@ from tests.webhook_app.test_webhooks import (
     load_envelope,
     queued_messages,
 )
+from webhook_app.routing import Routes
 from zapreply.rules import configs
 from zapreply.storage.db import session_scope
 from zapreply.storage.models import WorkflowConfig
@@ -277,7 +278,8 @@ def test_an_unsigned_body_is_refused_without_being_parsed(settings) -> None:
     parsed: list[bytes] = []
     body = body_for()
 
-    verdict = authentication.authenticate(settings, body, None, envelope_of(body, parsed))
+    verdict = authentication.authenticate(settings, Routes(0), body, None,
+                                           envelope_of(body, parsed))
 
     assert verdict == authentication.Refused(authentication.UNAUTHENTICATED)
     assert parsed == []
@@ -291,9 +293,9 @@ def test_an_instance_key_trusts_the_webhook_for_that_instance_only(db, settings)
     parse = envelope_of(body, [])
     signature = signed(body, KEY_A)["x-hmac-signature"]
 
-    assert authentication.authenticate(settings, body, signature, parse) == \
+    assert authentication.authenticate(settings, Routes(0), body, signature, parse) == \
         authentication.Trusted(INSTANCE)
-    assert authentication.authenticate(settings, body, signature, parse,
+    assert authentication.authenticate(settings, Routes(0), body, signature, parse,
                                        url_instance="outra-loja") == \
         authentication.Refused(authentication.UNAUTHENTICATED)
 
@@ -306,8 +308,8 @@ def test_the_global_key_trusts_the_webhook_for_the_instance_its_url_and_body_nam
     signature = signed(body)["x-hmac-signature"]
     parse = envelope_of(body, [])
 
-    assert authentication.authenticate(settings, body, signature, parse,
+    assert authentication.authenticate(settings, Routes(0), body, signature, parse,
                                        url_instance=INSTANCE) == authentication.Trusted(None)
-    assert authentication.authenticate(settings, body, signature, parse,
+    assert authentication.authenticate(settings, Routes(0), body, signature, parse,
                                        url_instance="outra-loja") == \
         authentication.Refused(authentication.WRONG_INSTANCE)
