@@ -25,7 +25,9 @@ from flask import Flask
 def mount(app: Flask) -> None:
     """Register the admin API on `app` under /api, or with no ADMIN_TOKEN a stub that
     answers every /api request 503 without loading the admin code."""
-    if app.config["ZAPREPLY_SETTINGS"].admin_token:
+    from webhook_app.extension import runtime_of
+
+    if runtime_of(app).settings.admin_token:
         from admin_api.views import bp
 
         app.register_blueprint(bp)
@@ -37,16 +39,17 @@ def mount(app: Flask) -> None:
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """The admin API on its own, at the same URLs (/api/...): `gunicorn
-    'admin_api:create_app()'`. `config` overrides environment settings by name."""
+    'admin_api:create_app()'`. `config` overrides environment settings by name, for this app
+    alone (webhook_app.extension)."""
+    from webhook_app import extension
     from webhook_app.errors import register_error_handlers
-    from zapreply import settings as settings_module
     from zapreply.broker.queue import Publisher
+    from zapreply.settings import load
 
-    settings = settings_module.load({k: str(v) for k, v in (config or {}).items()})
-    settings_module.override(settings)
+    settings = load({k: str(v) for k, v in (config or {}).items()})
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.config["ZAPREPLY_SETTINGS"] = settings
+    extension.init_app(app, settings)
     # Replaying a run publishes a reply task.
     app.extensions["zapreply.publisher"] = Publisher(settings)
     register_error_handlers(app)

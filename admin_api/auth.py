@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import hmac
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
+
+from zapreply.settings import get_settings
 
 DISABLED = "admin API disabled: set ADMIN_TOKEN"
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
 def require_admin_token() -> tuple[Response, int] | None:
-    expected = current_app.config["ZAPREPLY_SETTINGS"].admin_token
+    expected = get_settings().admin_token
     if not expected:
         # An empty token must never match an empty bearer.
         return jsonify(error=DISABLED), 503

@@ -129,6 +129,21 @@ def migrated(base_env: dict[str, str]) -> str:
     return base_env["DATABASE_URL"]
 
 
+def migrated_sqlite(path: Path, base_env: dict[str, str], **extra_env: str) -> dict[str, str]:
+    """The tests' environment with its own SQLite database at `path`, migrated to head by a
+    runtime bound for the purpose (as a command binds one); the process's settings and
+    database are left as they were."""
+    from zapreply.runtime import Runtime
+
+    env = {**base_env, "DATABASE_URL": f"sqlite:///{path}", **extra_env}
+    runtime = Runtime.build(settings_module.load(env))
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["configure_logging"] = False
+    with runtime.bound():
+        command.upgrade(config, "head")
+    return env
+
+
 @pytest.fixture
 def settings(migrated: str, base_env: dict[str, str], monkeypatch) -> settings_module.Settings:
     current = settings_module.load(base_env)
@@ -155,18 +170,20 @@ def db(settings: settings_module.Settings, llm: LLMStub, wuzapi: MessagesStub) -
     llm.delay_seconds = 0.0
     wuzapi.reset()
     wuzapi.failures.clear()
-    from webhook_app import routing
-
-    routing.clear_cache()
     configs.clear_cache()
     yield
 
 
 @pytest.fixture
 def app(db: None, base_env: dict[str, str]):  # type: ignore[no-untyped-def]
+    """The receiver, its database's connections closed afterwards (the app is frozen out of
+    the garbage collector: its pool would stay open as long as this process)."""
     from webhook_app import create_app
+    from webhook_app.extension import runtime_of
 
-    return create_app(base_env)
+    app = create_app(base_env)
+    yield app
+    runtime_of(app).database.dispose()
 
 
 @pytest.fixture

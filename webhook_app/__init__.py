@@ -10,21 +10,15 @@ from flask import Flask
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """The webhook receiver, with the admin API under /api when ADMIN_TOKEN is set
     (admin_api explains why it is loaded only then). `config` overrides environment settings
-    by name (e.g. {"DATABASE_URL": ...})."""
+    by name (e.g. {"DATABASE_URL": ...}) for this app alone: its settings and database are its
+    own (webhook_app.extension), and the process's are left as they were."""
     import admin_api
-    from webhook_app import health, webhooks
+    from webhook_app import extension, health, routing, webhooks
     from webhook_app.errors import register_error_handlers
-    from zapreply import settings as settings_module
     from zapreply.broker.queue import Publisher
-    from zapreply.storage import db
+    from zapreply.settings import load
 
-    settings = settings_module.load({k: str(v) for k, v in (config or {}).items()})
-    settings_module.override(settings)
-    # A gunicorn worker serves at most its threads' requests at once (gunicorn.conf.py), and
-    # few of them reach the database (the config cache); the pool opens connections only as
-    # they are needed at the same time.
-    db.set_pool_size(settings.receiver_threads)
-
+    settings = load({k: str(v) for k, v in (config or {}).items()})
     if settings.webhook_allow_unsigned:
         logging.getLogger(__name__).warning(
             "WEBHOOK_ALLOW_UNSIGNED is set: anyone who can reach /webhooks/wuzapi can make the "
@@ -32,7 +26,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.config["ZAPREPLY_SETTINGS"] = settings
+    # A gunicorn worker serves at most its threads' requests at once (gunicorn.conf.py), and
+    # few of them reach the database (the config cache); the pool opens connections only as
+    # they are needed at the same time.
+    extension.init_app(app, settings, pool_size=settings.receiver_threads)
+    routing.init_app(app, settings)
     app.extensions["zapreply.publisher"] = Publisher(settings)
 
     register_error_handlers(app)

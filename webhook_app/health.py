@@ -5,6 +5,7 @@ import logging
 from flask import Blueprint, current_app, jsonify
 from sqlalchemy import text
 
+from zapreply.settings import get_settings
 from zapreply.storage.db import get_engine
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def readyz():  # type: ignore[no-untyped-def]
     try:
         depth = current_app.extensions["zapreply.publisher"].queue_depth()
         checks["queue_depth"] = depth
-        if depth >= current_app.config["ZAPREPLY_SETTINGS"].queue_degraded_depth:
+        if depth >= get_settings().queue_degraded_depth:
             status = "degraded"
     except Exception as exc:  # noqa: BLE001 - the broker took a ping; its count is extra
         log.warning("readiness: queue depth unknown: %s", type(exc).__name__)

@@ -1,4 +1,4 @@
-"""Which config owns an instance, cached briefly; and which deliveries this process just queued.
+"""Which config owns an instance, cached briefly; and which deliveries the app just queued.
 
 The cache keeps the receiver off the database for nearly every request while a config change
 still applies within CONFIG_CACHE_SECONDS.
@@ -11,10 +11,11 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from flask import Flask
 from sqlalchemy import select
 
 from zapreply.rules import groups
-from zapreply.settings import get_settings
+from zapreply.settings import Settings
 from zapreply.storage.db import session_factory
 from zapreply.storage.models import WorkflowConfig
 
@@ -43,34 +44,77 @@ class Instance:
 # workflow_configs.instance is a String(200).
 _MAX_INSTANCE_LENGTH = 200
 
-_lock = threading.Lock()
-_instances: dict[str, tuple[float, Instance | None]] = {}
+# WuzAPI retries a delivery that timed out and may send one twice at once. The worker's
+# unique constraint is what guarantees one reply; this only spares the queue the obvious repeats
+# that reach the same app.
+_RECENT_MAX = 20_000
 
 
-def instances(candidates: list[str]) -> list[Instance]:
-    """The known instances among `candidates`, in their order."""
-    now = time.monotonic()
-    found: dict[str, Instance | None] = {}
-    missing: list[str] = []
-    for name in candidates:
-        cached = _instances.get(name)
-        if cached is not None and cached[0] > now:
-            found[name] = cached[1]
-        elif _storable_name(name):
-            # A name no config can have must not reach the database: NUL makes PostgreSQL
-            # refuse the query (a 503, and WuzAPI retrying a client's mistake) and a lone
-            # surrogate cannot even be encoded.
-            missing.append(name)
-    if missing:
-        loaded = _load(missing)
-        expires = now + get_settings().config_cache_seconds
-        with _lock:
-            if len(_instances) > 10_000:
-                _instances.clear()
-            for name in missing:
-                _instances[name] = (expires, loaded.get(name))
-        found.update((name, loaded.get(name)) for name in missing)
-    return [info for name in candidates if (info := found.get(name)) is not None]
+class Routes:
+    """What one receiver app remembers: its config lookups, for `cache_seconds`, and the
+    deliveries it just queued. Each app has its own (`routes_of`), as it has its own database."""
+
+    def __init__(self, cache_seconds: float) -> None:
+        self.cache_seconds = cache_seconds
+        self._lock = threading.Lock()
+        self._instances: dict[str, tuple[float, Instance | None]] = {}
+        self._recent: OrderedDict[tuple[str, str], None] = OrderedDict()
+
+    def instances(self, candidates: list[str]) -> list[Instance]:
+        """The known instances among `candidates`, in their order."""
+        now = time.monotonic()
+        found: dict[str, Instance | None] = {}
+        missing: list[str] = []
+        for name in candidates:
+            cached = self._instances.get(name)
+            if cached is not None and cached[0] > now:
+                found[name] = cached[1]
+            elif _storable_name(name):
+                # A name no config can have must not reach the database: NUL makes PostgreSQL
+                # refuse the query (a 503, and WuzAPI retrying a client's mistake) and a lone
+                # surrogate cannot even be encoded.
+                missing.append(name)
+        if missing:
+            loaded = _load(missing)
+            expires = now + self.cache_seconds
+            with self._lock:
+                if len(self._instances) > 10_000:
+                    self._instances.clear()
+                for name in missing:
+                    self._instances[name] = (expires, loaded.get(name))
+            found.update((name, loaded.get(name)) for name in missing)
+        return [info for name in candidates if (info := found.get(name)) is not None]
+
+    def active_config(self, candidates: list[str]) -> ConfigRef | None:
+        """The active config of the first of `candidates` that has one."""
+        return next((info.config for info in self.instances(candidates) if info.config), None)
+
+    def recently_enqueued(self, instance: str, wa_message_id: str) -> bool:
+        return (instance, wa_message_id) in self._recent
+
+    def remember_enqueued(self, instance: str, wa_message_id: str) -> None:
+        with self._lock:
+            self._recent[(instance, wa_message_id)] = None
+            if len(self._recent) > _RECENT_MAX:
+                self._recent.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._instances.clear()
+            self._recent.clear()
+
+
+EXTENSION = "zapreply.routes"
+
+
+def init_app(app: Flask, settings: Settings) -> Routes:
+    routes = Routes(settings.config_cache_seconds)
+    app.extensions[EXTENSION] = routes
+    return routes
+
+
+def routes_of(app: Flask) -> Routes:
+    return app.extensions[EXTENSION]
 
 
 def _load(names: list[str]) -> dict[str, Instance]:
@@ -97,11 +141,6 @@ def _load(names: list[str]) -> dict[str, Instance]:
         return loaded
 
 
-def active_config(candidates: list[str]) -> ConfigRef | None:
-    """The active config of the first of `candidates` that has one."""
-    return next((info.config for info in instances(candidates) if info.config), None)
-
-
 def _storable_name(name: str) -> bool:
     if len(name) > _MAX_INSTANCE_LENGTH or "\x00" in name:
         return False
@@ -112,27 +151,3 @@ def _storable_name(name: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def clear_cache() -> None:
-    with _lock:
-        _instances.clear()
-        _recent.clear()
-
-
-# WuzAPI retries a delivery that timed out and may send one twice at once. The worker's
-# unique constraint is what guarantees one reply; this only spares the queue the obvious repeats
-# that reach the same process.
-_RECENT_MAX = 20_000
-_recent: OrderedDict[tuple[str, str], None] = OrderedDict()
-
-
-def recently_enqueued(instance: str, wa_message_id: str) -> bool:
-    return (instance, wa_message_id) in _recent
-
-
-def remember_enqueued(instance: str, wa_message_id: str) -> None:
-    with _lock:
-        _recent[(instance, wa_message_id)] = None
-        if len(_recent) > _RECENT_MAX:
-            _recent.popitem(last=False)

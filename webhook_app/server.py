@@ -14,12 +14,22 @@ from typing import Any
 from gunicorn.workers.gthread import ThreadWorker
 
 from webhook_app import deadline
+from webhook_app.extension import EXTENSION
 from zapreply.settings import get_settings
 
 
 class ReceiverWorker(ThreadWorker):
+    read_timeout: float
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        # The app's own settings (webhook_app.extension); another WSGI app's, the process's.
+        runtime = getattr(self.wsgi, "extensions", {}).get(EXTENSION)
+        settings = runtime.settings if runtime is not None else get_settings()
+        self.read_timeout = settings.webhook_read_timeout_seconds
+
     def handle(self, conn: Any) -> Any:
-        watch = deadline.watcher.watch(conn.sock, get_settings().webhook_read_timeout_seconds)
+        watch = deadline.watcher.watch(conn.sock, self.read_timeout)
         conn.header_watch = watch
         try:
             return super().handle(conn)

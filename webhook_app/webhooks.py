@@ -1,4 +1,4 @@
-"""POST /webhooks/wuzapi: verify, parse, filter, look up, enqueue, answer.
+"""POST /webhooks/wuzapi: read, authenticate, parse, look up, enqueue, answer.
 
 Nothing slow happens here: WuzAPI waits on this answer (30 s timeout) and retries anything but
 a 2xx, so every failure of ours that a retry can fix is a 503, and every client mistake a 4xx.
@@ -18,6 +18,7 @@ from werkzeug.wsgi import get_content_length
 from webhook_app import authentication, deadline, routing
 from zapreply.broker.queue import HANDLE_INBOUND, RECORD_IGNORED
 from zapreply.channel import wuzapi
+from zapreply.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -86,72 +87,72 @@ def _read(stream: Any, size: int) -> bytes:
     return b"".join(parts)
 
 
-_UNAUTHENTICATED = ("unauthenticated webhook: sign it (x-hmac-signature) with the instance's "
-                    "HMAC key, or post it to the config's webhook_path")
+class _Parsed:
+    """The body, parsed on first use into WuzAPI's envelope and the message it carries."""
+
+    __slots__ = ("_body", "_content_type", "_inline_media_limit", "_parsed")
+
+    def __init__(self, content_type: str | None, body: bytes, inline_media_limit: int) -> None:
+        self._content_type = content_type
+        self._body = body
+        self._inline_media_limit = inline_media_limit
+        self._parsed: tuple[wuzapi.Envelope, wuzapi.InboundMessage | wuzapi.Ignored] | None = None
+
+    def __call__(self) -> tuple[wuzapi.Envelope, wuzapi.InboundMessage | wuzapi.Ignored]:
+        """Raises wuzapi.BadPayload, each time it is called, for a body that does not parse."""
+        if self._parsed is None:
+            envelope = wuzapi.parse_envelope(self._content_type, self._body)
+            self._parsed = envelope, wuzapi.read_message(
+                envelope, inline_media_limit=self._inline_media_limit)
+        return self._parsed
+
+    def envelope(self) -> wuzapi.Envelope:
+        return self()[0]
 
 
 @bp.post("/webhooks/wuzapi")
 @bp.post("/webhooks/wuzapi/<instance>")
 @bp.post("/webhooks/wuzapi/<instance>/<secret>")
 def receive(instance: str | None = None, secret: str | None = None):  # type: ignore[no-untyped-def]
-    settings = current_app.config["ZAPREPLY_SETTINGS"]
+    settings = get_settings()
     body = _body(settings.max_body_bytes, settings.webhook_read_timeout_seconds)
-    signature = request.headers.get("x-hmac-signature")
-    trust: authentication.Trust | None = None
+    # From the WSGI environ: request.headers would build its EnvironHeaders for this alone.
+    parsed = _Parsed(request.environ.get("CONTENT_TYPE"), body,
+                     settings.media_inline_max_bytes)
+    routes = current_app.extensions[routing.EXTENSION]
     try:
-        if secret is not None:
-            trust = authentication.by_secret_path(instance or "", secret)
-        elif settings.hmac_key and signature and wuzapi.verify_signature(
-                settings.hmac_key, body, signature):
-            trust = authentication.Trust(None)
-        elif settings.webhook_allow_unsigned:
-            trust = authentication.Trust(None)
-        elif not signature:
-            # Refused before the body is parsed: a stranger learns nothing of what we read.
-            return _error(_UNAUTHENTICATED, 401)
+        verdict = authentication.authenticate(
+            settings, routes, body, request.headers.get("x-hmac-signature"), parsed.envelope,
+            url_instance=instance, secret=secret)
     except SQLAlchemyError:
         log.warning("database unreachable while authenticating a webhook", exc_info=True)
         return _error("database unavailable, retry later", 503)
-
+    if isinstance(verdict, authentication.Refused):
+        return _error(verdict.reason, 401)
     try:
-        # From the WSGI environ: request.headers would build its EnvironHeaders for this alone.
-        envelope = wuzapi.parse_envelope(request.environ.get("CONTENT_TYPE"), body)
-        message = wuzapi.read_message(envelope,
-                                      inline_media_limit=settings.media_inline_max_bytes)
+        envelope, message = parsed()
     except wuzapi.BadPayload as exc:
-        if trust is None:
-            return _error(_UNAUTHENTICATED, 401)
         return _error(str(exc), 400)
-
-    if trust is None:
-        # Signed, but not with the global key: one of the named instance's own keys?
-        try:
-            trust = authentication.by_instance_key(
-                [instance] if instance else envelope.instance_candidates(), body, signature or "")
-        except SQLAlchemyError:
-            log.warning("database unreachable while authenticating a webhook", exc_info=True)
-            return _error("database unavailable, retry later", 503)
-        if trust is None:
-            return _error(_UNAUTHENTICATED, 401)
-    if instance and not authentication.names_match(instance, envelope):
-        # A body signed for one instance, replayed to another instance's URL.
-        return _error("the instance in the URL is not the one the body names "
-                      "(instanceName/userID)", 401)
 
     if isinstance(message, wuzapi.Ignored) and not message.is_message:
         # Receipts, presence, connection events: nothing to record.
         return _answer("ignored", reason=message.reason)
-
-    if trust.instance is not None:
-        candidates = [trust.instance]
+    if verdict.instance is not None:
+        candidates = [verdict.instance]
     else:
         candidates = [instance] if instance else envelope.instance_candidates()
     if not candidates:
         return _error("no instance: give it in the URL, instanceName, userID or token", 400)
+    return _route_and_publish(settings, routes, candidates, envelope, message)
 
+
+def _route_and_publish(settings: Settings, routes: routing.Routes, candidates: list[str],
+                       envelope: wuzapi.Envelope,
+                       message: wuzapi.InboundMessage | wuzapi.Ignored):  # type: ignore[no-untyped-def]
+    """The instance's active config, and the task for it: 200 only once the broker has it."""
     publisher = current_app.extensions["zapreply.publisher"]
     try:
-        config = routing.active_config(candidates)
+        config = routes.active_config(candidates)
         if config is None:
             return _answer("ignored", reason="no active workflow config for this instance")
         if isinstance(message, wuzapi.Ignored) and message.is_group and config.groups:
@@ -168,7 +169,7 @@ def receive(instance: str | None = None, secret: str | None = None):  # type: ig
             }, kwargsrepr=f"{{'instance': {config.instance!r}, ...}}"):
                 answer = _answer("ignored", reason=message.reason)
             return answer
-        if routing.recently_enqueued(config.instance, message.wa_message_id):
+        if routes.recently_enqueued(config.instance, message.wa_message_id):
             return _answer("duplicate", message_id=message.wa_message_id)
         # The task header shown in Flower names the message, never what the customer wrote
         # (and building Celery's default repr of the whole payload costs CPU on every webhook).
@@ -183,5 +184,5 @@ def receive(instance: str | None = None, secret: str | None = None):  # type: ig
     except (OperationalError, KombuError, OSError, *publisher.errors):
         log.warning("broker unreachable while receiving a webhook", exc_info=True)
         return _error("queue unavailable, retry later", 503)
-    routing.remember_enqueued(config.instance, message.wa_message_id)
+    routes.remember_enqueued(config.instance, message.wa_message_id)
     return answer

@@ -3,23 +3,41 @@ from __future__ import annotations
 import gc
 import logging
 import os
+from typing import Any
 
-from celery import signals
+from celery import Task, signals
 
 from zapreply.broker.queue import make_celery
+from zapreply.runtime import Runtime
 from zapreply.settings import apply_litellm_environment, get_settings
-from zapreply.storage.db import reset_engines, skip_pre_ping
+from zapreply.storage.db import reset_engines
 
 apply_litellm_environment()
 
-app = make_celery()
-skip_pre_ping()
+
+class RuntimeTask(Task):
+    """Runs with its app's runtime bound, so that the pipeline's `get_settings()` and
+    `session_scope()` answer with the worker's settings and database."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self.app.runtime.bound():
+            # Celery's tracer has pushed this delivery's request already; Task.__call__ would
+            # push another, without its id and hostname.
+            return self.run(*args, **kwargs)
+
+
+_settings = get_settings()
+app = make_celery(_settings, task_cls=RuntimeTask)
+# No liveness round trip at each checkout: a worker would pay one per transaction, and a
+# connection that died with the server fails the task, which is retried.
+app.runtime = Runtime.build(_settings, pre_ping=False)
 app.conf.imports = ("worker.inbound", "worker.replies")
 
 
 @signals.worker_process_init.connect
 def _fresh_connections_after_fork(**_: object) -> None:
     # Pooled connections must not be shared between a parent and its forked children.
+    app.runtime.database.dispose(close=False)
     reset_engines()
 
 
@@ -29,15 +47,17 @@ def _start_sweeper(**_: object) -> None:
     from zapreply.broker.queue import REPLY
     from zapreply.replies import sweeper
 
-    sweeper.start(lambda conversation_id: app.send_task(REPLY, args=[conversation_id]))
-    # Retention, on its own interval: a long purge must not delay the sweeps.
-    privacy.start()
+    # Their threads run in the context they are started from: bound to this app's runtime.
+    with app.runtime.bound():
+        sweeper.start(lambda conversation_id: app.send_task(REPLY, args=[conversation_id]))
+        # Retention, on its own interval: a long purge must not delay the sweeps.
+        privacy.start()
 
 
 @signals.worker_init.connect
 def _yield_cpu_to_the_receiver(**_: object) -> None:
     # Before the pool starts: its threads or processes inherit it.
-    nice = get_settings().worker_nice
+    nice = app.runtime.settings.worker_nice
     if nice:
         os.nice(nice)
 

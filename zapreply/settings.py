@@ -7,6 +7,7 @@ file stops the process at start instead of surfacing as odd behaviour hours late
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -259,20 +260,27 @@ def load(overrides: dict[str, str] | None = None) -> Settings:
     return settings
 
 
-_cached: Settings | None = None
+# The settings of the app whose request, task or command is running (zapreply.runtime binds
+# them); with none bound, the process's own, read from the environment on first use.
+bound_settings: ContextVar[Settings | None] = ContextVar("zapreply_settings", default=None)
+_process_settings: Settings | None = None
 
 
 def get_settings() -> Settings:
-    global _cached
-    if _cached is None:
-        _cached = load()
-    return _cached
+    bound = bound_settings.get()
+    if bound is not None:
+        return bound
+    global _process_settings
+    if _process_settings is None:
+        _process_settings = load()
+    return _process_settings
 
 
 def override(settings: Settings | None) -> None:
-    """Replace the process-wide settings (tests and the app factory's `config`)."""
-    global _cached
-    _cached = settings
+    """Replace the process's own settings, the ones read where no app has bound its own
+    (tests; None reads the environment again on next use). App factories never call it."""
+    global _process_settings
+    _process_settings = settings
 
 
 def apply_litellm_environment() -> None:

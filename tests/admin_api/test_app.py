@@ -22,13 +22,17 @@ def make_run(status: str) -> tuple[int, int]:
 def test_the_admin_api_runs_on_its_own_at_the_same_urls_without_the_webhooks(
         db, base_env, admin_headers) -> None:
     from admin_api import create_app
+    from webhook_app.extension import runtime_of
 
-    client = create_app(base_env).test_client()
-
-    assert client.get("/api/workflow-configs", headers=admin_headers).get_json() == {
-        "workflow_configs": []}
-    assert client.get("/api/events").status_code == 401
-    assert client.post("/webhooks/wuzapi", data=b"{}").status_code == 404
+    app = create_app(base_env)
+    client = app.test_client()
+    try:
+        assert client.get("/api/workflow-configs", headers=admin_headers).get_json() == {
+            "workflow_configs": []}
+        assert client.get("/api/events").status_code == 401
+        assert client.post("/webhooks/wuzapi", data=b"{}").status_code == 404
+    finally:
+        runtime_of(app).database.dispose()
 
 
 def test_on_its_own_without_a_token_it_answers_503(db, base_env) -> None:

@@ -185,7 +185,7 @@ _SUITE_KEY = object()
 def _post(client, body: bytes, content_type: str | None, path: str = "/webhooks/wuzapi",
           signature: str | None | object = _SUITE_KEY):  # type: ignore[no-untyped-def]
     clear_queue()
-    routing.clear_cache()
+    routing.routes_of(client.application).clear()
     headers = signed(body) if signature is _SUITE_KEY else {}
     if content_type is not None:
         headers["Content-Type"] = content_type

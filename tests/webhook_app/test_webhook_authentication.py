@@ -16,6 +16,7 @@ from tests.webhook_app.test_webhooks import (
     load_envelope,
     queued_messages,
 )
+from webhook_app.routing import Routes
 from zapreply.rules import configs
 from zapreply.storage.db import session_scope
 from zapreply.storage.models import WorkflowConfig
@@ -258,3 +259,57 @@ def test_rotating_the_secret_of_an_unknown_config_gets_404(client, admin_headers
                            headers=admin_headers)
     assert response.status_code == 404
 
+
+
+def envelope_of(body: bytes, parsed: list[bytes]):  # type: ignore[no-untyped-def]
+    """`authenticate`'s parser of `body`, noting in `parsed` each time it is called."""
+    from zapreply.channel import wuzapi
+
+    def parse() -> wuzapi.Envelope:
+        parsed.append(body)
+        return wuzapi.parse_envelope(JSON, body)
+
+    return parse
+
+
+def test_an_unsigned_body_is_refused_without_being_parsed(settings) -> None:
+    from webhook_app import authentication
+
+    parsed: list[bytes] = []
+    body = body_for()
+
+    verdict = authentication.authenticate(settings, Routes(0), body, None,
+                                           envelope_of(body, parsed))
+
+    assert verdict == authentication.Refused(authentication.UNAUTHENTICATED)
+    assert parsed == []
+
+
+def test_an_instance_key_trusts_the_webhook_for_that_instance_only(db, settings) -> None:
+    from webhook_app import authentication
+
+    make_config(hmac_key=KEY_A)
+    body = body_for()
+    parse = envelope_of(body, [])
+    signature = signed(body, KEY_A)["x-hmac-signature"]
+
+    assert authentication.authenticate(settings, Routes(0), body, signature, parse) == \
+        authentication.Trusted(INSTANCE)
+    assert authentication.authenticate(settings, Routes(0), body, signature, parse,
+                                       url_instance="outra-loja") == \
+        authentication.Refused(authentication.UNAUTHENTICATED)
+
+
+def test_the_global_key_trusts_the_webhook_for_the_instance_its_url_and_body_name(
+        settings) -> None:
+    from webhook_app import authentication
+
+    body = body_for()
+    signature = signed(body)["x-hmac-signature"]
+    parse = envelope_of(body, [])
+
+    assert authentication.authenticate(settings, Routes(0), body, signature, parse,
+                                       url_instance=INSTANCE) == authentication.Trusted(None)
+    assert authentication.authenticate(settings, Routes(0), body, signature, parse,
+                                       url_instance="outra-loja") == \
+        authentication.Refused(authentication.WRONG_INSTANCE)

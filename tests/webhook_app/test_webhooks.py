@@ -23,7 +23,6 @@ import pytest
 import redis
 
 from tests.conftest import FIXTURES, REDIS_URL, ROOT, queued_tasks, signed
-from zapreply import settings as settings_module
 from zapreply.broker.queue import HANDLE_INBOUND, QUEUE, RECORD_IGNORED
 from zapreply.storage.db import session_scope
 from zapreply.storage.models import WorkflowConfig
@@ -109,17 +108,22 @@ def make_config(instance: str = INSTANCE, *, is_active: bool = True) -> int:
         return config.id
 
 
-def clients_with_settings(db, base_env, settings):  # type: ignore[no-untyped-def]
+def clients_with_settings(db, base_env):  # type: ignore[no-untyped-def]
     """Fixture body: builds test clients of apps with these settings on top of the test
-    environment. create_app installs its settings process-wide; the test's own are put back
-    afterwards, so a dead database URL cannot leak into the next test."""
+    environment; each app's settings and database are its own, closed afterwards."""
     from webhook_app import create_app
+    from webhook_app.extension import runtime_of
+
+    built = []
 
     def build(**overrides: object):  # type: ignore[no-untyped-def]
-        return create_app({**base_env, **overrides}).test_client()
+        app = create_app({**base_env, **overrides})
+        built.append(app)
+        return app.test_client()
 
     yield build
-    settings_module.override(settings)
+    for app in built:
+        runtime_of(app).database.dispose()
 
 
 client_with = pytest.fixture(name="client_with")(clients_with_settings)

@@ -43,7 +43,8 @@ def test_a_task_may_run_longer_than_the_visibility_timeout() -> None:
 @pytest.mark.parametrize("wait, scheduled", [(120.0, 15.0), (3.0, 3.0)])
 def test_a_long_wait_is_scheduled_in_hops_shorter_than_half_the_visibility_timeout(
         monkeypatch, wait: float, scheduled: float) -> None:
-    monkeypatch.setattr(settings_module, "_cached", settings_for("redis://127.0.0.1:6379/0"))
+    monkeypatch.setattr(settings_module, "_process_settings",
+                        settings_for("redis://127.0.0.1:6379/0"))
     sent: list[dict[str, Any]] = []
     monkeypatch.setattr(worker_replies.reply, "apply_async", lambda **options: sent.append(options))
 

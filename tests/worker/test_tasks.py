@@ -9,11 +9,13 @@ import pytest
 from sqlalchemy import event, select
 
 import worker.replies as worker_replies
+from tests.conftest import migrated_sqlite
 from tests.zapreply.replies.test_responder import event_types, make_config, run_of
 from zapreply.replies import leases, plan, responder
-from zapreply.storage import db as db_module
-from zapreply.storage.db import get_engine, session_scope
-from zapreply.storage.models import Conversation, Message
+from zapreply.runtime import Runtime
+from zapreply.settings import load
+from zapreply.storage.db import session_scope
+from zapreply.storage.models import Conversation, Event, Message
 
 CHAT = "5511900000007@s.whatsapp.net"
 
@@ -25,22 +27,29 @@ def message(wa_id: str, text: str = "oi") -> dict[str, Any]:
 
 
 @pytest.fixture
-def tasks(monkeypatch):  # type: ignore[no-untyped-def]
-    # worker.app turns the pool's pre-ping off for its process: not for the rest of this one.
-    monkeypatch.setattr(db_module, "_pre_ping", db_module._pre_ping)
+def tasks(settings, monkeypatch):  # type: ignore[no-untyped-def]
+    """The worker's task modules, on a worker runtime built from the test's settings (the
+    worker builds its own from the environment)."""
     import worker.inbound
+    from worker.app import app
 
-    return worker.inbound
+    runtime = Runtime.build(settings, pre_ping=False)
+    monkeypatch.setattr(app, "runtime", runtime)
+    yield worker.inbound
+    runtime.database.dispose()
 
 
 @pytest.fixture
-def commits():  # type: ignore[no-untyped-def]
+def commits(tasks):  # type: ignore[no-untyped-def]
+    """Commits on the worker's engine, while the tasks run."""
+    from worker.app import app
+
     counted: list[int] = []
 
     def count(_connection: Any) -> None:
         counted.append(1)
 
-    engine = get_engine()
+    engine = app.runtime.database.engine
     event.listen(engine, "commit", count)
     yield counted
     event.remove(engine, "commit", count)
@@ -113,3 +122,22 @@ def test_a_conversation_another_worker_holds_is_recorded_and_answered_later(
     assert texts == ["oi", "ainda aí?"]
     assert holder == "someone else"  # the claim that failed changed nothing
     assert len(wuzapi.sent()) == 1  # only the first message's reply
+
+
+def test_a_task_runs_on_its_apps_runtime_not_on_the_processs(db, base_env, tmp_path,
+                                                             monkeypatch):
+    import worker.inbound
+    from worker.app import app
+
+    env = migrated_sqlite(tmp_path / "worker.db", base_env)
+    runtime = Runtime.build(load(env), pre_ping=False)
+    monkeypatch.setattr(app, "runtime", runtime)
+    try:
+        worker.inbound.record_ignored("loja", "group chat", "W1", None)
+
+        with runtime.bound(), session_scope() as session:
+            assert session.scalars(select(Event.type)).all() == ["message.ignored"]
+        with session_scope() as session:
+            assert session.scalars(select(Event.type)).all() == []
+    finally:
+        runtime.database.dispose()

@@ -17,6 +17,7 @@ token is moved on. Neither the erasure's nor the retention's own event names the
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import random
 import re
@@ -465,6 +466,8 @@ def start() -> threading.Thread:
             for summary in summaries:
                 log.info("retention: %s", summary)
 
-    thread = threading.Thread(target=loop, name="retention", daemon=True)
+    # In the caller's context: the runtime it has bound (worker.app) is the loop's.
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(loop,),
+                              name="retention", daemon=True)
     thread.start()
     return thread

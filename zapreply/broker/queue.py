@@ -116,7 +116,7 @@ def _is_redis(broker_url: str) -> bool:
     return broker_url.startswith(("redis://", "rediss://"))
 
 
-def make_celery(settings: Settings | None = None) -> Celery:
+def make_celery(settings: Settings | None = None, task_cls: type | None = None) -> Celery:
     # Imported here: a receiver on the Redis fast path never needs Celery itself.
     from celery import Celery
 
@@ -126,7 +126,8 @@ def make_celery(settings: Settings | None = None) -> Celery:
 
         # The embedded broker's file holds every queued message, customers' texts included.
         private_sqlite_file(settings.broker_url)
-    app = Celery("zapreply", set_as_current=False)
+    app = Celery("zapreply", set_as_current=False,
+                 **({"task_cls": task_cls} if task_cls is not None else {}))
     app.conf.update(celery_config(settings))
     return app
 

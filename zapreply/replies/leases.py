@@ -8,6 +8,7 @@ replaced finds out before it writes or sends anything.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -121,7 +122,10 @@ class LeaseKeeper:
         with self._lock:
             self._held[conversation_id] = token
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="lease-keeper",
+                # In the holder's context: renewals go to the database of the runtime it has
+                # bound (the worker's).
+                self._thread = threading.Thread(target=contextvars.copy_context().run,
+                                                args=(self._run,), name="lease-keeper",
                                                 daemon=True)
                 self._thread.start()
 

@@ -8,6 +8,7 @@ is harmless, because the lease lets one in and the other finds nothing to do.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from collections.abc import Callable
@@ -94,6 +95,8 @@ def start(enqueue: Callable[[int], object]) -> threading.Thread:
             except Exception:  # noqa: BLE001 - database or broker down: try next time
                 log.warning("sweep failed", exc_info=True)
 
-    thread = threading.Thread(target=loop, name="sweeper", daemon=True)
+    # In the caller's context: the runtime it has bound (worker.app) is the loop's.
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(loop,),
+                              name="sweeper", daemon=True)
     thread.start()
     return thread

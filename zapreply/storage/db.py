@@ -1,17 +1,24 @@
-"""Engine and sessions, shared by the receiver, the workers and the CLI."""
+"""Engines and sessions, for the receiver, the workers and the CLI.
+
+Each app owns a `Database` (zapreply.runtime); `session_scope()`, `autocommit()` and
+`get_engine()` use the one bound for the running request, task or command, else the process's
+own, made from its settings on first use.
+"""
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from zapreply.settings import get_settings
+from zapreply.settings import Settings, get_settings
 
 
 def ensure_data_dir() -> Path:
@@ -79,67 +86,102 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 2,
     )
 
 
-_engines: dict[str, Engine] = {}
-_sessionmakers: dict[str, sessionmaker[Session]] = {}
+class Database:
+    """One engine and its session factory, made on first use: an app that never reaches the
+    database opens nothing (and creates no SQLite file).
 
+    `pool_size` is the connections kept open; None sizes the pool for a worker's slots.
+    `pre_ping` checks each connection with a round trip as it is checked out.
+    """
 
-_pool_size: int | None = None
-_pre_ping = True
-
-
-def set_pool_size(size: int) -> None:
-    """Connections this process keeps; a receiver process needs a few, a worker one per slot."""
-    global _pool_size
-    _pool_size = size
-
-
-def skip_pre_ping() -> None:
-    """No liveness round trip at each checkout (a worker's choice: it pays one per transaction,
-    and a connection that died with the server fails the task, which is retried)."""
-    global _pre_ping
-    _pre_ping = False
-
-
-def get_engine() -> Engine:
-    settings = get_settings()
-    engine = _engines.get(settings.database_url)
-    if engine is None:
-        if _pool_size is not None:
-            size, overflow = _pool_size, max(_pool_size // 5, 2)
+    def __init__(self, settings: Settings, *, pool_size: int | None = None,
+                 pre_ping: bool = True) -> None:
+        self.url = settings.database_url
+        if pool_size is not None:
+            self._pool = (pool_size, max(pool_size // 5, 2))
         else:
             # A worker's threads hold a connection only for short transactions, never across
             # an LLM call. No overflow: SQLAlchemy closes an overflow connection as soon as it
             # is returned, so a saturated worker that keeps needing one opens and closes a
             # PostgreSQL backend per transaction (a fork, a login, cold caches). All of the
             # room is kept instead; past it, a thread waits for a connection.
-            size, overflow = min(settings.worker_concurrency, 25), 0
-        engine = make_engine(settings.database_url, pool_size=size, max_overflow=overflow,
-                             pre_ping=_pre_ping)
-        _engines[settings.database_url] = engine
-    return engine
+            self._pool = (min(settings.worker_concurrency, 25), 0)
+        self.pre_ping = pre_ping
+        self._engine: Engine | None = None
+        self._sessions: sessionmaker[Session] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def pool_size(self) -> int:
+        return self._pool[0]
+
+    @property
+    def engine(self) -> Engine:
+        engine = self._engine
+        if engine is None:
+            with self._lock:
+                if self._engine is None:
+                    size, overflow = self._pool
+                    self._engine = make_engine(self.url, pool_size=size, max_overflow=overflow,
+                                               pre_ping=self.pre_ping)
+                engine = self._engine
+        return engine
+
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        factory = self._sessions
+        if factory is None:
+            factory = sessionmaker(self.engine, expire_on_commit=False)
+            self._sessions = factory
+        return factory
+
+    def dispose(self, *, close: bool = True) -> None:
+        """Drop the pooled connections; `close=False` after a fork, where they belong to the
+        parent and must be forgotten, not closed."""
+        if self._engine is not None:
+            self._engine.dispose(close=close)
+
+
+# The database of the app whose request, task or command is running (zapreply.runtime binds
+# it); with none bound, one per URL for the process's own settings, made on first use.
+bound_database: ContextVar[Database | None] = ContextVar("zapreply_database", default=None)
+_process_databases: dict[str, Database] = {}
+_process_lock = threading.Lock()
+
+
+def current_database() -> Database:
+    bound = bound_database.get()
+    if bound is not None:
+        return bound
+    settings = get_settings()
+    database = _process_databases.get(settings.database_url)
+    if database is None:
+        with _process_lock:
+            database = _process_databases.setdefault(settings.database_url, Database(settings))
+    return database
+
+
+def get_engine() -> Engine:
+    return current_database().engine
 
 
 def session_factory() -> sessionmaker[Session]:
-    url = get_settings().database_url
-    factory = _sessionmakers.get(url)
-    if factory is None:
-        factory = sessionmaker(get_engine(), expire_on_commit=False)
-        _sessionmakers[url] = factory
-    return factory
+    return current_database().sessions
 
 
 def reset_engines() -> None:
-    """Drop pooled connections: after a fork, or when tests swap settings."""
-    for engine in _engines.values():
-        engine.dispose(close=False)
-    _engines.clear()
-    _sessionmakers.clear()
+    """Drop the pooled connections of the process's own databases: after a fork, or when
+    tests swap settings. An app's own database is its app's to dispose."""
+    with _process_lock:
+        for database in _process_databases.values():
+            database.dispose(close=False)
+        _process_databases.clear()
 
 
 @contextmanager
 def session_scope() -> Iterator[Session]:
     """A session whose transaction commits on success and rolls back on any error."""
-    session = session_factory()()
+    session = current_database().sessions()
     try:
         yield session
         session.commit()
@@ -154,5 +196,5 @@ def session_scope() -> Iterator[Session]:
 def autocommit() -> Iterator[Connection]:
     """A pooled connection in autocommit, for a single statement that is atomic by itself:
     no BEGIN and COMMIT round trips. The pool restores the connection's isolation level."""
-    with get_engine().connect() as connection:
+    with current_database().engine.connect() as connection:
         yield connection.execution_options(isolation_level="AUTOCOMMIT")
