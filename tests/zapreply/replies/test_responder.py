@@ -20,13 +20,16 @@ from zapreply.storage.models import Conversation, Event, Message, ReplyRun, utcn
 
 
 @pytest.fixture
-def fast_retries(db, base_env):  # type: ignore[no-untyped-def]
-    settings_module.override(settings_module.load({
-        **base_env, "RETRY_BASE_SECONDS": "0.01", "RETRY_MAX_SECONDS": "0.05",
-        "LLM_MAX_ATTEMPTS": "3", "SEND_MAX_ATTEMPTS": "3",
-    }))
-    yield
-    settings_module.override(settings_module.load(base_env))
+def database_env() -> dict[str, str]:
+    """Retries without waiting out real backoffs."""
+    return {"RETRY_BASE_SECONDS": "0.01", "RETRY_MAX_SECONDS": "0.05",
+            "LLM_MAX_ATTEMPTS": "3", "SEND_MAX_ATTEMPTS": "3"}
+
+
+@pytest.fixture
+def fast_retries(database: str) -> str:
+    """The reply steps on both databases (tests/conftest.py), with fast retries."""
+    return database
 
 
 def receive(config_id: int, text: str, wa_id: str, chat: str = "5511900000001@s.whatsapp.net") -> int:
