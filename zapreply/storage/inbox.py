@@ -104,7 +104,8 @@ class Stored:
     """What `record` did: the conversation's row as it is now, the new message's id (None: the
     message was already recorded), and whether the message opened the conversation. Counts the
     fast path read with the message ride along (None where not read); ask for them through
-    `customer_messages_since`, `turned_away` and `opened_past`, which read what is missing."""
+    `customer_messages_in_the_last_minute`, `turned_away` and `opened_past`, which read what is
+    missing."""
 
     conversation: Row[Any]
     message_id: int | None
@@ -180,8 +181,8 @@ def record(session: Session, contact: Contact, message: Inbound, *, count_recent
            count_opened: bool) -> Stored:
     """Record a message with its conversation, once per (instance, WhatsApp id), and its
     `message.received` event. `count_recent`: the customer's messages in the last minute will
-    be asked for (`customer_messages_since`); `count_opened`: the instance's new conversations
-    will (`opened_past`, `turned_away`)."""
+    be asked for (`customer_messages_in_the_last_minute`); `count_opened`: the instance's new
+    conversations will (`opened_past`, `turned_away`)."""
     if _dialect(session) == "postgresql":
         return _record_postgresql(session, contact, message, count_recent=count_recent,
                                   count_opened=count_opened)
