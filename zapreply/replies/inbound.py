@@ -84,7 +84,6 @@ def _record(session: Session, config_id: int, instance: str,
         inbox.Inbound(role=Role.BUSINESS if from_me else Role.CUSTOMER, content=text,
                       wa_message_id=wa_id, media_type=message.media_type, extra=extra,
                       created_at=now),
-        count_recent=not from_me and not group,
         count_opened=not from_me and bool(options.new_conversations_per_minute))
     conversation, inserted = stored.conversation, stored.message_id
 

@@ -5,8 +5,8 @@ the intake's rules read.
 `record_portable` is the reference: the conversation upserted, the message inserted unless the
 unique (instance, wa_message_id) constraint already holds one, its event; statements SQLite and
 PostgreSQL both run. `record` takes a PostgreSQL fast path instead: the same three writes in one
-statement, which also reads what the rules ask next (the customer's messages in the last minute,
-the instance's conversations opened in it, whether this conversation was turned away). It pays:
+statement, which also reads the instance's conversations opened in the last minute, when asked.
+It pays:
 together with a plain reply stored by one statement it took a message from two commits to one,
 worker CPU −12 %, PostgreSQL −13 %, replies/s +9 % (docs/PERFORMANCE.md, History, c53ab44). The
 same behaviour tests run on both (tests/zapreply/replies/test_inbound.py).
@@ -102,18 +102,15 @@ class Inbound:
 @dataclass(frozen=True)
 class Stored:
     """What `record` did: the conversation's row as it is now, the new message's id (None: the
-    message was already recorded), and whether the message opened the conversation. Counts the
-    fast path read with the message ride along (None where not read); ask for them through
-    `customer_messages_in_the_last_minute`, `turned_away` and `opened_past`, which read what is
-    missing."""
+    message was already recorded), and whether the message opened the conversation. The fast
+    path's count of the instance's new conversations rides along (None where not read): ask
+    through `opened_past`."""
 
     conversation: Row[Any]
     message_id: int | None
     opened_conversation: bool
     at: datetime  # when the message was recorded
-    recent: int | None = None
     opened_before: int | None = None
-    was_turned_away: bool | None = None
 
 
 def _dialect(session: Session) -> str:
@@ -177,15 +174,13 @@ def conversation_for(session: Session, contact: Contact, now: datetime) -> Row[A
         _upsert_conversation(_dialect(session)), contact.params(now)).one()
 
 
-def record(session: Session, contact: Contact, message: Inbound, *, count_recent: bool,
+def record(session: Session, contact: Contact, message: Inbound, *,
            count_opened: bool) -> Stored:
     """Record a message with its conversation, once per (instance, WhatsApp id), and its
-    `message.received` event. `count_recent`: the customer's messages in the last minute will
-    be asked for (`customer_messages_in_the_last_minute`); `count_opened`: the instance's new
-    conversations will (`opened_past`, `turned_away`)."""
+    `message.received` event. `count_opened`: the instance's new conversations will be asked
+    for (`opened_past`)."""
     if _dialect(session) == "postgresql":
-        return _record_postgresql(session, contact, message, count_recent=count_recent,
-                                  count_opened=count_opened)
+        return _record_postgresql(session, contact, message, count_opened=count_opened)
     return record_portable(session, contact, message)
 
 
@@ -228,11 +223,16 @@ _TURNED_AWAY = select(exists().where(
 
 
 def _record_postgresql_statement() -> Any:
-    """The conversation upserted, the message inserted unless it is a duplicate, its event and
-    the counts `Stored` carries, in one statement. The conversation's row comes back with
-    `message_id` (None for a duplicate), `recent` (the customer's messages in the last minute,
-    from the snapshot before the insert), `opened` (the instance's conversations opened in the
-    last minute, before this one) and `turned_away`, each only when asked for."""
+    """The conversation upserted, the message inserted unless it is a duplicate, its event and,
+    when asked for, the instance's conversations opened in the last minute before this one, in
+    one statement. The conversation's row comes back with `message_id` (None for a duplicate)
+    and `opened`.
+
+    Nothing else is read here: the whole statement reads the snapshot it started with, and an
+    upsert that waited for a concurrent message of the same chat to commit would count without
+    that message (its rate limit, whether its conversation was turned away). The statements
+    that ask those run after it, each with a snapshot of its own. `opened` is a lower bound for
+    the same reason, which is all `opened_past` takes from it."""
     key = ("conversation and message", "postgresql")
     if key not in _built:
         events_table = Event.__table__
@@ -264,45 +264,29 @@ def _record_postgresql_statement() -> Any:
             )
             .cte("event")
         )
-        # Reads the snapshot from before the insert: the new message is added to it.
-        recent = select(func.count()).where(
-            _messages.c.conversation_id == conversation.c.id,
-            _messages.c.role == Role.CUSTOMER,
-            _messages.c.created_at > _SINCE,
-        ).scalar_subquery()
         opened = select(func.count()).where(
             _conversations.c.instance == conversation.c.instance,
             _conversations.c.created_at > _SINCE,
         ).scalar_subquery()
         count_opened = bindparam("count_opened", type_=Boolean())
-        turned_away = exists().where(_runs.c.conversation_id == conversation.c.id,
-                                     _runs.c.status == RunStatus.SKIPPED,
-                                     _runs.c.error == TOO_MANY_NEW_CONVERSATIONS)
         _built[key] = select(
             *conversation.c,
             select(inserted.c.id).scalar_subquery().label("message_id"),
-            case((bindparam("count_recent", type_=Boolean()), recent)).label("recent"),
             case((and_(count_opened, conversation.c.created_at == created_at), opened))
             .label("opened"),
-            case((and_(count_opened, conversation.c.created_at != created_at,
-                       conversation.c.created_at > _SINCE), turned_away))
-            .label("turned_away"),
         ).add_cte(event)
     return _built[key]
 
 
 def _record_postgresql(session: Session, contact: Contact, message: Inbound, *,
-                       count_recent: bool, count_opened: bool) -> Stored:
+                       count_opened: bool) -> Stored:
     now = message.created_at
     row = session.connection().execute(_record_postgresql_statement(), {
         **contact.params(now), **message.params(),
         "event_type": EventType.MESSAGE_RECEIVED, "payload": _received(message),
-        "count_recent": count_recent, "count_opened": count_opened,
-        "since": _minute_before(now),
+        "count_opened": count_opened, "since": _minute_before(now),
     }).one()
-    recent = row.recent + 1 if row.message_id is not None and count_recent else None
-    return Stored(row, row.message_id, row.created_at == now, now, recent=recent,
-                  opened_before=row.opened, was_turned_away=row.turned_away)
+    return Stored(row, row.message_id, row.created_at == now, now, opened_before=row.opened)
 
 
 def _minute_before(now: datetime) -> datetime:
@@ -313,8 +297,6 @@ def customer_messages_in_the_last_minute(session: Session, stored: Stored,
                                          sender: str | None = None) -> int:
     """The customer's messages in the conversation in the minute up to the one just stored,
     that one included; with `sender`, only that group member's."""
-    if sender is None and stored.recent is not None:
-        return stored.recent
     params = {"conversation_id": stored.conversation.id, "since": _minute_before(stored.at)}
     if sender:
         return session.connection().execute(_RECENT_FROM, {**params, "sender": sender}) \
@@ -325,8 +307,6 @@ def customer_messages_in_the_last_minute(session: Session, stored: Stored,
 def turned_away(session: Session, stored: Stored) -> bool:
     """Whether a message of the conversation was set aside as one too many new conversations
     (TOO_MANY_NEW_CONVERSATIONS)."""
-    if stored.was_turned_away is not None:
-        return stored.was_turned_away
     return bool(session.connection().execute(
         _TURNED_AWAY, {"conversation_id": stored.conversation.id}).scalar())
 

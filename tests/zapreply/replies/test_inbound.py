@@ -200,6 +200,28 @@ def test_conversations_opened_at_once_are_counted_one_after_the_other(database, 
     assert skipped_runs() == [("skipped", "too many new conversations")]
 
 
+def test_messages_of_one_chat_recorded_at_once_all_count_for_the_rate_limit(database, wuzapi):
+    config_id = make_config(wuzapi, options={"rate_limit_per_minute": 1})
+    second: list[inbound.Recorded] = []
+    with session_scope() as session:
+        first = inbound.record_inbound(session, config_id=config_id, instance=INSTANCE,
+                                       message=message("RL1"))
+        # The second message of the chat is recorded while the first one's transaction is
+        # still open, and counted once it has committed.
+        other = threading.Thread(target=lambda: second.append(record(config_id,
+                                                                     message("RL2"))))
+        other.start()
+        deadline = time.monotonic() + 10
+        while not waiting_on_a_lock(database):
+            assert time.monotonic() < deadline, "the second message never waited"
+            time.sleep(0.01)
+    other.join(timeout=30)
+
+    assert first.needs_reply is True
+    assert [r.needs_reply for r in second] == [False]
+    assert skipped_runs() == [("skipped", "rate limited")]
+
+
 def test_the_business_typing_on_its_phone_pauses_the_bot(database, wuzapi):
     config_id = make_config(wuzapi, options={"human_pause_minutes": 30})
     record(config_id, message("C1", "oi"))
