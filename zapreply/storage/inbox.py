@@ -231,8 +231,10 @@ def _record_postgresql_statement() -> Any:
     Nothing else is read here: the whole statement reads the snapshot it started with, and an
     upsert that waited for a concurrent message of the same chat to commit would count without
     that message (its rate limit, whether its conversation was turned away). The statements
-    that ask those run after it, each with a snapshot of its own. `opened` is a lower bound for
-    the same reason, which is all `opened_past` takes from it."""
+    that ask those run after it, each with a snapshot of its own: with the default rate limit
+    that is one more statement a customer message, in the open transaction (0.12–0.16 ms of
+    client CPU, docs/PERFORMANCE.md, Worker). `opened` is a lower bound for the same reason,
+    which is all `opened_past` takes from it."""
     key = ("conversation and message", "postgresql")
     if key not in _built:
         events_table = Event.__table__
