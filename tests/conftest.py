@@ -175,6 +175,36 @@ def db(settings: settings_module.Settings, llm: LLMStub, wuzapi: MessagesStub) -
 
 
 @pytest.fixture
+def database_env() -> dict[str, str]:
+    """Settings the `database` fixture's tests run with, on top of the suite's: a module
+    overrides this fixture to change them."""
+    return {}
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def database(request, db: None, base_env: dict[str, str], database_env: dict[str, str],
+             tmp_path: Path) -> Iterator[str]:
+    """The test runs twice: on the suite's PostgreSQL database (emptied), and on a new SQLite
+    file built by `alembic upgrade head`, as the embedded default is. PostgreSQL takes the
+    storage's fast paths, SQLite the portable statements they are checked against: a test
+    using this fixture expects the same outcome from both."""
+    env = {**base_env, **database_env}
+    if request.param == "sqlite":
+        env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'zapreply.db'}"
+    settings_module.override(settings_module.load(env))
+    reset_engines()
+    if request.param == "sqlite":
+        config = Config(str(ROOT / "alembic.ini"))
+        config.attributes["configure_logging"] = False
+        command.upgrade(config, "head")
+    configs.clear_cache()
+    yield request.param
+    settings_module.override(settings_module.load(base_env))
+    reset_engines()
+    configs.clear_cache()
+
+
+@pytest.fixture
 def app(db: None, base_env: dict[str, str]):  # type: ignore[no-untyped-def]
     """The receiver, its database's connections closed afterwards (the app is frozen out of
     the garbage collector: its pool would stay open as long as this process)."""

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from tests.conftest import FIXTURES, signed, wait_until_idle
 from tests.processes import Receiver, free_port
 from zapreply.storage.db import session_scope
-from zapreply.storage.models import Event, WorkflowConfig
+from zapreply.storage.models import Event
 
 
 @pytest.fixture
@@ -34,21 +34,6 @@ def receiver(migrated: str, base_env: dict[str, str], tmp_path_factory) -> Itera
                        tmp_path_factory.mktemp("receiver") / "receiver.log")
     yield process.url
     process.stop()
-
-
-def make_config(wuzapi_url: str, **overrides) -> int:  # type: ignore[no-untyped-def]
-    values = {
-        "name": "Loja", "instance": "loja-teste", "is_active": True,
-        "model": "openai/stub-model", "system_prompt": "Você é o atendente da Loja.",
-        "send": {"driver": "wuzapi", "base_url": wuzapi_url, "token": "secret-user-token"},
-        "debounce_seconds": 0.0, "options": {},
-    }
-    values.update(overrides)
-    with session_scope() as session:
-        config = WorkflowConfig(**values)
-        session.add(config)
-        session.flush()
-        return config.id
 
 
 def fixture_body(name: str, **info_overrides) -> bytes:  # type: ignore[no-untyped-def]

@@ -31,3 +31,12 @@ def make_config(wuzapi: MessagesStub | str = NOWHERE, *, options: dict[str, Any]
         session.add(config)
         session.flush()
         return config.id
+
+
+def stored_config(config_id: int) -> WorkflowConfig:
+    """The config as stored, detached from its session: for what is read off the row (its
+    webhook path)."""
+    with session_scope() as session:
+        config = session.get(WorkflowConfig, config_id)
+        session.expunge(config)
+        return config

@@ -13,7 +13,8 @@ import pytest
 from sqlalchemy import select
 
 from tests.conftest import FIXTURES
-from tests.e2e import events_of, make_config, post, wait_for
+from tests.e2e import events_of, post, wait_for
+from tests.factories import make_config
 from zapreply.storage.db import session_scope
 from zapreply.storage.models import Conversation, DailyUsage, utcnow
 

@@ -15,7 +15,8 @@ import pytest
 from sqlalchemy import select
 
 from tests.conftest import ADMIN_TOKEN, FIXTURES
-from tests.e2e import events_of, make_config, post
+from tests.e2e import events_of, post
+from tests.factories import make_config
 from tests.processes import free_port
 from tests.stubs import EndpointStub
 from zapreply.storage.db import session_scope

@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import select
 
 from tests.conftest import FIXTURES
-from tests.e2e import events_of, make_config, post, wait_for, wait_for_event
+from tests.e2e import events_of, post, wait_for, wait_for_event
+from tests.factories import make_config
 from zapreply.storage.db import session_scope
 from zapreply.storage.models import Conversation, Message, utcnow
 

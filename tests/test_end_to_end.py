@@ -17,11 +17,11 @@ from tests.e2e import (
     events_of,
     fixture_body,
     fresh,
-    make_config,
     post,
     wait_for,
     wait_for_event,
 )
+from tests.factories import make_config
 from zapreply import settings
 from zapreply.storage.db import session_scope
 from zapreply.storage.models import Conversation, Message, ReplyRun

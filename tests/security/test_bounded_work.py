@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from tests.conftest import FIXTURES, signed, wait_until_idle
-from tests.e2e import events_of, make_config, post, wait_for
+from tests.e2e import events_of, post, wait_for
+from tests.factories import make_config
 from tests.processes import Receiver, free_port
 
 pytestmark = pytest.mark.usefixtures("worker_process", "idle_afterwards")

@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import select
 
 from tests.conftest import FIXTURES
-from tests.e2e import events_of, make_config, post
+from tests.e2e import events_of, post
+from tests.factories import make_config
 from tests.stubs import EndpointStub
 from zapreply.storage.db import session_scope
 from zapreply.storage.models import Conversation

@@ -9,18 +9,14 @@ import threading
 from datetime import timedelta
 from urllib.parse import quote
 
-import pytest
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import func, insert, select, text, update
 
-from tests.conftest import FIXTURES, ROOT, running_worker, wait_until_idle
+from tests.conftest import FIXTURES, running_worker, wait_until_idle
 from tests.e2e import events_of, fresh, post, wait_for
-from tests.e2e import make_config as make_e2e_config
-from zapreply import settings as settings_module
+from tests.factories import INSTANCE, make_config
 from zapreply.actions import privacy
 from zapreply.replies import inbound, leases, responder
-from zapreply.storage.db import get_engine, reset_engines, session_scope
+from zapreply.storage.db import get_engine, session_scope
 from zapreply.storage.models import (
     Conversation,
     DailyUsage,
@@ -34,39 +30,10 @@ from zapreply.storage.models import (
 ANA = "5511900000001"
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-def database(request, db, base_env, tmp_path):  # type: ignore[no-untyped-def]
-    """The test's database: the suite's PostgreSQL one (emptied), or a new SQLite file built by
-    `alembic upgrade head`, as the embedded default is."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'zapreply.storage.db'}"
-        settings_module.override(settings_module.load({**base_env, "DATABASE_URL": url}))
-        reset_engines()
-        config = Config(str(ROOT / "alembic.ini"))
-        config.attributes["configure_logging"] = False
-        command.upgrade(config, "head")
-    yield request.param
-    if request.param == "sqlite":
-        settings_module.override(settings_module.load(base_env))
-        reset_engines()
-
-
-def make_config(wuzapi, **options) -> int:  # type: ignore[no-untyped-def]
-    with session_scope() as session:
-        config = WorkflowConfig(
-            name="Loja", instance="loja", model="openai/stub", system_prompt="Seja breve.",
-            send={"driver": "wuzapi", "base_url": wuzapi.url, "token": "tok"},
-            debounce_seconds=0.0, options=options,
-        )
-        session.add(config)
-        session.flush()
-        return config.id
-
-
 def receive(config_id: int, text: str, wa_id: str, phone: str = ANA) -> int:
     chat = f"{phone}@s.whatsapp.net"
     with session_scope() as session:
-        recorded = inbound.record_inbound(session, config_id=config_id, instance="loja", message={
+        recorded = inbound.record_inbound(session, config_id=config_id, instance=INSTANCE, message={
             "wa_message_id": wa_id, "chat_jid": chat, "sender_jid": chat,
             "contact_phone": phone, "push_name": "Ana Cliente", "from_me": False,
             "timestamp": None, "text": text, "media_type": None,
@@ -130,14 +97,14 @@ def test_a_reply_being_generated_when_its_contact_is_erased_writes_and_sends_not
 def test_workers_purging_at_once_delete_each_expired_row_once_and_count_it_once(
     database, wuzapi
 ):
-    config_id = make_config(wuzapi, retention_days=30)
+    config_id = make_config(wuzapi, options={"retention_days": 30})
     old, new = utcnow() - timedelta(days=31), utcnow()
     expired_messages = expired_events = 0
     with session_scope() as session:
         for n in range(20):
             stale = n < 10  # half the conversations hold only expired rows
             conversation = session.execute(insert(Conversation).values(
-                instance="loja", chat_jid=f"55119000{n:05d}@s.whatsapp.net",
+                instance=INSTANCE, chat_jid=f"55119000{n:05d}@s.whatsapp.net",
                 contact_phone=f"55119000{n:05d}", workflow_config_id=config_id,
                 status="active", lease_token=0, created_at=old,
                 updated_at=old if stale else new,
@@ -146,7 +113,7 @@ def test_workers_purging_at_once_delete_each_expired_row_once_and_count_it_once(
                 at = old if stale or m < 5 else new
                 expired_messages += at is old
                 session.execute(insert(Message).values(
-                    conversation_id=conversation, instance="loja", role="customer",
+                    conversation_id=conversation, instance=INSTANCE, role="customer",
                     content=f"texto {n}-{m}", wa_message_id=f"W{n}-{m}", extra={},
                     created_at=at))
                 expired_events += at is old
@@ -212,7 +179,7 @@ def test_wildcards_in_a_phone_are_refused_not_matched(client, admin_headers, db,
 
 
 def test_retention_never_deletes_the_record_of_an_erasure(database, wuzapi):
-    receive(make_config(wuzapi, retention_days=1), "oi", "K1")
+    receive(make_config(wuzapi, options={"retention_days": 1}), "oi", "K1")
     with session_scope() as session:
         privacy.erase_contact(session, privacy.parse_contact(ANA), actor="test")
         session.execute(update(Event).values(created_at=utcnow() - timedelta(days=3650)))
@@ -261,11 +228,11 @@ def waiting_on_a_lock() -> int:
 
 
 def test_a_group_members_erasure_takes_their_messages_and_keeps_the_others(database, wuzapi):
-    config_id = make_config(wuzapi, groups="on")
+    config_id = make_config(wuzapi, options={"groups": "on"})
     for wa_id, phone, words in (("G1", ANA, "Ana: minha senha é 1234"),
                                 ("G2", "5511900000002", "Bruno: bom dia")):
         with session_scope() as session:
-            inbound.record_inbound(session, config_id=config_id, instance="loja", message={
+            inbound.record_inbound(session, config_id=config_id, instance=INSTANCE, message={
                 "wa_message_id": wa_id, "chat_jid": "120363000000000001@g.us",
                 "sender_jid": f"1000{phone[-8:]}@lid", "contact_phone": phone,
                 "push_name": words.split(":")[0], "from_me": False, "is_group": True,
@@ -286,7 +253,7 @@ def test_a_group_members_erasure_takes_their_messages_and_keeps_the_others(datab
 def test_a_running_worker_purges_what_is_past_the_retention_on_its_own(
     db, base_env, tmp_path_factory, wuzapi
 ):
-    config_id = make_config(wuzapi, retention_days=7)
+    config_id = make_config(wuzapi, options={"retention_days": 7})
     receive(config_id, "antiga", "T1")
     receive(config_id, "nova", "T2", phone="5511900000002")
     with session_scope() as session:
@@ -310,7 +277,7 @@ def test_a_running_worker_purges_what_is_past_the_retention_on_its_own(
 def test_an_erasure_during_a_real_workers_llm_call_leaves_nothing_and_sends_nothing_after(
     db, receiver, worker_process, client, admin_headers, llm, wuzapi
 ):
-    make_e2e_config(wuzapi.url)
+    make_config(wuzapi.url)
     llm.delay_seconds = 3.0
 
     response = post(receiver, fresh((FIXTURES / "message_text.raw.json").read_bytes()))

@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.conftest import queued_tasks, signed, wait_until_idle
-from tests.e2e import fixture_body, fresh, make_config
+from tests.e2e import fixture_body, fresh
+from tests.factories import make_config
 from tests.processes import Receiver, free_port
 from zapreply.rules import configs
 from zapreply.storage.db import session_scope

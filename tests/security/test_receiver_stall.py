@@ -17,7 +17,8 @@ import pytest
 import redis
 
 from tests.conftest import signed
-from tests.e2e import fixture_body, fresh, make_config, post
+from tests.e2e import fixture_body, fresh, post
+from tests.factories import make_config
 from tests.processes import Receiver, free_port
 from zapreply.broker.queue import HANDLE_INBOUND, QUEUE
 

@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from tests.conftest import ADMIN_TOKEN, FIXTURES, ROOT, WEBHOOK_HMAC_KEY, signed
-from tests.e2e import make_config, post, wait_for_event
+from tests.e2e import post, wait_for_event
+from tests.factories import make_config
 from tests.processes import free_port, wait_until_answering
 from tests.stubs import MessagesStub
 

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import FIXTURES, running_worker
-from tests.e2e import events_of, make_config, post
+from tests.e2e import events_of, post
+from tests.factories import make_config
 from tests.zapreply.net.test_egress import Server
 
 pytestmark = pytest.mark.usefixtures("worker_process", "idle_afterwards")

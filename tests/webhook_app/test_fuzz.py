@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import signed
+from tests.factories import make_config
 from tests.webhook_app.test_webhooks import (
     ENVELOPES,
     FORM,
@@ -28,7 +29,6 @@ from tests.webhook_app.test_webhooks import (
     clear_queue,
     clients_with_settings,
     load_envelope,
-    make_config,
     queued_messages,
 )
 from webhook_app import routing

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from tests.conftest import queued_tasks, signed
+from tests.factories import make_config, stored_config
 from tests.webhook_app.test_webhooks import (
     INSTANCE,
     JSON,
@@ -25,21 +26,6 @@ client_with = pytest.fixture(name="client_with")(clients_with_settings)
 
 KEY_A = "a" * 16 + "-instance-key-of-loja-teste"
 KEY_B = "b" * 16 + "-instance-key-of-outra-loja"
-
-
-def make_config(instance: str = INSTANCE, *, hmac_key: str | None = None,
-                is_active: bool = True) -> WorkflowConfig:
-    with session_scope() as session:
-        config = WorkflowConfig(
-            name=f"Config {instance}", instance=instance, is_active=is_active,
-            model="openai/stub", system_prompt="", debounce_seconds=0.0, options={},
-            send={"driver": "wuzapi", "base_url": "http://127.0.0.1:9", "token": "t"},
-            hmac_key=hmac_key,
-        )
-        session.add(config)
-        session.flush()
-        session.expunge(config)
-        return config
 
 
 @pytest.fixture
@@ -82,7 +68,7 @@ def test_the_401_is_the_same_whether_or_not_the_instance_exists(no_global_key) -
 
 
 def test_a_webhook_signed_with_the_instances_own_key_is_queued(no_global_key) -> None:
-    config = make_config(hmac_key=KEY_A)
+    config = stored_config(make_config(hmac_key=KEY_A))
     body = body_for()
     response = post(no_global_key, body, headers=signed(body, KEY_A))
     assert response.get_json()["status"] == "queued"
@@ -91,8 +77,8 @@ def test_a_webhook_signed_with_the_instances_own_key_is_queued(no_global_key) ->
 
 
 def test_one_tenants_key_does_not_sign_for_another(no_global_key) -> None:
-    make_config(INSTANCE, hmac_key=KEY_A)
-    make_config("outra-loja", hmac_key=KEY_B)
+    make_config(instance=INSTANCE, hmac_key=KEY_A)
+    make_config(instance="outra-loja", hmac_key=KEY_B)
     body = body_for(INSTANCE)
     for path in ("/webhooks/wuzapi", f"/webhooks/wuzapi/{INSTANCE}"):
         assert post(no_global_key, body, path, signed(body, KEY_B)).status_code == 401
@@ -102,8 +88,8 @@ def test_one_tenants_key_does_not_sign_for_another(no_global_key) -> None:
 def test_a_body_naming_two_instances_acts_only_for_the_one_whose_key_signed_it(
     no_global_key,
 ) -> None:
-    make_config(INSTANCE, hmac_key=KEY_A)
-    other = make_config("outra-loja", hmac_key=KEY_B)
+    make_config(instance=INSTANCE, hmac_key=KEY_A)
+    other = stored_config(make_config(instance="outra-loja", hmac_key=KEY_B))
     envelope = load_envelope("message_text.json")
     envelope["instanceName"], envelope["userID"] = INSTANCE, "outra-loja"
     body = compact(envelope)
@@ -114,8 +100,8 @@ def test_a_body_naming_two_instances_acts_only_for_the_one_whose_key_signed_it(
 
 
 def test_a_signed_body_replayed_to_another_instances_url_gets_401(client) -> None:
-    make_config(INSTANCE)
-    make_config("outra-loja")
+    make_config(instance=INSTANCE)
+    make_config(instance="outra-loja")
     body = body_for(INSTANCE)
     response = post(client, body, "/webhooks/wuzapi/outra-loja", signed(body))
     assert response.status_code == 401
@@ -123,7 +109,7 @@ def test_a_signed_body_replayed_to_another_instances_url_gets_401(client) -> Non
 
 
 def test_the_secret_path_authenticates_an_unsigned_webhook(no_global_key) -> None:
-    config = make_config()
+    config = stored_config(make_config())
     response = post(no_global_key, body_for(), configs.webhook_path(config))
     assert response.get_json()["status"] == "queued"
     [(_, kwargs)] = queued_messages()
@@ -133,7 +119,7 @@ def test_the_secret_path_authenticates_an_unsigned_webhook(no_global_key) -> Non
 def test_the_secret_path_takes_the_form_encoding_too(no_global_key) -> None:
     from tests.conftest import FIXTURES
 
-    config = make_config()
+    config = stored_config(make_config())
     response = no_global_key.post(
         configs.webhook_path(config), data=(FIXTURES / "message_text.form.txt").read_bytes(),
         headers={"Content-Type": "application/x-www-form-urlencoded"})
@@ -141,8 +127,8 @@ def test_the_secret_path_takes_the_form_encoding_too(no_global_key) -> None:
 
 
 def test_a_secret_path_does_not_open_another_instance(no_global_key) -> None:
-    mine = make_config("outra-loja")
-    make_config(INSTANCE)
+    mine = stored_config(make_config(instance="outra-loja"))
+    make_config(instance=INSTANCE)
     secret = mine.webhook_secret
     response = post(no_global_key, body_for(INSTANCE), f"/webhooks/wuzapi/{INSTANCE}/{secret}")
     assert response.status_code == 401
@@ -151,7 +137,7 @@ def test_a_secret_path_does_not_open_another_instance(no_global_key) -> None:
 
 def test_a_rotated_secret_path_is_refused(client_with, admin_headers) -> None:
     client = client_with(WUZAPI_HMAC_KEY="")
-    config = make_config()
+    config = stored_config(make_config())
     old_path = configs.webhook_path(config)
     rotated = client.post(f"/api/workflow-configs/{config.id}/rotate-webhook-secret",
                           headers=admin_headers)
@@ -163,7 +149,7 @@ def test_a_rotated_secret_path_is_refused(client_with, admin_headers) -> None:
 
 
 def test_a_deactivated_configs_secret_path_is_answered_ignored(no_global_key) -> None:
-    config = make_config(is_active=False)
+    config = stored_config(make_config(is_active=False))
     response = post(no_global_key, body_for(), configs.webhook_path(config))
     assert response.status_code == 200
     assert response.get_json()["status"] == "ignored"
@@ -176,7 +162,7 @@ def test_a_malformed_body_from_a_stranger_gets_401_not_400(no_global_key) -> Non
 
 
 def test_a_malformed_body_on_a_secret_path_gets_400(no_global_key) -> None:
-    config = make_config()
+    config = stored_config(make_config())
     response = post(no_global_key, b"{not json", configs.webhook_path(config))
     assert response.status_code == 400
 
@@ -194,7 +180,7 @@ def test_allowing_unsigned_webhooks_warns_at_start(client_with, caplog) -> None:
 
 
 def test_the_global_key_still_signs_for_any_instance(client) -> None:
-    make_config("outra-loja", hmac_key=KEY_B)
+    make_config(instance="outra-loja", hmac_key=KEY_B)
     body = body_for("outra-loja")
     assert post(client, body, headers=signed(body)).get_json()["status"] == "queued"
 

@@ -23,9 +23,8 @@ import pytest
 import redis
 
 from tests.conftest import FIXTURES, REDIS_URL, ROOT, queued_tasks, signed
+from tests.factories import make_config
 from zapreply.broker.queue import HANDLE_INBOUND, QUEUE, RECORD_IGNORED
-from zapreply.storage.db import session_scope
-from zapreply.storage.models import WorkflowConfig
 
 INSTANCE = "loja-teste"
 USER_ID = "0123456789abcdef0123456789abcdef"
@@ -89,23 +88,6 @@ def queued_messages() -> list[tuple[str, dict[str, Any]]]:
 
 def clear_queue() -> None:
     redis.Redis.from_url(REDIS_URL).delete(QUEUE)
-
-
-def make_config(instance: str = INSTANCE, *, is_active: bool = True) -> int:
-    with session_scope() as session:
-        config = WorkflowConfig(
-            name=f"Config {instance}",
-            instance=instance,
-            is_active=is_active,
-            model="openai/stub",
-            system_prompt="Você é o atendente.",
-            send={"driver": "wuzapi", "base_url": "http://127.0.0.1:9", "token": "t"},
-            debounce_seconds=0.0,
-            options={},
-        )
-        session.add(config)
-        session.flush()
-        return config.id
 
 
 def clients_with_settings(db, base_env):  # type: ignore[no-untyped-def]
@@ -304,8 +286,8 @@ def test_an_ignored_message_is_recorded_with_ids_the_worker_can_store(client) ->
 
 def test_an_instance_in_the_url_must_be_the_one_the_body_names(client) -> None:
     # A body signed for one instance, replayed to another instance's URL.
-    make_config(INSTANCE)
-    make_config("outra-loja")
+    make_config(instance=INSTANCE)
+    make_config(instance="outra-loja")
     response = post(client, compact(load_envelope("message_text.json")), JSON,
                     path="/webhooks/wuzapi/outra-loja")
     assert response.status_code == 401
@@ -314,8 +296,8 @@ def test_an_instance_in_the_url_must_be_the_one_the_body_names(client) -> None:
 
 def test_the_url_names_the_instance_of_a_body_that_names_none(client) -> None:
     # Older WuzAPI builds send only the user's token.
-    make_config(INSTANCE)
-    other = make_config("outra-loja")
+    make_config(instance=INSTANCE)
+    other = make_config(instance="outra-loja")
     envelope = load_envelope("message_text.json")
     del envelope["instanceName"], envelope["userID"]
     envelope["token"] = "user-token-of-outra-loja"
@@ -328,7 +310,7 @@ def test_the_url_names_the_instance_of_a_body_that_names_none(client) -> None:
 def test_an_unknown_path_segment_is_refused_when_the_body_names_another_instance(
     client,
 ) -> None:
-    make_config(INSTANCE)
+    make_config(instance=INSTANCE)
     response = post(client, compact(load_envelope("message_text.json")), JSON,
                     path="/webhooks/wuzapi/desconhecida")
     assert response.status_code == 401
@@ -336,8 +318,8 @@ def test_an_unknown_path_segment_is_refused_when_the_body_names_another_instance
 
 
 def test_instance_name_is_tried_before_user_id(client) -> None:
-    by_user_id = make_config(USER_ID)
-    by_name = make_config(INSTANCE)
+    by_user_id = make_config(instance=USER_ID)
+    by_name = make_config(instance=INSTANCE)
     post(client, compact(load_envelope("message_text.json")), JSON)
     [(_, kwargs)] = queued_messages()
     assert kwargs["config_id"] == by_name != by_user_id
@@ -347,7 +329,7 @@ def test_instance_name_is_tried_before_user_id(client) -> None:
 def test_user_id_identifies_the_instance_when_the_name_matches_no_config(
     client, encoding: str
 ) -> None:
-    config_id = make_config(USER_ID)
+    config_id = make_config(instance=USER_ID)
     envelope = load_envelope("message_text.json")
     envelope["instanceName"] = ""  # what WuzAPI sends when its user cache misses
     body = compact(envelope) if encoding == "json" else as_form(envelope)
@@ -358,7 +340,7 @@ def test_user_id_identifies_the_instance_when_the_name_matches_no_config(
 
 
 def test_a_legacy_token_identifies_the_instance(client) -> None:
-    config_id = make_config("legacy-user-token")
+    config_id = make_config(instance="legacy-user-token")
     body = as_form(load_envelope("message_text.json"), legacy=True, token="legacy-user-token")
     response = post(client, body, FORM)
     assert response.get_json()["status"] == "queued"
@@ -367,7 +349,7 @@ def test_a_legacy_token_identifies_the_instance(client) -> None:
 
 
 def test_a_token_in_a_json_body_identifies_the_instance(client) -> None:
-    config_id = make_config("json-token")
+    config_id = make_config(instance="json-token")
     envelope = load_envelope("message_text.json")
     del envelope["instanceName"], envelope["userID"]
     envelope["token"] = "json-token"
@@ -380,7 +362,7 @@ def test_a_token_in_a_json_body_identifies_the_instance(client) -> None:
 def test_an_unknown_instance_is_ignored_with_a_reason_and_nothing_is_enqueued(
     client, name: str
 ) -> None:
-    make_config("some-other-instance")
+    make_config(instance="some-other-instance")
     response = post(client, compact(load_envelope(name)), JSON)
     assert response.status_code == 200
     answer = response.get_json()
@@ -390,7 +372,7 @@ def test_an_unknown_instance_is_ignored_with_a_reason_and_nothing_is_enqueued(
 
 
 def test_an_inactive_config_is_ignored(client) -> None:
-    make_config(INSTANCE, is_active=False)
+    make_config(instance=INSTANCE, is_active=False)
     response = post(client, compact(load_envelope("message_text.json")), JSON)
     assert response.status_code == 200
     assert response.get_json()["status"] == "ignored"
@@ -758,8 +740,8 @@ def test_the_same_message_in_the_other_encoding_is_a_duplicate_too(client) -> No
 
 
 def test_the_same_message_id_on_another_instance_is_not_a_duplicate(client) -> None:
-    make_config(INSTANCE)
-    make_config("outra-loja")
+    make_config(instance=INSTANCE)
+    make_config(instance="outra-loja")
     envelope = load_envelope("message_text.json")
     post(client, compact(envelope), JSON)
     del envelope["userID"]

@@ -1,19 +1,20 @@
-"""The worker's inbound task called in this process (no broker round trip for it): what it
-commits, and that a message is never lost with a failed plan."""
+"""The worker's inbound task called in this process (no broker round trip for it), on both
+databases: what it records and answers, and that a message is never lost with a failed plan."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 import worker.replies as worker_replies
 from tests.conftest import migrated_sqlite
-from tests.zapreply.replies.test_responder import event_types, make_config, run_of
+from tests.factories import INSTANCE, make_config
+from tests.zapreply.replies.test_responder import event_types, run_of
 from zapreply.replies import leases, plan, responder
 from zapreply.runtime import Runtime
-from zapreply.settings import load
+from zapreply.settings import get_settings, load
 from zapreply.storage.db import session_scope
 from zapreply.storage.models import Conversation, Event, Message
 
@@ -27,53 +28,41 @@ def message(wa_id: str, text: str = "oi") -> dict[str, Any]:
 
 
 @pytest.fixture
-def tasks(settings, monkeypatch):  # type: ignore[no-untyped-def]
-    """The worker's task modules, on a worker runtime built from the test's settings (the
-    worker builds its own from the environment)."""
+def tasks(database, monkeypatch):  # type: ignore[no-untyped-def]
+    """The worker's task modules, on a worker runtime built from the test's settings and
+    database (the worker builds its own from the environment)."""
     import worker.inbound
     from worker.app import app
 
-    runtime = Runtime.build(settings, pre_ping=False)
+    runtime = Runtime.build(get_settings(), pre_ping=False)
     monkeypatch.setattr(app, "runtime", runtime)
     yield worker.inbound
     runtime.database.dispose()
 
 
-@pytest.fixture
-def commits(tasks):  # type: ignore[no-untyped-def]
-    """Commits on the worker's engine, while the tasks run."""
-    from worker.app import app
-
-    counted: list[int] = []
-
-    def count(_connection: Any) -> None:
-        counted.append(1)
-
-    engine = app.runtime.database.engine
-    event.listen(engine, "commit", count)
-    yield counted
-    event.remove(engine, "commit", count)
-
-
-def test_a_message_answered_at_once_takes_one_commit(db, tasks, commits, wuzapi):
+def test_a_message_answered_at_once_is_recorded_answered_and_its_lease_given_up(
+        database, tasks, wuzapi):
     config_id = make_config(wuzapi)
-    commits.clear()
 
-    result = tasks.handle_inbound(config_id, "loja", message("T1"))
+    result = tasks.handle_inbound(config_id, INSTANCE, message("T1"))
 
     assert result == "answered 1"
     assert [r["body"]["Body"] for r in wuzapi.sent()] == ["Resposta: oi"]
-    # Recorded, claimed and planned together; the LLM's answer stored, and then the send
-    # recorded, each by one statement in autocommit.
-    assert len(commits) == 1
     with session_scope() as session:
         conversation = session.scalars(select(Conversation)).one()
         assert conversation.lease_owner is None and conversation.lease_expires_at is None
-    assert run_of(conversation.id).status == "sent"
+        rows = session.scalars(select(Message).order_by(Message.id)).all()
+    run = run_of(conversation.id)
+    assert run.status == "sent"
+    # The customer's message is bound to the run that answered it, and the reply is marked
+    # sent with WuzAPI's id for it.
+    assert [(m.role, m.content, m.reply_run_id, m.status) for m in rows] == [
+        ("customer", "oi", run.id, None), ("assistant", "Resposta: oi", run.id, "sent")]
+    assert rows[1].provider_message_id
     assert event_types(conversation.id) == ["message.received", "llm.completed", "message.sent"]
 
 
-def test_a_failed_plan_keeps_the_message_and_frees_the_lease(db, tasks, wuzapi,
+def test_a_failed_plan_keeps_the_message_and_frees_the_lease(database, tasks, wuzapi,
                                                             monkeypatch):
     config_id = make_config(wuzapi)
 
@@ -83,7 +72,7 @@ def test_a_failed_plan_keeps_the_message_and_frees_the_lease(db, tasks, wuzapi,
     with monkeypatch.context() as patched, \
             pytest.raises(RuntimeError, match="a bug in planning"):
         patched.setattr(plan, "plan", broken)
-        tasks.handle_inbound(config_id, "loja", message("T2", "quero saber o preço"))
+        tasks.handle_inbound(config_id, INSTANCE, message("T2", "quero saber o preço"))
 
     with session_scope() as session:
         kept = session.scalars(select(Message)).all()
@@ -100,10 +89,10 @@ def test_a_failed_plan_keeps_the_message_and_frees_the_lease(db, tasks, wuzapi,
 
 
 def test_a_conversation_another_worker_holds_is_recorded_and_answered_later(
-    db, tasks, wuzapi, monkeypatch
+    database, tasks, wuzapi, monkeypatch
 ):
     config_id = make_config(wuzapi)
-    tasks.handle_inbound(config_id, "loja", message("T3"))  # the conversation exists
+    tasks.handle_inbound(config_id, INSTANCE, message("T3"))  # the conversation exists
     with session_scope() as session:
         conversation_id = session.scalars(select(Conversation.id)).one()
         assert leases.claim_and_load(session, conversation_id, "someone else", 30) is not None
@@ -111,7 +100,7 @@ def test_a_conversation_another_worker_holds_is_recorded_and_answered_later(
     monkeypatch.setattr(worker_replies.reply, "apply_async",
                         lambda args, countdown: later.append((args, countdown)))
 
-    result = tasks.handle_inbound(config_id, "loja", message("T4", "ainda aí?"))
+    result = tasks.handle_inbound(config_id, INSTANCE, message("T4", "ainda aí?"))
 
     assert result == "deferred"
     assert [args for args, _ in later] == [[conversation_id]]

@@ -54,6 +54,7 @@ from zapreply.storage.models import (
     Role,
     RunStatus,
     WorkflowConfig,
+    extra_of,
     utcnow,
 )
 
@@ -254,7 +255,7 @@ def _conversation_view(row: Conversation) -> dict[str, Any]:
 
 
 def _message_view(row: Message) -> dict[str, Any]:
-    extra = dict(row.extra or {})
+    extra: dict[str, Any] = {**extra_of(row)}
     media = extra.get("media")
     if isinstance(media, dict) and "base64" in media:
         # The bytes themselves are kept only until the message is answered; what they were

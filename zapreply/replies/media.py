@@ -52,7 +52,15 @@ from zapreply.settings import AllowedHost, Settings
 from zapreply.storage import events
 from zapreply.storage.db import session_scope
 from zapreply.storage.events import EventType
-from zapreply.storage.models import MediaReference, Message, MessageExtra, ReplyRun, Role, utcnow
+from zapreply.storage.models import (
+    MediaReference,
+    Message,
+    MessageExtra,
+    ReplyRun,
+    Role,
+    extra_of,
+    utcnow,
+)
 
 # WuzAPI's download endpoint per media type (POST, header Token, body: the media keys).
 _DOWNLOAD_PATHS = {
@@ -88,7 +96,7 @@ class MediaFailed(Exception):
 
 def describe(row: Message) -> str:
     """A media message as text: the transcript of audio, else a label and the caption."""
-    reference = (row.extra or {}).get("media") or {}
+    reference = extra_of(row).get("media") or {}
     if row.media_type == "audio" and reference.get("transcribed") and row.content:
         return row.content
     label = row.media_type or "media"
@@ -122,7 +130,7 @@ class Item:
     @classmethod
     def of(cls, row: Message, index: int, options: Options, model: str,
            label: str = "") -> Item:
-        reference = (row.extra or {}).get("media") or {}
+        reference = extra_of(row).get("media") or {}
         action = None
         if not reference.get("failed"):
             if row.media_type == "audio" and options.transcribe_audio \
@@ -205,7 +213,7 @@ def _transcribe(
     limit = options.max_input_chars
     with session_scope() as session:
         row = session.get(Message, item.message_id)
-        extra: MessageExtra = {**(row.extra or {})}
+        extra: MessageExtra = {**extra_of(row)}
         if limit and len(text) > limit:
             extra["truncated_from"] = len(text)
             text = text[:limit]
@@ -253,7 +261,7 @@ def record_failure(session: Session, exc: MediaFailed, *, conversation_id: int, 
     """Count a failed attempt on the message's media: the attempt number when a retry may
     help, None when the media is given up on (it is then described as not understood)."""
     row = session.get(Message, exc.message_id)
-    extra: MessageExtra = {**(row.extra or {})}
+    extra: MessageExtra = {**extra_of(row)}
     reference: MediaReference = {**(extra.get("media") or {})}
     attempts = int(reference.get("attempts") or 0) + 1
     gives_up = exc.permanent or attempts >= budget
@@ -281,9 +289,9 @@ def forget_inline(session: Session, run_id: int) -> None:
 def drop_inline(row: Message) -> None:
     """Drop a message's inline bytes (answered, or set aside without an answer): up to
     MEDIA_INLINE_MAX_BYTES that every later history query would otherwise load again."""
-    reference = (row.extra or {}).get("media")
+    reference = extra_of(row).get("media")
     if isinstance(reference, dict) and "base64" in reference:
-        row.extra = {**row.extra,
+        row.extra = {**extra_of(row),
                      "media": {k: v for k, v in reference.items() if k != "base64"}}
 
 

@@ -27,6 +27,7 @@ from zapreply.storage.events import EventType
 from zapreply.storage.models import (
     Conversation,
     Message,
+    MessageExtra,
     OutboxStatus,
     ReplyRun,
     Role,
@@ -73,7 +74,7 @@ def reply_texts(texts: list[str], options: Options, most: int | None = None) -> 
 
 def add(session: Session, conversation: _Addressed, run_id: int, texts: list[str], *,
         fallback: bool = False, first_seq: int | None = None,
-        extra: dict[str, Any] | None = None) -> list[Outgoing]:
+        extra: MessageExtra | None = None) -> list[Outgoing]:
     """Insert the outbox rows (Core, one statement) and return them, with their ids."""
     # Rows added through the ORM in this transaction (tool calls) keep the lower ids.
     session.flush()

@@ -43,6 +43,7 @@ from zapreply.storage.models import (
     Role,
     RunStatus,
     WorkflowConfig,
+    extra_of,
     utcnow,
 )
 
@@ -244,7 +245,7 @@ def _why_not_answer(session: Session, seen: _Seen, pending: list[Row[Any]]) -> W
     if conversations.is_paused(conversation, now):
         return _Skip("conversation paused")
     if _looping(session, conversation.id, options, now,
-                member=(pending[-1].extra or {}).get("sender")
+                member=extra_of(pending[-1]).get("sender")
                 if groups.is_group_chat(conversation.chat_jid) else None,
                 replies_sent=pending[0].replies_sent):
         # Another bot is probably answering ours: stop before the costs run away.

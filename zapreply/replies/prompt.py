@@ -20,7 +20,14 @@ from zapreply.rules.options import Options
 from zapreply.rules.text import quoted_name
 from zapreply.settings import Settings
 from zapreply.storage import runs
-from zapreply.storage.models import Conversation, Message, Role, WorkflowConfig, utcnow
+from zapreply.storage.models import (
+    Conversation,
+    Message,
+    Role,
+    WorkflowConfig,
+    extra_of,
+    utcnow,
+)
 
 
 @dataclass
@@ -60,9 +67,9 @@ def build(
     rows = _in_typed_order(_in_reply_order(session, [
         row for row in rows
         # The fallback of this very run is not part of what it answers (after a replay).
-        if not (row.reply_run_id == run_id and (row.extra or {}).get("fallback"))
+        if not (row.reply_run_id == run_id and extra_of(row).get("fallback"))
         # The business's resume keyword was said to the bot, not to the customer.
-        and not (row.extra or {}).get("resume")
+        and not extra_of(row).get("resume")
     ]))
     rows = _current_session(rows, options.session_idle_hours)
     messages: list[dict[str, Any]] = []
@@ -148,7 +155,7 @@ def _in_typed_order(rows: list[Message]) -> list[Message]:
 
 
 def _typed_at(row: Message) -> tuple[datetime, int]:
-    raw = (row.extra or {}).get("timestamp")
+    raw = extra_of(row).get("timestamp")
     try:
         typed = datetime.fromisoformat(raw) if isinstance(raw, str) else None
     except ValueError:
@@ -163,7 +170,7 @@ def _current_session(rows: list[Message], idle_hours: float | None) -> list[Mess
     after a silence longer than `idle_hours`."""
     start = 0
     for index, row in enumerate(rows):
-        if (row.extra or {}).get("reset"):
+        if extra_of(row).get("reset"):
             start = index + 1
         elif index and idle_hours and (
             row.created_at - rows[index - 1].created_at > timedelta(hours=idle_hours)

@@ -24,14 +24,13 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from zapreply.rules import conversations
 from zapreply.rules.options import Options
-from zapreply.storage import events
+from zapreply.storage import daily_usage, events
 from zapreply.storage.events import EventType
-from zapreply.storage.models import Conversation, DailyUsage, ReplyRun
+from zapreply.storage.models import Conversation, ReplyRun
 
 SPENT = "daily budget spent"
 
@@ -52,11 +51,10 @@ def day_of(now: datetime, options: Options) -> date:
 def is_spent(session: Session, config_id: int, options: Options, now: datetime) -> bool:
     if not has_budget(options):
         return False
-    usage = session.get(DailyUsage, (config_id, day_of(now, options)))
-    tokens, cost = (usage.tokens, usage.cost) if usage is not None else (0, 0.0)
+    spent = daily_usage.spent(session, config_id, day_of(now, options))
     token_budget, cost_budget = options.daily_token_budget, options.daily_cost_budget
-    return (token_budget is not None and tokens >= token_budget) or \
-        (cost_budget is not None and cost >= cost_budget)
+    return (token_budget is not None and spent.tokens >= token_budget) or \
+        (cost_budget is not None and spent.cost >= cost_budget)
 
 
 def record_usage(session: Session, config_id: int, options: Options,
@@ -67,7 +65,7 @@ def record_usage(session: Session, config_id: int, options: Options,
     tokens = sum((c.prompt_tokens or 0) + (c.completion_tokens or 0) for c in completions)
     cost = sum(c.cost or 0.0 for c in completions)
     if tokens or cost:
-        _add(session, config_id, day_of(now, options), tokens, cost)
+        daily_usage.add(session, config_id, day_of(now, options), tokens, cost)
 
 
 def record_transcription(session: Session, config_id: int | None, options: Options,
@@ -75,22 +73,14 @@ def record_transcription(session: Session, config_id: int | None, options: Optio
     """Add what a voice note's transcription cost to the config's day (only if it has a
     budget): it is paid to an LLM provider like a completion."""
     if config_id is not None and cost and has_budget(options):
-        _add(session, config_id, day_of(now, options), 0, cost)
+        daily_usage.add(session, config_id, day_of(now, options), 0, cost)
 
 
 def turn_away(session: Session, conversation: Conversation, run: ReplyRun,
               options: Options, now: datetime) -> list[str]:
     """The budget is spent: act on `budget_action`; return the texts to send (maybe none)."""
     day = day_of(now, options)
-    _add(session, run.workflow_config_id, day, 0, 0.0)  # the row to mark exists
-    first_today = session.execute(
-        update(DailyUsage)
-        .where(DailyUsage.workflow_config_id == run.workflow_config_id, DailyUsage.day == day,
-               DailyUsage.exceeded_at.is_(None))
-        .values(exceeded_at=now)
-        .returning(DailyUsage.tokens, DailyUsage.cost)
-        .execution_options(synchronize_session=False)
-    ).first()
+    first_today = daily_usage.mark_exceeded(session, run.workflow_config_id, day, now)
     action = options.budget_action or "fallback"
     if first_today is not None:
         events.record(
@@ -109,19 +99,3 @@ def turn_away(session: Session, conversation: Conversation, run: ReplyRun,
     else:
         text = options.fallback_text
     return [text] if text else []
-
-
-def _add(session: Session, config_id: int, day: date, tokens: int, cost: float) -> None:
-    # Concurrent replies of one config add to the same row: an upsert, so no read-modify-write
-    # race and no duplicate-key error for the first two of a day.
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    statement = insert(DailyUsage).values(workflow_config_id=config_id, day=day, tokens=tokens,
-                                          cost=cost)
-    session.execute(statement.on_conflict_do_update(
-        index_elements=[DailyUsage.workflow_config_id, DailyUsage.day],
-        set_={"tokens": DailyUsage.tokens + statement.excluded.tokens,
-              "cost": DailyUsage.cost + statement.excluded.cost},
-    ))

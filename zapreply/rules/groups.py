@@ -19,7 +19,14 @@ from zapreply.channel.wuzapi import InboundPayload
 from zapreply.rules.configs import options_of
 from zapreply.rules.options import Options
 from zapreply.rules.text import bot_id, quoted_name
-from zapreply.storage.models import Conversation, Message, Role, WorkflowConfig
+from zapreply.storage.models import (
+    Conversation,
+    Message,
+    MessageExtra,
+    Role,
+    WorkflowConfig,
+    extra_of,
+)
 
 NOT_ADDRESSED = "not addressed to the bot"
 
@@ -94,7 +101,7 @@ def sender_ids(message: InboundPayload) -> list[str]:
 def sender_label(row: Message) -> str:
     """Who wrote a group message: their WhatsApp name, quoted (it is chosen by the sender, so
     it is data, never instructions: zapreply.rules.text.quoted_name), else their number."""
-    extra = row.extra or {}
+    extra = extra_of(row)
     sender = extra.get("sender")
     return (quoted_name(extra.get("sender_name")) or extra.get("sender_phone")
             or (sender.split("@", 1)[0] if isinstance(sender, str) else "") or "")
@@ -116,7 +123,7 @@ def speaker(conversation: Conversation, rows: list[Message]) -> Conversation:
     """For the prompt's {contact_name} and {contact_phone} in a group: the member who wrote
     last. A detached copy, never added to a session."""
     latest = next((row for row in reversed(rows) if row.role == Role.CUSTOMER), None)
-    extra = (latest.extra or {}) if latest is not None else {}
+    extra = extra_of(latest) if latest is not None else MessageExtra()
     return Conversation(chat_jid=conversation.chat_jid, instance=conversation.instance,
                         contact_name=extra.get("sender_name"),
                         contact_phone=extra.get("sender_phone"))
@@ -129,7 +136,7 @@ def tell_the_model(messages: list[dict[str, Any]], rows: list[Message]) -> None:
             "starts with the sender's quoted name (or number) in brackets, and your reply goes "
             "to the whole group.")
     if latest is not None and sender_label(latest):
-        phone = (latest.extra or {}).get("sender_phone")
+        phone = extra_of(latest).get("sender_phone")
         who = sender_label(latest) + (f" ({phone})" if phone and phone != sender_label(latest)
                                       else "")
         note += f" The latest message is from {who}."

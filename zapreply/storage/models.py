@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, date, datetime
 from enum import StrEnum
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, TypedDict, cast
 
 from sqlalchemy import (
     JSON,
@@ -99,6 +99,13 @@ class MessageExtra(TypedDict, total=False):
     # Tool calls kept for the history.
     name: str
     arguments: Any
+
+
+def extra_of(message: Any) -> MessageExtra:
+    """A message's `extra` (an ORM object's or a Core row's), as the MessageExtra it holds. A
+    row written before a key was named, or holding one no longer written, loads as it is:
+    keys are never checked, only read by name."""
+    return cast(MessageExtra, message.extra or {})
 
 
 def utcnow() -> datetime:
@@ -254,8 +261,7 @@ class Message(Base):
     status: Mapped[str | None] = mapped_column(String(20))
     seq: Mapped[int | None] = mapped_column(Integer)
     provider_message_id: Mapped[str | None] = mapped_column(String(128))
-    # A MessageExtra.
-    extra: Mapped[json_dict]
+    extra: Mapped[MessageExtra] = mapped_column(JSONType, default=dict, nullable=False)
     sent_at: Mapped[datetime | None]
     created_at: Mapped[created_at]
 

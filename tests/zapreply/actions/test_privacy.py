@@ -9,35 +9,24 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import event, func, select, update
 
+from tests.factories import INSTANCE, make_config
 from zapreply import cli
 from zapreply.actions import privacy
 from zapreply.replies import inbound, responder
 from zapreply.rules import configs
 from zapreply.storage.db import get_engine, session_scope
-from zapreply.storage.models import Conversation, Event, Message, ReplyRun, WorkflowConfig, utcnow
+from zapreply.storage.models import Conversation, Event, Message, ReplyRun, utcnow
 
 ANA = "5511900000001"
 BRUNO = "5511900000002"
 GROUP = "120363000000000001@g.us"
 
 
-def make_config(wuzapi, **options) -> int:  # type: ignore[no-untyped-def]
-    with session_scope() as session:
-        config = WorkflowConfig(
-            name="Loja", instance="loja", model="openai/stub", system_prompt="Seja breve.",
-            send={"driver": "wuzapi", "base_url": wuzapi.url, "token": "tok"},
-            debounce_seconds=0.0, options={"typing_indicator": False, **options},
-        )
-        session.add(config)
-        session.flush()
-        return config.id
-
-
 def receive(config_id: int, text: str, wa_id: str, phone: str = ANA,
             name: str = "Ana Cliente") -> int:
     chat = f"{phone}@s.whatsapp.net"
     with session_scope() as session:
-        recorded = inbound.record_inbound(session, config_id=config_id, instance="loja", message={
+        recorded = inbound.record_inbound(session, config_id=config_id, instance=INSTANCE, message={
             "wa_message_id": wa_id, "chat_jid": chat, "sender_jid": chat,
             "contact_phone": phone, "push_name": name, "from_me": False,
             "timestamp": None, "text": text, "media_type": None,
@@ -47,7 +36,7 @@ def receive(config_id: int, text: str, wa_id: str, phone: str = ANA,
 
 def receive_in_group(config_id: int, text: str, wa_id: str, phone: str, name: str) -> int:
     with session_scope() as session:
-        recorded = inbound.record_inbound(session, config_id=config_id, instance="loja", message={
+        recorded = inbound.record_inbound(session, config_id=config_id, instance=INSTANCE, message={
             "wa_message_id": wa_id, "chat_jid": GROUP, "sender_jid": f"1000{phone[-8:]}@lid",
             "contact_phone": phone, "push_name": name, "from_me": False, "is_group": True,
             "timestamp": None, "text": text, "media_type": None,
@@ -122,7 +111,7 @@ def test_the_export_holds_the_contacts_conversation_messages_and_events_and_no_o
 
 
 def test_the_export_of_a_group_member_holds_their_own_messages_only(db, wuzapi):
-    config_id = make_config(wuzapi, groups="on")
+    config_id = make_config(wuzapi, options={"groups": "on"})
     receive_in_group(config_id, "eu sou a Ana no grupo", "G1", ANA, "Ana")
     receive_in_group(config_id, "eu sou o Bruno no grupo", "G2", BRUNO, "Bruno")
 
@@ -166,7 +155,7 @@ def test_erasure_deletes_the_contacts_conversation_and_records_counts_only(db, l
     conversation_id = receive(config_id, "meu CPF é 123.456.789-00", "D1")
     responder.answer_conversation(conversation_id, owner="test")
     with session_scope() as session:
-        inbound.record_ignored(session, instance="loja", reason="status or broadcast",
+        inbound.record_ignored(session, instance=INSTANCE, reason="status or broadcast",
                                wa_message_id="D0", chat_jid=f"{ANA}@s.whatsapp.net")
     receive(config_id, "oi", "D2", phone=BRUNO, name="Bruno")
 
@@ -188,7 +177,7 @@ def test_erasure_deletes_the_contacts_conversation_and_records_counts_only(db, l
 def test_erasure_in_a_group_takes_the_members_messages_and_the_replies_to_them_alone(
     db, llm, wuzapi
 ):
-    config_id = make_config(wuzapi, groups="on")
+    config_id = make_config(wuzapi, options={"groups": "on"})
     group_id = receive_in_group(config_id, "meu endereço é Rua A, 1", "G1", ANA, "Ana")
     responder.answer_conversation(group_id, owner="test")
     receive_in_group(config_id, "e o meu pedido?", "G2", BRUNO, "Bruno")
@@ -235,7 +224,7 @@ def backdate(model, days: float, **where) -> None:  # type: ignore[no-untyped-de
 def test_retention_deletes_messages_and_events_past_the_configs_days_and_keeps_the_rest(
     db, llm, wuzapi
 ):
-    config_id = make_config(wuzapi, retention_days=30)
+    config_id = make_config(wuzapi, options={"retention_days": 30})
     old = receive(config_id, "mensagem antiga", "O1")
     responder.answer_conversation(old, owner="test")
     for model in (Message, Event, ReplyRun):
@@ -273,7 +262,7 @@ def test_the_default_retention_is_180_days(db, wuzapi):
 
 
 def test_retention_null_keeps_everything_forever(db, wuzapi):
-    config_id = make_config(wuzapi, retention_days=None)
+    config_id = make_config(wuzapi, options={"retention_days": None})
     receive(config_id, "de 10 anos", "F1")
     backdate(Message, 3650)
     backdate(Event, 3650)
@@ -283,7 +272,7 @@ def test_retention_null_keeps_everything_forever(db, wuzapi):
 
 
 def test_an_emptied_conversation_is_deleted_unless_someone_paused_it(db, wuzapi):
-    config_id = make_config(wuzapi, retention_days=7)
+    config_id = make_config(wuzapi, options={"retention_days": 7})
     emptied = receive(config_id, "oi", "P1")
     paused = receive(config_id, "oi", "P2", phone=BRUNO, name="Bruno")
     with session_scope() as session:
@@ -302,7 +291,7 @@ def test_an_emptied_conversation_is_deleted_unless_someone_paused_it(db, wuzapi)
 
 
 def test_an_open_run_and_its_conversation_outlive_the_retention(db, wuzapi):
-    config_id = make_config(wuzapi, retention_days=1)
+    config_id = make_config(wuzapi, options={"retention_days": 1})
     conversation_id = receive(config_id, "oi", "Q1")
     with session_scope() as session:
         run = ReplyRun(conversation_id=conversation_id, workflow_config_id=config_id,
@@ -319,7 +308,7 @@ def test_an_open_run_and_its_conversation_outlive_the_retention(db, wuzapi):
 
 
 def test_a_backlog_is_deleted_in_transactions_of_the_batch_size(db, wuzapi):
-    config_id = make_config(wuzapi, retention_days=1)
+    config_id = make_config(wuzapi, options={"retention_days": 1})
     for n in range(10):
         receive(config_id, f"mensagem {n}", f"B{n}")
     backdate(Message, 2)

@@ -1,19 +1,23 @@
-"""Recording an inbound message: on PostgreSQL a customer's message and its conversation are
-one statement; what it records is what the two statements recorded."""
+"""Recording an inbound message and the intake's decisions on it, on both databases: PostgreSQL
+records a message with its conversation in one statement (zapreply.storage.inbox), SQLite in
+the portable statements that statement is checked against."""
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
-import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select, text
 
-from tests.zapreply.replies.test_responder import event_types, make_config
+from tests.factories import INSTANCE, make_config
+from tests.zapreply.replies.test_responder import event_types
 from zapreply.replies import inbound
 from zapreply.storage.db import get_engine, session_scope
-from zapreply.storage.models import Conversation, Message, ReplyRun
+from zapreply.storage.models import Conversation, Event, Message, ReplyRun, utcnow
 
 CHAT = "5511900000031@s.whatsapp.net"
+GROUP = "120363000000000031@g.us"
 
 
 def message(wa_id: str, text: str = "oi", **changes: Any) -> dict[str, Any]:
@@ -22,50 +26,54 @@ def message(wa_id: str, text: str = "oi", **changes: Any) -> dict[str, Any]:
             "timestamp": None, "text": text, "media_type": None, **changes}
 
 
-@pytest.fixture
-def statements():  # type: ignore[no-untyped-def]
-    seen: list[str] = []
+def in_group(wa_id: str, member: int, text: str = "oi") -> dict[str, Any]:
+    sender = f"55119000{member:05d}@s.whatsapp.net"
+    return message(wa_id, text, chat_jid=GROUP, sender_jid=sender,
+                   contact_phone=sender.split("@")[0], is_group=True)
 
-    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        seen.append(" ".join(statement.split()))
 
-    engine = get_engine()
-    event.listen(engine, "before_cursor_execute", count)
-    yield seen
-    event.remove(engine, "before_cursor_execute", count)
+def from_chat(number: int, wa_id: str) -> dict[str, Any]:
+    chat = f"55119000{number:05d}@s.whatsapp.net"
+    return message(wa_id, chat_jid=chat, sender_jid=chat, contact_phone=chat.split("@")[0])
 
 
 def record(config_id: int, body: dict[str, Any]) -> inbound.Recorded:
     with session_scope() as session:
-        return inbound.record_inbound(session, config_id=config_id, instance="loja",
+        return inbound.record_inbound(session, config_id=config_id, instance=INSTANCE,
                                       message=body)
 
 
-def test_a_customer_message_and_its_new_conversation_are_one_statement(db, wuzapi, statements):
-    config_id = make_config(wuzapi, new_conversations_per_minute=None)
-    statements.clear()
+def skipped_runs() -> list[tuple[str, str]]:
+    with session_scope() as session:
+        return [(run.status, run.error) for run in
+                session.scalars(select(ReplyRun).order_by(ReplyRun.id))]
 
-    recorded = record(config_id, message("IN1", "quero um orçamento"))
 
-    # The tests read configs afresh each time (CONFIG_CACHE_SECONDS=0); a worker has them
-    # cached.
-    written = [s for s in statements if not s.startswith("SELECT workflow_configs.")]
-    assert len(written) == 1, written
-    assert written[0].startswith("WITH conversation AS (INSERT INTO conversations ")
+def test_a_customer_message_opens_its_conversation_and_is_recorded_with_its_event(
+        database, wuzapi):
+    config_id = make_config(wuzapi, options={"new_conversations_per_minute": None})
+
+    recorded = record(config_id, message("IN1", "quero um orçamento", timestamp="1700000000"))
+
     assert recorded.is_new and recorded.needs_reply
     with session_scope() as session:
         conversation = session.get(Conversation, recorded.conversation_id)
         assert (conversation.instance, conversation.chat_jid, conversation.contact_name,
-                conversation.contact_phone, conversation.workflow_config_id) == (
-            "loja", CHAT, "Cliente", CHAT.split("@")[0], config_id)
+                conversation.contact_phone, conversation.workflow_config_id,
+                conversation.status) == (
+            INSTANCE, CHAT, "Cliente", CHAT.split("@")[0], config_id, "active")
         assert conversation.last_inbound_at is not None
         rows = session.scalars(select(Message)).all()
-        assert [(m.conversation_id, m.role, m.content, m.wa_message_id) for m in rows] == [
-            (conversation.id, "customer", "quero um orçamento", "IN1")]
-    assert event_types(recorded.conversation_id) == ["message.received"]
+        assert [(m.conversation_id, m.role, m.content, m.wa_message_id, m.reply_run_id, m.extra)
+                for m in rows] == [
+            (conversation.id, "customer", "quero um orçamento", "IN1", None,
+             {"timestamp": "1700000000", "sender": CHAT})]
+        [received] = session.scalars(select(Event)).all()
+    assert (received.type, received.payload) == (
+        "message.received", {"wa_message_id": "IN1", "role": "customer", "media_type": None})
 
 
-def test_a_later_message_refreshes_the_contact_and_keeps_the_conversation(db, wuzapi):
+def test_a_later_message_refreshes_the_contact_and_keeps_the_conversation(database, wuzapi):
     config_id = make_config(wuzapi)
     first = record(config_id, message("IN2", push_name="Cliente"))
     with session_scope() as session:
@@ -83,7 +91,7 @@ def test_a_later_message_refreshes_the_contact_and_keeps_the_conversation(db, wu
         assert session.query(Message).count() == 2
 
 
-def test_a_redelivered_message_is_recorded_once(db, wuzapi):
+def test_a_redelivered_message_is_recorded_once(database, wuzapi):
     config_id = make_config(wuzapi)
     first = record(config_id, message("IN4"))
 
@@ -96,38 +104,54 @@ def test_a_redelivered_message_is_recorded_once(db, wuzapi):
     assert event_types(first.conversation_id) == ["message.received", "message.duplicate"]
 
 
-def test_the_rate_limit_counts_the_message_being_recorded(db, wuzapi):
-    config_id = make_config(wuzapi, rate_limit_per_minute=2)
+def test_a_message_longer_than_the_limit_is_cut_and_its_length_kept(database, wuzapi):
+    config_id = make_config(wuzapi, options={"max_input_chars": 5})
+
+    record(config_id, message("LONG1", "abcdefghij"))
+
+    with session_scope() as session:
+        kept = session.scalars(select(Message)).one()
+    assert (kept.content, kept.extra["truncated_from"]) == ("abcde", 10)
+
+
+def test_the_rate_limit_counts_the_message_being_recorded(database, wuzapi):
+    config_id = make_config(wuzapi, options={"rate_limit_per_minute": 2})
 
     results = [record(config_id, message(f"IN{5 + n}")) for n in range(3)]
 
     assert [r.needs_reply for r in results] == [True, True, False]
-    with session_scope() as session:
-        skipped = session.scalars(select(ReplyRun)).one()
-        assert (skipped.status, skipped.error) == ("skipped", "rate limited")
+    assert skipped_runs() == [("skipped", "rate limited")]
 
 
-def from_chat(number: int, wa_id: str) -> dict[str, Any]:
-    chat = f"55119000{number:05d}@s.whatsapp.net"
-    return message(wa_id, chat_jid=chat, sender_jid=chat, contact_phone=chat.split("@")[0])
+def test_in_a_group_each_member_has_a_rate_limit_of_their_own(database, wuzapi):
+    config_id = make_config(wuzapi, options={"rate_limit_per_minute": 1, "groups": "on"})
+
+    first = record(config_id, in_group("G1", 1))
+    other_member = record(config_id, in_group("G2", 2))
+    first_again = record(config_id, in_group("G3", 1))
+
+    assert (first.needs_reply, other_member.needs_reply, first_again.needs_reply) == (
+        True, True, False)
+    assert first.conversation_id == other_member.conversation_id == first_again.conversation_id
+    assert skipped_runs() == [("skipped", "rate limited")]
 
 
-def test_conversations_opened_past_the_instances_limit_are_recorded_not_answered(db, wuzapi):
-    config_id = make_config(wuzapi, new_conversations_per_minute=2)
+def test_conversations_opened_past_the_instances_limit_are_recorded_not_answered(
+        database, wuzapi):
+    config_id = make_config(wuzapi, options={"new_conversations_per_minute": 2})
 
     opened = [record(config_id, from_chat(n, f"NEW{n}")) for n in range(4)]
 
     assert [r.needs_reply for r in opened] == [True, True, False, False]
     with session_scope() as session:
         assert session.query(Message).count() == 4
-        skipped = session.scalars(select(ReplyRun).order_by(ReplyRun.id)).all()
-    assert [(run.status, run.error) for run in skipped] == [
-        ("skipped", "too many new conversations")] * 2
+    assert skipped_runs() == [("skipped", "too many new conversations")] * 2
     assert event_types(opened[2].conversation_id) == ["message.received", "message.ignored"]
 
 
-def test_a_turned_away_conversation_stays_so_for_its_first_minute_and_the_others_go_on(db, wuzapi):
-    config_id = make_config(wuzapi, new_conversations_per_minute=1)
+def test_a_turned_away_conversation_stays_so_for_its_first_minute_and_the_others_go_on(
+        database, wuzapi):
+    config_id = make_config(wuzapi, options={"new_conversations_per_minute": 1})
     first = record(config_id, from_chat(1, "A1"))
     turned_away = record(config_id, from_chat(2, "B1"))
 
@@ -139,23 +163,110 @@ def test_a_turned_away_conversation_stays_so_for_its_first_minute_and_the_others
     assert first_again.needs_reply is True
 
 
-def test_the_limit_costs_a_new_conversation_a_lock_and_a_count_and_a_later_message_nothing(
-        db, wuzapi, statements):
-    config_id = make_config(wuzapi, new_conversations_per_minute=100)
-    statements.clear()
-
-    record(config_id, message("LIM1"))
-    opening = [s for s in statements if not s.startswith("SELECT workflow_configs.")]
-    statements.clear()
-    record(config_id, message("LIM2"))
-    later = [s for s in statements if not s.startswith("SELECT workflow_configs.")]
-
-    assert len(opening) == 3
-    assert opening[1].startswith("SELECT pg_advisory_xact_lock(")
-    assert opening[2].startswith("SELECT count(*) AS count_1 FROM conversations WHERE")
-    assert len(later) == 1
-
-
-def test_without_a_limit_every_new_conversation_is_answered(db, wuzapi):
-    config_id = make_config(wuzapi, new_conversations_per_minute=None)
+def test_without_a_limit_every_new_conversation_is_answered(database, wuzapi):
+    config_id = make_config(wuzapi, options={"new_conversations_per_minute": None})
     assert all(record(config_id, from_chat(n, f"FREE{n}")).needs_reply for n in range(5))
+
+
+def waiting_on_a_lock(database: str) -> bool:
+    """Whether another PostgreSQL backend of this database waits on a lock (SQLite: the
+    second writer waits inside SQLite, where it cannot be seen; true at once)."""
+    if database != "postgresql":
+        return True
+    with get_engine().connect() as connection:
+        return bool(connection.execute(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock'")).scalar())
+
+
+def test_conversations_opened_at_once_are_counted_one_after_the_other(database, wuzapi):
+    config_id = make_config(wuzapi, options={"new_conversations_per_minute": 1})
+    second: list[inbound.Recorded] = []
+    with session_scope() as session:
+        first = inbound.record_inbound(session, config_id=config_id, instance=INSTANCE,
+                                       message=from_chat(1, "AT1"))
+        # The second stranger writes while the first one's transaction is still open.
+        other = threading.Thread(target=lambda: second.append(record(config_id,
+                                                                     from_chat(2, "AT2"))))
+        other.start()
+        deadline = time.monotonic() + 10
+        while not waiting_on_a_lock(database):
+            assert time.monotonic() < deadline, "the second message never waited"
+            time.sleep(0.01)
+    other.join(timeout=30)
+
+    assert first.needs_reply is True
+    assert [r.needs_reply for r in second] == [False]
+    assert skipped_runs() == [("skipped", "too many new conversations")]
+
+
+def test_messages_of_one_chat_recorded_at_once_all_count_for_the_rate_limit(database, wuzapi):
+    config_id = make_config(wuzapi, options={"rate_limit_per_minute": 1})
+    second: list[inbound.Recorded] = []
+    with session_scope() as session:
+        first = inbound.record_inbound(session, config_id=config_id, instance=INSTANCE,
+                                       message=message("RL1"))
+        # The second message of the chat is recorded while the first one's transaction is
+        # still open, and counted once it has committed.
+        other = threading.Thread(target=lambda: second.append(record(config_id,
+                                                                     message("RL2"))))
+        other.start()
+        deadline = time.monotonic() + 10
+        while not waiting_on_a_lock(database):
+            assert time.monotonic() < deadline, "the second message never waited"
+            time.sleep(0.01)
+    other.join(timeout=30)
+
+    assert first.needs_reply is True
+    assert [r.needs_reply for r in second] == [False]
+    assert skipped_runs() == [("skipped", "rate limited")]
+
+
+def test_the_business_typing_on_its_phone_pauses_the_bot(database, wuzapi):
+    config_id = make_config(wuzapi, options={"human_pause_minutes": 30})
+    record(config_id, message("C1", "oi"))
+
+    typed = record(config_id, message("B1", "Oi! Aqui é a Ana, da loja.", from_me=True))
+
+    assert typed.is_new and not typed.needs_reply
+    with session_scope() as session:
+        conversation = session.scalars(select(Conversation)).one()
+        assert conversation.status == "paused" and conversation.paused_until > utcnow()
+        kept = session.scalars(select(Message).where(Message.wa_message_id == "B1")).one()
+        assert (kept.role, kept.content) == ("business", "Oi! Aqui é a Ana, da loja.")
+        # The business's words: its own name is not the customer's.
+        assert conversation.contact_name == "Cliente"
+
+
+def test_our_own_reply_echoed_back_is_not_a_human_taking_over(database, wuzapi):
+    config_id = make_config(wuzapi)
+    conversation_id = record(config_id, message("C2")).conversation_id
+    with session_scope() as session:
+        session.add(Message(conversation_id=conversation_id, instance=INSTANCE,
+                            role="assistant", content="Olá!", status="sent",
+                            provider_message_id="OUR1", extra={}))
+
+    echoed = record(config_id, message("OUR1", "Olá!", from_me=True))
+
+    assert not echoed.is_new and not echoed.needs_reply
+    with session_scope() as session:
+        assert session.get(Conversation, conversation_id).status == "active"
+        assert session.query(Message).count() == 2
+    assert event_types(conversation_id) == ["message.received", "message.ignored"]
+
+
+def test_an_ignored_delivery_is_recorded_on_its_chats_conversation(database, wuzapi):
+    config_id = make_config(wuzapi)
+    conversation_id = record(config_id, message("C3")).conversation_id
+
+    with session_scope() as session:
+        inbound.record_ignored(session, instance=INSTANCE, reason="reaction",
+                               wa_message_id="R1", chat_jid=CHAT)
+        inbound.record_ignored(session, instance=INSTANCE, reason="reaction",
+                               wa_message_id="R2", chat_jid="5511999999999@s.whatsapp.net")
+
+    with session_scope() as session:
+        ignored = session.scalars(select(Event).where(Event.type == "message.ignored")
+                                  .order_by(Event.id)).all()
+    assert [(e.conversation_id, e.payload["wa_message_id"]) for e in ignored] == [
+        (conversation_id, "R1"), (None, "R2")]

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import FIXTURES
-from tests.webhook_app.test_webhooks import JSON, client_with, compact, make_config  # noqa: F401
+from tests.factories import make_config
+from tests.webhook_app.test_webhooks import JSON, client_with, compact  # noqa: F401
 from zapreply.broker.queue import HANDLE_INBOUND
 from zapreply.channel import wuzapi
 from zapreply.replies import media

@@ -5,35 +5,20 @@ checked against. Each test runs on both and expects the same outcome."""
 from __future__ import annotations
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import select
 
-from tests.conftest import ROOT
-from tests.zapreply.replies.test_responder import event_types, make_config, receive, run_of
-from zapreply import settings as settings_module
+from tests.factories import make_config
+from tests.zapreply.replies.test_responder import event_types, receive, run_of
 from zapreply.replies import generate, leases, responder
-from zapreply.storage.db import reset_engines, session_scope
+from zapreply.storage.db import session_scope
 from zapreply.storage.models import Conversation, Message, ReplyRun, utcnow
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-def database(request, db, base_env, tmp_path):  # type: ignore[no-untyped-def]
-    """The suite's PostgreSQL database (emptied), or a new SQLite file built by `alembic
-    upgrade head` as the embedded default is; retries without waiting out real backoffs."""
-    env = {**base_env, "RETRY_BASE_SECONDS": "0.01", "RETRY_MAX_SECONDS": "0.05",
-           "LLM_MAX_ATTEMPTS": "3", "SEND_MAX_ATTEMPTS": "3"}
-    if request.param == "sqlite":
-        env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'zapreply.db'}"
-    settings_module.override(settings_module.load(env))
-    reset_engines()
-    if request.param == "sqlite":
-        config = Config(str(ROOT / "alembic.ini"))
-        config.attributes["configure_logging"] = False
-        command.upgrade(config, "head")
-    yield request.param
-    settings_module.override(settings_module.load(base_env))
-    reset_engines()
+@pytest.fixture
+def database_env() -> dict[str, str]:
+    """Retries without waiting out real backoffs."""
+    return {"RETRY_BASE_SECONDS": "0.01", "RETRY_MAX_SECONDS": "0.05",
+            "LLM_MAX_ATTEMPTS": "3", "SEND_MAX_ATTEMPTS": "3"}
 
 
 def answer(conversation_id: int) -> int:
@@ -67,7 +52,7 @@ def test_a_text_reply_is_stored_and_delivered_once(database, llm, wuzapi):
 
 
 def test_a_reply_in_paragraphs_goes_out_in_order_and_closes_its_run(database, llm, wuzapi):
-    conversation_id = receive(make_config(wuzapi, split_paragraphs=True), "oi\n\ntudo bem?", "P2")
+    conversation_id = receive(make_config(wuzapi, options={"split_paragraphs": True}), "oi\n\ntudo bem?", "P2")
 
     assert answer(conversation_id) == 1
 

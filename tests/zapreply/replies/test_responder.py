@@ -9,40 +9,32 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from tests.factories import INSTANCE, make_config
 from zapreply import settings as settings_module
 from zapreply.actions import replay
 from zapreply.llm import tools
 from zapreply.replies import generate, inbound, leases, responder, sweeper
 from zapreply.rules import conversations
 from zapreply.storage.db import session_scope
-from zapreply.storage.models import Conversation, Event, Message, ReplyRun, WorkflowConfig, utcnow
+from zapreply.storage.models import Conversation, Event, Message, ReplyRun, utcnow
 
 
 @pytest.fixture
-def fast_retries(db, base_env):  # type: ignore[no-untyped-def]
-    settings_module.override(settings_module.load({
-        **base_env, "RETRY_BASE_SECONDS": "0.01", "RETRY_MAX_SECONDS": "0.05",
-        "LLM_MAX_ATTEMPTS": "3", "SEND_MAX_ATTEMPTS": "3",
-    }))
-    yield
-    settings_module.override(settings_module.load(base_env))
+def database_env() -> dict[str, str]:
+    """Retries without waiting out real backoffs."""
+    return {"RETRY_BASE_SECONDS": "0.01", "RETRY_MAX_SECONDS": "0.05",
+            "LLM_MAX_ATTEMPTS": "3", "SEND_MAX_ATTEMPTS": "3"}
 
 
-def make_config(wuzapi, **options) -> int:  # type: ignore[no-untyped-def]
-    with session_scope() as session:
-        config = WorkflowConfig(
-            name="Loja", instance="loja", model="openai/stub", system_prompt="Seja breve.",
-            send={"driver": "wuzapi", "base_url": wuzapi.url, "token": "tok"},
-            debounce_seconds=0.0, options=options,
-        )
-        session.add(config)
-        session.flush()
-        return config.id
+@pytest.fixture
+def fast_retries(database: str) -> str:
+    """The reply steps on both databases (tests/conftest.py), with fast retries."""
+    return database
 
 
 def receive(config_id: int, text: str, wa_id: str, chat: str = "5511900000001@s.whatsapp.net") -> int:
     with session_scope() as session:
-        recorded = inbound.record_inbound(session, config_id=config_id, instance="loja", message={
+        recorded = inbound.record_inbound(session, config_id=config_id, instance=INSTANCE, message={
             "wa_message_id": wa_id, "chat_jid": chat, "sender_jid": chat,
             "contact_phone": chat.split("@")[0], "push_name": "Cliente", "from_me": False,
             "timestamp": None, "text": text, "media_type": None,
@@ -187,7 +179,7 @@ def test_a_transient_llm_failure_backs_off_then_succeeds(fast_retries, llm, wuza
 def test_when_llm_retries_run_out_the_customer_gets_the_fallback_not_the_error(
     fast_retries, llm, wuzapi
 ):
-    conversation_id = receive(make_config(wuzapi, fallback_text="Já te respondemos!"), "oi", "C1")
+    conversation_id = receive(make_config(wuzapi, options={"fallback_text": "Já te respondemos!"}), "oi", "C1")
     llm.fail_status = 500
     fail_retryably(conversation_id, times=2)
 
@@ -214,7 +206,7 @@ def test_a_permanent_llm_error_fails_at_once(fast_retries, llm, wuzapi):
 
 
 def test_a_failed_run_can_be_replayed_once_the_llm_is_back(fast_retries, llm, wuzapi):
-    conversation_id = receive(make_config(wuzapi, fallback_text="Um instante."), "oi", "D1")
+    conversation_id = receive(make_config(wuzapi, options={"fallback_text": "Um instante."}), "oi", "D1")
     llm.fail_status = 400
     answer(conversation_id)
     failed = run_of(conversation_id)
@@ -318,16 +310,16 @@ def test_a_run_left_with_a_pending_reply_is_resumed_without_asking_the_llm_again
         for message in session.scalars(select(Message).where(Message.role == "customer")):
             message.reply_run_id = run.id
         session.add(Message(
-            conversation_id=conversation_id, instance="loja", role="assistant",
+            conversation_id=conversation_id, instance=INSTANCE, role="assistant",
             content="Resposta guardada", reply_run_id=run.id, status="pending", seq=0,
-            wa_message_id=responder.outbound_message_id("loja", run.id, 0), extra={},
+            wa_message_id=responder.outbound_message_id(INSTANCE, run.id, 0), extra={},
         ))
 
     assert answer(conversation_id) == 1
 
     assert llm.requests == []
     assert [r["body"]["Body"] for r in wuzapi.sent()] == ["Resposta guardada"]
-    assert wuzapi.sent()[0]["body"]["Id"] == responder.outbound_message_id("loja", run.id, 0)
+    assert wuzapi.sent()[0]["body"]["Id"] == responder.outbound_message_id(INSTANCE, run.id, 0)
 
 
 def test_the_sweeper_finds_work_nobody_holds(fast_retries, llm, wuzapi):
@@ -368,7 +360,7 @@ def test_a_burst_reaches_the_model_in_the_order_it_was_typed(fast_retries, llm, 
     for wa_id, text, second in (("T3", "três", 3), ("T1", "um", 1), ("T2", "dois", 2)):
         with session_scope() as session:
             conversation_id = inbound.record_inbound(
-                session, config_id=config_id, instance="loja", message={
+                session, config_id=config_id, instance=INSTANCE, message={
                     "wa_message_id": wa_id, "chat_jid": "5511900000001@s.whatsapp.net",
                     "sender_jid": "5511900000001@s.whatsapp.net", "contact_phone": "5511900000001",
                     "push_name": "Cliente", "from_me": False, "media_type": None, "text": text,
@@ -412,9 +404,9 @@ def test_the_sweeper_finds_a_closed_runs_text_left_unsent(fast_retries, llm, wuz
         session.flush()
         session.scalars(select(Message)).one().reply_run_id = run.id
         session.add(Message(
-            conversation_id=conversation_id, instance="loja", role="assistant",
+            conversation_id=conversation_id, instance=INSTANCE, role="assistant",
             content="Limite do dia", reply_run_id=run.id, status="pending", seq=0,
-            wa_message_id=responder.outbound_message_id("loja", run.id, 0),
+            wa_message_id=responder.outbound_message_id(INSTANCE, run.id, 0),
             extra={"fallback": True}, created_at=utcnow() - timedelta(minutes=5),
         ))
 
@@ -434,8 +426,7 @@ def test_replaying_a_failed_away_message_sends_it_again_without_the_model(
 ):
     # Open one hour a week, three days from today: closed now.
     day = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[(utcnow().weekday() + 3) % 7]
-    conversation_id = receive(make_config(wuzapi, opening_hours={day: ["10:00-11:00"]},
-                                          away_message="Fechados agora."), "oi", "W1")
+    conversation_id = receive(make_config(wuzapi, options={"opening_hours": {day: ["10:00-11:00"]}, "away_message": "Fechados agora."}), "oi", "W1")
     wuzapi.failures = [400]  # refused: the run fails at once
     answer(conversation_id)
     run = run_of(conversation_id)
@@ -497,7 +488,7 @@ def test_a_rate_limited_llm_is_asked_again_after_its_retry_after_within_the_cap(
 
 
 def test_the_loop_guard_counts_only_the_replies_inside_its_window(fast_retries, llm, wuzapi):
-    config_id = make_config(wuzapi, loop_guard_replies=1, loop_guard_minutes=1.0)
+    config_id = make_config(wuzapi, options={"loop_guard_replies": 1, "loop_guard_minutes": 1.0})
     conversation_id = receive(config_id, "um", "G1")
     assert answer(conversation_id) == 1
     with session_scope() as session:
