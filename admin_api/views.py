@@ -36,7 +36,7 @@ from zapreply.actions.errors import ActionError, Conflict, Invalid, NotFound
 from zapreply.actions.events import list_events as find_events
 from zapreply.rules import configs, conversations
 from zapreply.storage.db import session_scope
-from zapreply.storage.models import Event, Message, utcnow
+from zapreply.storage.models import Event, Message, extra_of, utcnow
 
 bp = Blueprint("admin", __name__, url_prefix="/api")
 
@@ -197,6 +197,8 @@ def _message_view(message: Message) -> dict[str, Any]:
         "reply_run_id": message.reply_run_id,
         "created_at": _iso(message.created_at),
         "sent_at": _iso(message.sent_at),
+        "quoted": extra_of(message).get("quoted"),
+        "reactions": extra_of(message).get("reactions", []),
     }
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
+import sqlalchemy.exc
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import text
@@ -154,6 +155,22 @@ def settings(migrated: str, base_env: dict[str, str], monkeypatch) -> settings_m
     return current
 
 
+def _empty_tables(attempts: int = 5) -> None:
+    """TRUNCATE every table. A worker process of an earlier test may still be in a background
+    transaction (its sweeper, a lease renewal): PostgreSQL then breaks the deadlock by failing
+    one side, and if that is this TRUNCATE it is simply tried again."""
+    for attempt in range(attempts):
+        try:
+            with get_engine().begin() as connection:
+                connection.execute(
+                    text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+            return
+        except sqlalchemy.exc.OperationalError as exc:
+            if not isinstance(exc.orig, psycopg.errors.DeadlockDetected) \
+                    or attempt == attempts - 1:
+                raise
+
+
 @pytest.fixture
 def db(settings: settings_module.Settings, llm: LLMStub, wuzapi: MessagesStub) -> Iterator[None]:
     """A clean database, queue and stand-ins for each test.
@@ -161,8 +178,7 @@ def db(settings: settings_module.Settings, llm: LLMStub, wuzapi: MessagesStub) -
     Tests that drive a worker process cannot share a rolled-back transaction with it, so every
     test starts from emptied tables instead.
     """
-    with get_engine().begin() as connection:
-        connection.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+    _empty_tables()
     # Only the queue: kombu keeps its exchange bindings in the same Redis database.
     redis.Redis.from_url(REDIS_URL).delete("zapreply")
     llm.reset()

@@ -164,7 +164,10 @@ def test_in_mention_mode_a_reply_to_the_bot_is_answered_without_a_bot_number(
     group_says(receiver, "e no domingo?", context={"stanzaID": "3EB0OURREPLY0000000001",
                                                    "participant": "100000000000099@lid"})
     wuzapi.wait_for(lambda r: len(r) >= 1)
-    assert replies(wuzapi) == ['Resposta: ["Cliente Teste Dois"] e no domingo?']
+    # The model also sees what was quoted (the stand-in answers with what it saw).
+    assert replies(wuzapi) == [
+        'Resposta: ["Cliente Teste Dois"] [replying to our message: "Abrimos às 9h."]\n'
+        'e no domingo?']
 
 
 def test_a_group_member_on_the_deny_list_is_not_answered_in_the_group(db, receiver, wuzapi, llm):

@@ -162,11 +162,15 @@ def _route_and_publish(settings: Settings, routes: routing.Routes, candidates: l
         if isinstance(message, wuzapi.Ignored):
             # read_message checked that Info.ID and Info.Chat are present strings.
             info = envelope.event["Info"]
-            with publisher.publishing(RECORD_IGNORED, {
+            kwargs = {
                 "instance": config.instance, "reason": message.reason,
                 "wa_message_id": wuzapi.storable(info["ID"]),
                 "chat_jid": wuzapi.storable(info["Chat"]),
-            }, kwargsrepr=f"{{'instance': {config.instance!r}, ...}}"):
+            }
+            if message.details:
+                kwargs["details"] = message.details
+            with publisher.publishing(RECORD_IGNORED, kwargs,
+                                      kwargsrepr=f"{{'instance': {config.instance!r}, ...}}"):
                 answer = _answer("ignored", reason=message.reason)
             return answer
         if routes.recently_enqueued(config.instance, message.wa_message_id):

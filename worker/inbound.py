@@ -42,7 +42,8 @@ def handle_inbound(self: Task, config_id: int, instance: str, message: dict[str,
 
 @app.task(name=RECORD_IGNORED, **_DB_RETRY)
 def record_ignored(instance: str, reason: str, wa_message_id: str | None = None,
-                   chat_jid: str | None = None) -> None:
+                   chat_jid: str | None = None, details: dict[str, Any] | None = None) -> None:
     with session_scope() as session:
         inbound.record_ignored(session, instance=instance, reason=reason,
-                               wa_message_id=wa_message_id, chat_jid=chat_jid)
+                               wa_message_id=wa_message_id, chat_jid=chat_jid,
+                               details=details)

@@ -520,7 +520,9 @@ def test_it_lists_a_conversations_messages_in_order(client, admin_headers) -> No
     assert messages[1]["media_type"] == "image"
     reply = messages[2]
     assert set(reply) == {"id", "role", "content", "wa_message_id", "media_type", "status",
-                          "provider_message_id", "reply_run_id", "created_at", "sent_at"}
+                          "provider_message_id", "reply_run_id", "created_at", "sent_at",
+                          "quoted", "reactions"}
+    assert (reply["quoted"], reply["reactions"]) == (None, [])
     assert (reply["role"], reply["status"], reply["provider_message_id"]) == (
         "assistant", "sent", "3EB0ABC")
     assert reply["reply_run_id"] == run_id

@@ -43,6 +43,8 @@ class Ignored:
     is_message: bool = True
     # A group chat, read as Ignored because groups were not asked for.
     is_group: bool = False
+    # What the worker records about it beyond the reason (a reaction: its emoji and target).
+    details: dict[str, Any] | None = None
 
 
 # The fixed reasons, built once: the receiver answers them on every such webhook.
@@ -67,12 +69,15 @@ class InboundMessage:
     timestamp: str | None
     text: str
     media_type: str | None
-    # Group chats only (read with groups=True): whom the message mentions and which message
-    # it replies to, so the worker can tell whether the group is talking to the bot.
+    # Group chats only (read with groups=True): whom the message mentions, so the worker can
+    # tell whether the group is talking to the bot.
     is_group: bool = False
     mentions: tuple[str, ...] = ()
+    # The message it quotes (replies to), in any chat: its id, who wrote it, and its text as
+    # the quoting message carries it (the worker prefers its own copy, when it has one).
     quoted_id: str | None = None
     quoted_sender: str | None = None
+    quoted_text: str | None = None
     # Where the worker can get the media's bytes (see media_reference); None for text.
     media: dict[str, Any] | None = None
 
@@ -81,14 +86,12 @@ class InboundMessage:
         # __dict__ costs a tenth of iterating dataclasses.fields on every webhook.
         payload = self.__dict__.copy()
         if not self.is_group:
-            for key in _GROUP_FIELDS:
-                del payload[key]
+            del payload["is_group"], payload["mentions"]
         else:
             payload["mentions"] = list(self.mentions)
+        if self.quoted_id is None and self.quoted_text is None:
+            del payload["quoted_id"], payload["quoted_sender"], payload["quoted_text"]
         return payload
-
-
-_GROUP_FIELDS = ("is_group", "mentions", "quoted_id", "quoted_sender")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +113,7 @@ class InboundPayload:
     mentions: tuple[str, ...] = ()
     quoted_id: str | None = None
     quoted_sender: str | None = None
+    quoted_text: str | None = None
     media: dict[str, Any] | None = None
 
     @classmethod
@@ -122,7 +126,7 @@ class InboundPayload:
             timestamp=get("timestamp"), text=get("text") or "", media_type=get("media_type"),
             is_group=bool(get("is_group")), mentions=tuple(get("mentions") or ()),
             quoted_id=get("quoted_id"), quoted_sender=get("quoted_sender"),
-            media=get("media") or None,
+            quoted_text=get("quoted_text"), media=get("media") or None,
         )
 
 
@@ -340,6 +344,8 @@ def read_message(
         message = {}
     for key, ignored in _NON_MESSAGE_KEYS.items():
         if key in message:
+            if key == "reactionMessage":
+                return _reaction(message[key], from_me=info.get("IsFromMe") is True) or ignored
             return ignored
 
     text, media_type = _content(message)
@@ -348,7 +354,7 @@ def read_message(
         return NO_CONTENT
     sender = info.get("Sender") if isinstance(info.get("Sender"), str) else ""
     from_me = info.get("IsFromMe") is True
-    group_fields = _group_context(message) if is_group else {}
+    group_fields = _group_context(message) if is_group else _quote_context(message)
     return InboundMessage(
         wa_message_id=wa_id,
         chat_jid=chat,
@@ -370,26 +376,70 @@ def read_message(
 _MAX_MENTIONS = 64
 
 
-def _group_context(message: dict[str, Any]) -> dict[str, Any]:
-    """Mentions and the quoted message, from the contextInfo of whichever message kind
-    carries it (extendedTextMessage for text, imageMessage for a caption, ...). whatsmeow's
-    current field names first, then the older camel case."""
-    context: dict[str, Any] = {}
+def _context_info(message: dict[str, Any]) -> dict[str, Any]:
+    """The contextInfo of whichever message kind carries it (extendedTextMessage for text,
+    imageMessage for a caption, ...)."""
     for body in message.values():
         if isinstance(body, dict) and isinstance(body.get("contextInfo"), dict):
-            context = body["contextInfo"]
-            break
+            return body["contextInfo"]
+    return {}
+
+
+def _group_context(message: dict[str, Any]) -> dict[str, Any]:
+    """Mentions and the quoted message, from the message's contextInfo. whatsmeow's current
+    field names first, then the older camel case."""
+    context = _context_info(message)
     mentioned = context.get("mentionedJID", context.get("mentionedJid"))
     listed = mentioned[:_MAX_MENTIONS] if isinstance(mentioned, list) else []
     mentions = tuple(jid for jid in (_bounded(value, MAX_JID_LENGTH) for value in listed) if jid)
-    quoted_id = context.get("stanzaID", context.get("stanzaId"))
-    quoted_sender = context.get("participant")
+    return {"is_group": True, "mentions": mentions, **_quoted(context)}
+
+
+def _quote_context(message: dict[str, Any]) -> dict[str, Any]:
+    """The quoted message of a message outside groups; nothing when it quotes none."""
+    context = _context_info(message)
+    if not context:
+        return {}
+    quoted = _quoted(context)
+    return quoted if quoted["quoted_id"] or quoted["quoted_text"] else {}
+
+
+# The quoted text the model sees; a whole document quoted would crowd out the conversation.
+MAX_QUOTED_CHARS = 1000
+
+
+def _quoted(context: dict[str, Any]) -> dict[str, Any]:
+    quoted_message = context.get("quotedMessage")
+    text = None
+    if isinstance(quoted_message, dict):
+        body, media_type = _content(quoted_message)
+        body = storable(body).strip()
+        if not body and media_type:
+            body = f"[{media_type}]"
+        text = body[:MAX_QUOTED_CHARS] or None
     return {
-        "is_group": True,
-        "mentions": mentions,
-        "quoted_id": _bounded(quoted_id, MAX_MESSAGE_ID_LENGTH),
-        "quoted_sender": _bounded(quoted_sender, MAX_JID_LENGTH),
+        "quoted_id": _bounded(context.get("stanzaID", context.get("stanzaId")),
+                              MAX_MESSAGE_ID_LENGTH),
+        "quoted_sender": _bounded(context.get("participant"), MAX_JID_LENGTH),
+        "quoted_text": text,
     }
+
+
+def _reaction(reaction: Any, *, from_me: bool) -> Ignored | None:
+    """A reaction, recorded beside the message it reacts to (never answered); None when it
+    names no message."""
+    if not isinstance(reaction, dict):
+        return None
+    key = reaction.get("key")
+    target = _bounded(key.get("ID", key.get("id")), MAX_MESSAGE_ID_LENGTH) \
+        if isinstance(key, dict) else None
+    if target is None:
+        return None
+    emoji = reaction.get("text")
+    # An empty text takes a reaction back.
+    emoji = storable(emoji)[:32] if isinstance(emoji, str) else ""
+    return Ignored("reaction", details={"target_id": target, "emoji": emoji,
+                                        "from_me": from_me})
 
 
 def _bounded(value: Any, max_length: int) -> str | None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from zapreply.channel.wuzapi import InboundPayload
+from zapreply.channel.wuzapi import MAX_QUOTED_CHARS, InboundPayload
 from zapreply.replies import media
 from zapreply.rules import configs, conversations, groups, triggers
 from zapreply.rules.configs import options_of
@@ -23,10 +23,12 @@ from zapreply.storage.models import (
     Conversation,
     Message,
     MessageExtra,
+    QuotedMessage,
     ReplyRun,
     Role,
     RunStatus,
     WorkflowConfig,
+    extra_of,
     utcnow,
 )
 
@@ -73,6 +75,9 @@ def _record(session: Session, config_id: int, instance: str,
 
     options = options_of(config) if config else Options()
     text, extra = _content(message, options)
+    quoted = _quoted(session, instance, message)
+    if quoted:
+        extra["quoted"] = quoted
     reset = not from_me and is_keyword(text, options.reset_keyword)
     if reset:
         extra["reset"] = True
@@ -166,6 +171,23 @@ def _content(message: InboundPayload, options: Options) -> tuple[str, MessageExt
     return text, extra
 
 
+def _quoted(session: Session, instance: str, message: InboundPayload) -> QuotedMessage | None:
+    """What the message quotes: our own copy of it when we have one (what was really said,
+    also a reply of ours), else the text the quoting message carried."""
+    if not message.quoted_id and not message.quoted_text:
+        return None
+    quoted: QuotedMessage = {"id": message.quoted_id, "sender": message.quoted_sender,
+                             "text": message.quoted_text}
+    own = inbox.message_by_whatsapp_id(session, instance, message.quoted_id) \
+        if message.quoted_id else None
+    if own is not None:
+        quoted["message_id"] = own.id
+        quoted["role"] = own.role
+        if own.content:
+            quoted["text"] = own.content[:MAX_QUOTED_CHARS]
+    return quoted
+
+
 def _too_many_new_conversations(session: Session, stored: inbox.Stored, options: Options,
                                 now: datetime) -> bool:
     """Whether a customer's message belongs to a conversation opened past the instance's
@@ -208,9 +230,31 @@ def _pause_outlasts(conversation: Conversation, until: datetime | None, now: dat
 
 def record_ignored(
     session: Session, *, instance: str, reason: str, wa_message_id: str | None,
-    chat_jid: str | None,
+    chat_jid: str | None, details: dict[str, Any] | None = None,
 ) -> None:
     conversation_id = inbox.conversation_of_chat(session, instance, chat_jid) if chat_jid \
         else None
+    extra: dict[str, Any] = {}
+    if reason == "reaction" and details:
+        extra = _record_reaction(session, instance, details)
     events.record(session, EventType.MESSAGE_IGNORED, conversation_id=conversation_id,
-                  reason=reason, instance=instance, wa_message_id=wa_message_id, chat=chat_jid)
+                  reason=reason, instance=instance, wa_message_id=wa_message_id, chat=chat_jid,
+                  **extra)
+
+
+def _record_reaction(session: Session, instance: str, details: dict[str, Any]) -> dict[str, Any]:
+    """Keep a reaction on the message it reacts to (the latest of each side: WhatsApp allows
+    one per person, and an empty emoji takes it back); what the event records of it."""
+    target_id = str(details.get("target_id") or "")
+    emoji = str(details.get("emoji") or "")
+    from_me = bool(details.get("from_me"))
+    target = inbox.message_by_whatsapp_id(session, instance, target_id) if target_id else None
+    if target is not None:
+        extra = dict(extra_of(target))
+        kept = [r for r in extra.get("reactions", []) if r.get("from_me") != from_me]
+        if emoji:
+            kept.append({"emoji": emoji, "from_me": from_me, "at": utcnow().isoformat()})
+        extra["reactions"] = kept
+        target.extra = extra
+    return {"emoji": emoji, "target_wa_message_id": target_id,
+            "target_message_id": target.id if target is not None else None}

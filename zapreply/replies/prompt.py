@@ -99,11 +99,23 @@ def build(
 def _chat_message(row: Message, group: bool) -> dict[str, Any]:
     content = media.describe(row) if row.media_type else row.content
     if row.role == Role.CUSTOMER:
+        content = with_quote(row, content)
         return {"role": "user", "content": groups.attributed(row, content) if group else content}
     if row.role == Role.BUSINESS:
         # Written by a person at the business on their phone: part of what "we" said.
         return {"role": "assistant", "content": content, "name": "business"}
     return {"role": "assistant", "content": content}
+
+
+def with_quote(row: Message, content: Any) -> Any:
+    """A customer message that quotes (replies to) another, as the model sees it: the quoted
+    text first, so "yes, that one" has its "that"."""
+    quoted = extra_of(row).get("quoted")
+    if not quoted or not quoted.get("text") or not isinstance(content, str):
+        return content
+    whose = "our message" if quoted.get("role") in (Role.ASSISTANT, Role.BUSINESS) else "message"
+    text = quoted["text"].replace("\n", " ")
+    return f'[replying to {whose}: "{text}"]\n{content}'
 
 
 def _in_reply_order(session: Session, rows: list[Message]) -> list[Message]:

@@ -30,6 +30,7 @@ from sqlalchemy import (
     case,
     exists,
     func,
+    or_,
     select,
     update,
 )
@@ -370,6 +371,17 @@ def has_unanswered(session: Session, conversation_id: int) -> bool:
     """Whether a customer message of the conversation waits for a reply run."""
     return bool(session.connection().execute(
         _UNANSWERED, {"conversation_id": conversation_id}).scalar())
+
+
+def message_by_whatsapp_id(session: Session, instance: str, wa_id: str) -> Message | None:
+    """The instance's message WhatsApp knows by this id: one it received, or one it sent (its
+    provider id); the latest if both."""
+    return session.scalars(
+        select(Message)
+        .where(Message.instance == instance,
+               or_(Message.wa_message_id == wa_id, Message.provider_message_id == wa_id))
+        .order_by(Message.id.desc()).limit(1)
+    ).first()
 
 
 def conversation_of_chat(session: Session, instance: str, chat_jid: str) -> int | None:

@@ -81,6 +81,23 @@ class MediaReference(TypedDict, total=False):
     failed: str  # why the media was given up on
 
 
+class QuotedMessage(TypedDict, total=False):
+    """A quote: the WhatsApp id of the message replied to, who wrote it, its text (our copy
+    when we have one, else as the quoting message carried it) and our row's id if we have it."""
+
+    id: str | None
+    sender: str | None
+    text: str | None
+    message_id: int | None
+    role: str | None
+
+
+class Reaction(TypedDict):
+    emoji: str
+    from_me: bool
+    at: str
+
+
 class MessageExtra(TypedDict, total=False):
     """Message.extra: what a message row keeps beyond its columns; every key optional."""
 
@@ -92,10 +109,13 @@ class MessageExtra(TypedDict, total=False):
     truncated_from: int  # the length before max_input_chars cut it
     media: MediaReference
     reset: bool  # the customer's reset_keyword: later replies see nothing before it
+    quoted: QuotedMessage  # the message it replies to (WhatsApp's quote)
     resume: bool  # the business's resume_keyword: a command, not words to the customer
     # Outbound messages.
     fallback: bool  # fallback_text sent instead of a reply
     away: bool  # the away message of a closed window
+    # Any message of ours or the customer's: reactions to it, latest per reactor.
+    reactions: list[Reaction]
     # Tool calls kept for the history.
     name: str
     arguments: Any

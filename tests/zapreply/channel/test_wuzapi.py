@@ -334,6 +334,46 @@ def test_things_that_are_not_something_the_customer_said_are_ignored(
     assert read(message).reason == reason
 
 
+def test_a_reaction_names_its_emoji_and_the_message_it_reacts_to() -> None:
+    reaction = read({"reactionMessage": {"key": {"remoteJID": CUSTOMER, "fromMe": True,
+                                                 "ID": "3EB0REPLY0001"},
+                                         "text": "👍", "senderTimestampMS": 1772454000000}})
+    assert isinstance(reaction, wuzapi.Ignored)
+    assert (reaction.reason, reaction.details) == (
+        "reaction", {"target_id": "3EB0REPLY0001", "emoji": "👍", "from_me": False})
+    taken_back = read({"reactionMessage": {"key": {"ID": "3EB0REPLY0001"}, "text": ""}},
+                      IsFromMe=True)
+    assert taken_back.details == {"target_id": "3EB0REPLY0001", "emoji": "", "from_me": True}
+
+
+def test_a_direct_message_quoting_another_carries_the_quote() -> None:
+    envelope = wuzapi.parse_envelope(
+        JSON, (FIXTURES / "message_extended_text.json").read_bytes())
+    message = wuzapi.read_message(envelope)
+    assert isinstance(message, InboundMessage) and not message.is_group
+    payload = message.as_payload()
+    assert (payload["quoted_id"], payload["quoted_sender"], payload["quoted_text"]) == (
+        "3EB0000000000000000B01", "5511900000099@s.whatsapp.net",
+        "Temos horário amanhã de manhã.")
+    assert "is_group" not in payload and "mentions" not in payload
+    assert wuzapi.InboundPayload.from_task(json.loads(json.dumps(payload))).quoted_text \
+        == "Temos horário amanhã de manhã."
+
+
+def test_a_quoted_photo_without_caption_is_named_by_its_kind_and_long_quotes_are_cut() -> None:
+    photo = read({"extendedTextMessage": {"text": "quanto custa?", "contextInfo": {
+        "stanzaID": "3EB0", "quotedMessage": {"imageMessage": {"mimetype": "image/jpeg"}}}}})
+    assert photo.quoted_text == "[image]"
+    long = read({"extendedTextMessage": {"text": "e isso?", "contextInfo": {
+        "stanzaID": "3EB1", "quotedMessage": {"conversation": "x" * 5000}}}})
+    assert long.quoted_text == "x" * wuzapi.MAX_QUOTED_CHARS
+
+
+def test_a_message_quoting_nothing_carries_no_quote_fields() -> None:
+    payload = read().as_payload()
+    assert not {"quoted_id", "quoted_sender", "quoted_text"} & set(payload)
+
+
 def test_an_edit_flagged_by_whatsmeow_is_ignored() -> None:
     envelope = copy.deepcopy(TEXT)
     envelope["event"]["IsEdit"] = True

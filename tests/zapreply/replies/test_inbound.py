@@ -270,3 +270,71 @@ def test_an_ignored_delivery_is_recorded_on_its_chats_conversation(database, wuz
                                   .order_by(Event.id)).all()
     assert [(e.conversation_id, e.payload["wa_message_id"]) for e in ignored] == [
         (conversation_id, "R1"), (None, "R2")]
+
+
+def test_a_quote_of_our_own_reply_is_kept_with_our_copy_of_its_text(database, wuzapi):
+    config_id = make_config(wuzapi)
+    first = record(config_id, message("IN-Q1", "vocês abrem sábado?"))
+    with session_scope() as session:
+        session.add(Message(conversation_id=first.conversation_id, instance=INSTANCE,
+                            role="assistant", content="Abrimos das 9h às 13h.",
+                            status="sent", provider_message_id="3EB0REPLY0001"))
+
+    # WhatsApp's copy of the quoted text may be cut or stale: ours is what was said.
+    record(config_id, message("IN-Q2", "pode ser às 10h?", quoted_id="3EB0REPLY0001",
+                              quoted_sender="5511900000099@s.whatsapp.net",
+                              quoted_text="Abrimos das 9h"))
+
+    with session_scope() as session:
+        quoting = session.scalars(select(Message).where(Message.wa_message_id == "IN-Q2")).one()
+        ours = session.scalars(select(Message).where(Message.role == "assistant")).one()
+        assert quoting.extra["quoted"] == {
+            "id": "3EB0REPLY0001", "sender": "5511900000099@s.whatsapp.net",
+            "text": "Abrimos das 9h às 13h.", "message_id": ours.id, "role": "assistant"}
+
+
+def test_a_quote_of_a_message_we_never_saw_keeps_the_text_whatsapp_sent(database, wuzapi):
+    config_id = make_config(wuzapi)
+
+    record(config_id, message("IN-Q3", "e esse aqui?", quoted_id="3EB0UNKNOWN",
+                              quoted_sender=CHAT, quoted_text="Camisa azul, tamanho M"))
+
+    with session_scope() as session:
+        quoting = session.scalars(select(Message)).one()
+        assert quoting.extra["quoted"] == {"id": "3EB0UNKNOWN", "sender": CHAT,
+                                           "text": "Camisa azul, tamanho M"}
+
+
+def test_a_reaction_to_our_reply_is_kept_on_it_and_recorded_not_answered(database, wuzapi):
+    config_id = make_config(wuzapi)
+    first = record(config_id, message("IN-R1", "obrigado"))
+    with session_scope() as session:
+        reply = Message(conversation_id=first.conversation_id, instance=INSTANCE,
+                        role="assistant", content="Por nada!", status="sent",
+                        provider_message_id="3EB0REPLY0002")
+        session.add(reply)
+        session.flush()
+        reply_id = reply.id
+
+    def react(wa_id: str, emoji: str) -> None:
+        with session_scope() as session:
+            inbound.record_ignored(
+                session, instance=INSTANCE, reason="reaction", wa_message_id=wa_id,
+                chat_jid=CHAT,
+                details={"target_id": "3EB0REPLY0002", "emoji": emoji, "from_me": False})
+
+    react("IN-R2", "👍")
+    react("IN-R3", "❤️")  # WhatsApp keeps one reaction per person: the new one replaces it
+
+    with session_scope() as session:
+        reactions = session.get(Message, reply_id).extra["reactions"]
+        assert [(r["emoji"], r["from_me"]) for r in reactions] == [("❤️", False)]
+        assert session.scalars(select(ReplyRun)).all() == []
+        ignored = [e.payload for e in session.scalars(
+            select(Event).where(Event.type == "message.ignored").order_by(Event.id))]
+    assert [(p["reason"], p["emoji"], p["target_message_id"]) for p in ignored] == [
+        ("reaction", "👍", reply_id), ("reaction", "❤️", reply_id)]
+
+    react("IN-R4", "")  # an empty reaction takes it back
+    with session_scope() as session:
+        assert session.get(Message, reply_id).extra["reactions"] == []
