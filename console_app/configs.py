@@ -160,7 +160,9 @@ def _body(values: dict[str, str], *, stored: dict[str, Any] | None) -> dict[str,
         body["hmac_key"] = None
     options: dict[str, Any] = {}
     for name in DEFINITIONS:
-        parsed = _parsed(name, values.get(f"opt.{name}", ""))
+        if f"opt.{name}" not in values:
+            continue  # a form without the field leaves the option as it is
+        parsed = _parsed(name, values[f"opt.{name}"])
         if parsed != DEFAULTS[name] or name in (stored or {}):
             options[name] = parsed
     body["options"] = options
