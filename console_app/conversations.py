@@ -31,22 +31,24 @@ def inbox() -> str:
     search = forms.text("q", max_length=inbox_actions.MAX_SEARCH)
     before = inbox_actions.parse_cursor(forms.text("before", max_length=80))
     with session_scope() as session:
+        cursor = live.page_cursor(session)
         found = inbox_actions.list_inbox(session, now=now, instance=instance, config_id=config_id,
                                          state=state, search=search, before=before)
-        template = "_inbox_rows.html" if request.args.get("partial") else "inbox.html"
+        template = "_inbox_live.html" if request.args.get("partial") else "inbox.html"
         return render_template(
             template, page=found, now=now, labels=inbox_actions.STATE_LABELS,
             states=list(inbox_actions.State), instances=inbox_actions.instances(session),
             configs=session.query(WorkflowConfig).order_by(WorkflowConfig.name).all(),
             filters={"instance": instance or "", "config": config_id or "",
                      "state": state or "", "q": search or ""},
-            head=live.head(session), filtered=bool(before))
+            head=cursor)
 
 
 @bp.get("/conversations/<int:conversation_id>")
 def conversation(conversation_id: int) -> str:
     now = utcnow()
     with session_scope() as session:
+        cursor = live.page_cursor(session)
         found = transcripts.transcript(session, conversation_id)
         config = session.get(WorkflowConfig, found.conversation.workflow_config_id) \
             if found.conversation.workflow_config_id else None
@@ -54,7 +56,7 @@ def conversation(conversation_id: int) -> str:
             else "conversation.html"
         return render_template(template, t=found, now=now, config=config,
                                state=inbox_actions.state_of(found.conversation, now),
-                               labels=inbox_actions.STATE_LABELS, head=live.head(session))
+                               labels=inbox_actions.STATE_LABELS, head=cursor)
 
 
 @bp.post("/conversations/<int:conversation_id>/take-over")

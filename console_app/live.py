@@ -56,6 +56,8 @@ class Change:
 class ChangeFeed:
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        # One poll at a time (the feed's thread, or a request catching up).
+        self._polling = threading.Lock()
         self._changes: deque[Change] = deque(maxlen=KEEP)
         self._head: int | None = None
         self._start = 0
@@ -69,6 +71,9 @@ class ChangeFeed:
         a change outside any conversation); None instead of a list: too far behind to say,
         reload everything."""
         self._wanted()
+        if after is not None and after > (self._head or 0):
+            # Another console process has read further: catch up before answering.
+            self.poll()
         with self._lock:
             head = self._head
             if head is None:
@@ -76,7 +81,10 @@ class ChangeFeed:
             if after is None:
                 return head, []
             oldest = self._changes[0].id if self._changes else head
-            if after < self._start or (len(self._changes) == KEEP and after < oldest):
+            if after < self._start or after > head or (
+                    len(self._changes) == KEEP and after < oldest):
+                # Too far behind to say what changed, or ahead of a table whose ids went
+                # back (a database restored or emptied): the page reloads its list.
                 return head, None
             now = time.monotonic()
             changed = [c.conversation_id for c in self._changes
@@ -106,6 +114,10 @@ class ChangeFeed:
                 log.warning("console live feed: poll failed", exc_info=True)
 
     def poll(self) -> None:
+        with self._polling:
+            self._poll()
+
+    def _poll(self) -> None:
         now = time.monotonic()
         with self._lock:
             head_before = self._head or 0
@@ -115,9 +127,16 @@ class ChangeFeed:
         if gaps:
             clause = or_(clause, Event.id.in_(gaps))
         with session_scope() as session:
+            newest = head(session)
             rows = session.execute(select(Event.id, Event.conversation_id).where(clause)
                                    .order_by(Event.id).limit(KEEP)).all()
         with self._lock:
+            if newest < head_before:
+                # The ids went back (a database restored or emptied): start again from here.
+                self._changes.clear()
+                self._gaps.clear()
+                self._head = self._start = newest
+                return
             head_now = self._head or 0
             for event_id, conversation_id in rows:
                 late = event_id <= head_before
@@ -134,6 +153,17 @@ class ChangeFeed:
 
 def head(session: Session) -> int:
     return session.scalar(select(func.max(Event.id))) or 0
+
+
+# A page starts listening a little before the newest event it could have seen: an event whose
+# transaction was still open while the page was read (its id below the newest) then still
+# reaches it. It costs the page one reload of its list right after it opens.
+IN_FLIGHT_MARGIN = 20
+
+
+def page_cursor(session: Session) -> int:
+    """Where a page's live updates start; read it before the page's data."""
+    return max(head(session) - IN_FLIGHT_MARGIN, 0)
 
 
 def init_app(app: Flask) -> None:

@@ -15,6 +15,8 @@
           var next = doc.getElementById(id);
           // Never pull a form away from someone typing in it; the next change brings it.
           if (!current || !next || current.contains(document.activeElement)) { return; }
+          // Nothing changed here: keep the elements (and whatever the operator is pointing at).
+          if (current.innerHTML === next.innerHTML) { return; }
           var before = new Set(Array.prototype.map.call(
             current.querySelectorAll("[data-conversation]"), function (el) { return el.dataset.conversation; }));
           var open = Array.prototype.map.call(
@@ -42,6 +44,7 @@
     var kind = body.dataset.live;
     if (!kind || !window.EventSource) { return; }
     var source = new EventSource("/live?after=" + encodeURIComponent(body.dataset.after || ""));
+    window.zapreplyLive = source;
     var busy = false, again = false;
     function update() {
       if (busy) { again = true; return; }
@@ -59,7 +62,11 @@
       });
     }
     source.addEventListener("open", function () { body.classList.add("is-live"); });
-    source.addEventListener("error", function () { body.classList.remove("is-live"); });
+    // Each answer ends and the browser asks again: an error while reconnecting is the normal
+    // course; only a closed source (signed out, the console gone) is not live.
+    source.addEventListener("error", function () {
+      if (source.readyState === EventSource.CLOSED) { body.classList.remove("is-live"); }
+    });
     source.addEventListener("change", function (event) {
       body.classList.add("is-live");
       var data = JSON.parse(event.data || "{}");

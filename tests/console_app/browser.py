@@ -77,11 +77,14 @@ def screenshot(driver, name: str) -> Path:  # type: ignore[no-untyped-def]
 
 
 def full_page_screenshot(driver, name: str) -> Path:  # type: ignore[no-untyped-def]
-    """The whole page, not only the window: the window is grown to the page's height first."""
+    """The whole page, not only the window: the viewport is stretched to the page's height
+    for the picture (Chrome DevTools' device metrics), then put back."""
+    width = driver.execute_script("return window.innerWidth")
     height = driver.execute_script("return document.documentElement.scrollHeight")
-    size = driver.get_window_size()
-    driver.set_window_size(size["width"], min(max(height, 600), 4000))
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": width, "height": min(max(height, 600), 4000), "deviceScaleFactor": 1,
+        "mobile": False})
     try:
         return screenshot(driver, name)
     finally:
-        driver.set_window_size(size["width"], size["height"])
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})

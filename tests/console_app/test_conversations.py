@@ -124,7 +124,7 @@ def test_a_conversation_shows_its_transcript_and_each_reply_s_run(admin):
                       result="R$ 10")
     page = admin.get(f"/conversations/{conversation_id}").get_data(as_text=True)
     for expected in ("Qual o preço?", "Custa R$ 10.", "openai/stub-model", "42 + 7 tokens",
-                     "$0.00012", "0.85 s", "consultar_preco", "camisa", "✓ sent"):
+                     "$0.00012", "850 ms", "consultar_preco", "camisa", "✓ sent"):
         assert expected in page, expected
 
 

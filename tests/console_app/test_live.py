@@ -71,3 +71,25 @@ def test_a_page_further_behind_than_the_feed_knows_is_told_to_reload(admin, cons
 
 def test_the_stream_needs_a_signed_in_operator(console):
     assert console.test_client().get("/live").status_code == 401
+
+
+def test_a_table_whose_ids_went_back_makes_pages_reload_and_is_followed_from_there(admin,
+                                                                                   console):
+    conversation_id = make_conversation()
+    for _ in range(3):
+        with session_scope() as session:
+            events.record(session, EventType.MESSAGE_RECEIVED, conversation_id=conversation_id)
+    feed = console.extensions["zapreply.console.feed"]
+    ahead, _ = _read(admin.get("/live"))
+    with get_engine().begin() as connection:
+        connection.execute(text("TRUNCATE events RESTART IDENTITY"))
+    with session_scope() as session:
+        events.record(session, EventType.MESSAGE_RECEIVED, conversation_id=conversation_id)
+    feed.poll()
+    restarted, data = _read(admin.get("/live", headers={"Last-Event-ID": str(ahead)}))
+    assert data == {"reload": True} and restarted == 1
+    with session_scope() as session:
+        events.record(session, EventType.MESSAGE_RECEIVED, conversation_id=conversation_id)
+    feed.poll()
+    assert _read(admin.get("/live", headers={"Last-Event-ID": "1"})) == (
+        2, {"conversations": [conversation_id]})
