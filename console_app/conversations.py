@@ -9,6 +9,7 @@ from flask import Blueprint, Response, flash, redirect, render_template, request
 
 from console_app import context, forms, live
 from console_app.auth import actor
+from zapreply.actions import configs as config_actions
 from zapreply.actions import conversations as conversation_actions
 from zapreply.actions import inbox as inbox_actions
 from zapreply.actions import outreach, replay, transcripts
@@ -38,7 +39,7 @@ def inbox() -> str:
         return render_template(
             template, page=found, now=now, labels=inbox_actions.STATE_LABELS,
             states=list(inbox_actions.State), instances=inbox_actions.instances(session),
-            configs=session.query(WorkflowConfig).order_by(WorkflowConfig.name).all(),
+            configs=config_actions.list_configs(session),
             filters={"instance": instance or "", "config": config_id or "",
                      "state": state or "", "q": search or ""},
             head=cursor)
