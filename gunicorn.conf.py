@@ -1,5 +1,7 @@
 """gunicorn's settings for the receiver: `gunicorn 'webhook_app:create_app()'` reads this file
 from the working directory. Command-line flags and GUNICORN_CMD_ARGS still win over it.
+`gunicorn 'console_app:create_app()'` reads it too and gets the console's settings instead (at
+the end of this file).
 
 Chosen for clients that are slow on purpose or by accident (WuzAPI over a long link):
 
@@ -15,6 +17,7 @@ Chosen for clients that are slow on purpose or by accident (WuzAPI over a long l
 - Small header limits: WuzAPI sends half a dozen headers and a short request line.
 """
 
+import sys
 from pathlib import Path
 
 from zapreply.settings import load
@@ -42,3 +45,15 @@ limit_request_field_size = 4096
 # The heartbeat file in memory: a disk-backed overlay can stall it under load.
 if Path("/dev/shm").is_dir():
     worker_tmp_dir = "/dev/shm"
+
+if any(arg.startswith("console_app") for arg in sys.argv[1:]):
+    # The operator console: a few people, pages and short requests. Plain gthread workers;
+    # its live updates are short server-sent-event answers the browser asks again for
+    # (console_app/live.py), so an open page holds no thread between them.
+    bind = [_settings.console_bind]
+    workers = _settings.console_workers
+    worker_class = "gthread"
+    threads = _settings.console_threads
+    limit_request_line = 8190
+    limit_request_fields = 100
+    limit_request_field_size = 8190

@@ -12,6 +12,16 @@ case "$extras" in
   test) lock=requirements-test.lock ;;
   *) echo "bootstrap.sh: no lock for extras '$extras' (known: test)" >&2; exit 2 ;;
 esac
+if [ "$extras" = test ] && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; }; then
+  # The console's browser tests drive Debian's headless Chromium (tests/console_app).
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null
+  elif command -v sudo >/dev/null && command -v apt-get >/dev/null; then
+    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null
+  else
+    echo "bootstrap.sh: install chromium and chromium-driver for the browser tests" >&2
+  fi
+fi
 if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi

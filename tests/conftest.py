@@ -46,7 +46,8 @@ ADMIN_TOKEN = "test-admin-token"
 # The key WuzAPI's global webhook signs with (WUZAPI_HMAC_KEY) in every process the tests start:
 # deliveries are authenticated the way a deployment's are.
 WEBHOOK_HMAC_KEY = "test-global-hmac-key-0123456789abcdef"
-TABLES = ("events", "messages", "reply_runs", "conversations", "workflow_configs")
+TABLES = ("events", "messages", "reply_runs", "conversations", "workflow_configs", "operators",
+          "sign_in_failures")
 
 
 def _database_name() -> str:

@@ -11,8 +11,8 @@ from celery import Task
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from worker.app import app
-from zapreply.broker.queue import REPLY
-from zapreply.replies import responder
+from zapreply.broker.queue import REPLY, SEND_BUSINESS
+from zapreply.replies import business, responder
 from zapreply.replies.leases import LeaseLost
 from zapreply.settings import get_settings
 
@@ -60,4 +60,16 @@ def reply(self: Task, conversation_id: int) -> str:
         delay = min(responder.backoff(settings, min(self.request.retries + 1, 8)),
                     settings.longest_countdown_seconds)
         log.warning("conversation %s: database error, retrying in %.1fs", conversation_id, delay)
+        raise self.retry(exc=exc, countdown=delay) from exc
+
+
+@app.task(name=SEND_BUSINESS, bind=True, max_retries=None)
+def send_business(self: Task, message_id: int) -> str:
+    attempt = self.request.retries + 1
+    try:
+        return business.send_business_message(message_id, attempt=attempt)
+    except (business.Retry, OperationalError, InterfaceError) as exc:
+        delay = min(responder.backoff(get_settings(), attempt),
+                    get_settings().longest_countdown_seconds)
+        log.info("business message %s: %s; again in %.1fs", message_id, exc, delay)
         raise self.retry(exc=exc, countdown=delay) from exc

@@ -1,4 +1,4 @@
-"""`zapreply` command line: first run, schema, configs and conversations."""
+"""`zapreply` command line: first run, schema, configs, conversations and console operators."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def _safe_url(url: str) -> str:
 
 
 def up(args: argparse.Namespace) -> int:
-    """Migrate, then run the receiver and a worker until interrupted."""
+    """Migrate, then run the receiver, a worker and the console until interrupted."""
     from zapreply.settings import get_settings
 
     settings = get_settings()
@@ -69,11 +69,17 @@ def up(args: argparse.Namespace) -> int:
                      "webhook_app:create_app()"],
         "worker": [sys.executable, "-m", "celery", "-A", "worker", "worker",
                    "--loglevel", settings.log_level],
+        "console": [sys.executable, "-m", "gunicorn", "--bind",
+                    f"{args.host}:{args.console_port}", "--workers", "1",
+                    "--access-logfile", "-", "--log-level", settings.log_level.lower(),
+                    "console_app:create_app()"],
     }
     processes = {name: subprocess.Popen(cmd, cwd=ROOT, env=env) for name, cmd in commands.items()}
     print(f"zapreply is up on http://{args.host}:{args.port} (database "
           f"{_safe_url(settings.database_url)}); `zapreply config create` prints each config's "
           "webhook URL. Ctrl-C stops it.", file=sys.stderr)
+    print(f"Operator console: http://{args.host}:{args.console_port} (first operator: "
+          "`zapreply operator add NAME --role admin --password-stdin`)", file=sys.stderr)
 
     stopping = False
 
@@ -305,13 +311,66 @@ def contact_erase(args: argparse.Namespace) -> int:
     return 0
 
 
+def _password_from_stdin() -> str:
+    if sys.stdin.isatty():
+        print("password: ", end="", file=sys.stderr, flush=True)
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+@_refusals
+def operator_add(args: argparse.Namespace) -> int:
+    from zapreply.actions import operators
+    from zapreply.storage.db import session_scope
+
+    password = _password_from_stdin()
+    with session_scope() as session:
+        view = operators.view(operators.add_operator(session, args.name, password, args.role,
+                                                     actor=OPERATOR))
+    _print(view)
+    return 0
+
+
+def operator_list(_: argparse.Namespace) -> int:
+    from zapreply.actions import operators
+    from zapreply.storage.db import session_scope
+
+    with session_scope() as session:
+        _print([operators.view(row) for row in operators.list_operators(session)])
+    return 0
+
+
+def operator_set_active(args: argparse.Namespace, *, active: bool) -> int:
+    from zapreply.actions import operators
+    from zapreply.storage.db import session_scope
+
+    with session_scope() as session:
+        view = operators.view(operators.set_active(session, args.name, active, actor=OPERATOR))
+    _print(view)
+    return 0
+
+
+@_refusals
+def operator_reset_password(args: argparse.Namespace) -> int:
+    from zapreply.actions import operators
+    from zapreply.storage.db import session_scope
+
+    password = _password_from_stdin()
+    with session_scope() as session:
+        view = operators.view(operators.reset_password(session, args.name, password,
+                                                       actor=OPERATOR))
+    _print(view)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zapreply", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("up", help="migrate, then run the receiver and a worker")
+    run = commands.add_parser(
+        "up", help="migrate, then run the receiver, a worker and the operator console")
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8000)
+    run.add_argument("--console-port", type=int, default=8001)
     run.add_argument("--web-workers", type=int, default=2)
     run.set_defaults(func=up)
 
@@ -374,6 +433,26 @@ def build_parser() -> argparse.ArgumentParser:
     erase.add_argument("phone", help="phone number (+55 11 …, digits) or JID")
     erase.add_argument("--yes", action="store_true", help="confirm: erasing cannot be undone")
     erase.set_defaults(func=contact_erase)
+
+    operator = commands.add_parser(
+        "operator", help="console operators: add, list, disable, enable, reset a password"
+    ).add_subparsers(dest="operator_command", required=True)
+    add = operator.add_parser("add", help="create an operator (the password is read from stdin)")
+    add.add_argument("name")
+    add.add_argument("--role", required=True, choices=["admin", "agent"])
+    add.add_argument("--password-stdin", action="store_true", required=True,
+                     help="read the password from the first line of stdin")
+    add.set_defaults(func=operator_add)
+    operator.add_parser("list", help="list operators").set_defaults(func=operator_list)
+    for name, active in (("disable", False), ("enable", True)):
+        switch = operator.add_parser(name, help=f"{name} an operator's sign-in")
+        switch.add_argument("name")
+        switch.set_defaults(func=_refusals(functools.partial(operator_set_active, active=active)))
+    reset = operator.add_parser("reset-password",
+                                help="set a new password (read from stdin); signs them out")
+    reset.add_argument("name")
+    reset.add_argument("--password-stdin", action="store_true", required=True)
+    reset.set_defaults(func=operator_reset_password)
 
     again = commands.add_parser("replay", help="re-run a failed reply run")
     again.add_argument("run_id", type=int)

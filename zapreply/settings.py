@@ -166,6 +166,14 @@ class Settings:
     # How the receiver publishes: "redis" LPUSHes Celery's message itself when the broker is
     # Redis (zapreply.broker.redis_fast_publish), "off" always goes through send_task.
     publish_fast_path: str = "redis"
+    # The operator console (console_app): where it listens (gunicorn.conf.py), the URL people
+    # open (its cookies are Secure when it is https), and the key that signs its sessions
+    # (unset: a random key kept in the data directory, shared by the processes on this host).
+    console_bind: str = "0.0.0.0:8001"
+    console_workers: int = 2
+    console_threads: int = 8
+    console_url: str = "http://localhost:8001"
+    console_secret_key: str | None = field(default=None, repr=False)
 
     @property
     def is_sqlite(self) -> bool:
@@ -231,6 +239,11 @@ def load(overrides: dict[str, str] | None = None) -> Settings:
         receiver_workers=_int(env, "WEB_CONCURRENCY", 2),
         receiver_threads=_int(env, "RECEIVER_THREADS", 8),
         publish_fast_path=_choice(env, "PUBLISH_FAST_PATH", ("redis", "off"), "redis"),
+        console_bind=_str(env, "CONSOLE_BIND", "0.0.0.0:8001"),
+        console_workers=_int(env, "CONSOLE_WORKERS", 2),
+        console_threads=_int(env, "CONSOLE_THREADS", 8),
+        console_url=_str(env, "CONSOLE_URL", "http://localhost:8001").rstrip("/"),
+        console_secret_key=_str(env, "CONSOLE_SECRET_KEY"),
     )
     if settings.visibility_timeout_seconds < MIN_VISIBILITY_TIMEOUT_SECONDS:
         # Below it, the database-retry backoff (worker/inbound.py) could outlast half of it,
@@ -248,6 +261,10 @@ def load(overrides: dict[str, str] | None = None) -> Settings:
         raise ImproperlyConfigured("WEBHOOK_READ_TIMEOUT_SECONDS must be positive")
     if settings.receiver_workers < 1 or settings.receiver_threads < 1:
         raise ImproperlyConfigured("WEB_CONCURRENCY and RECEIVER_THREADS must be at least 1")
+    if settings.console_workers < 1 or settings.console_threads < 1:
+        raise ImproperlyConfigured("CONSOLE_WORKERS and CONSOLE_THREADS must be at least 1")
+    if settings.console_secret_key is not None and len(settings.console_secret_key) < 32:
+        raise ImproperlyConfigured("CONSOLE_SECRET_KEY must be at least 32 characters")
     if not 0 <= settings.worker_nice <= 19:
         raise ImproperlyConfigured("WORKER_NICE must be between 0 and 19")
     if settings.lease_seconds < 3:

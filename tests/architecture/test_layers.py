@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-PACKAGES = ("zapreply", "webhook_app", "admin_api", "worker")
+PACKAGES = ("zapreply", "webhook_app", "admin_api", "worker", "console_app")
 
 
 def _module_name(path: Path) -> str:
@@ -83,6 +83,25 @@ def test_the_admin_api_never_imports_the_reply_pipeline_the_llm_or_the_worker() 
     assert {m: t for m, t in offenders.items() if t} == {}
 
 
+def test_the_receiver_never_imports_the_console() -> None:
+    offenders = {module: sorted(t for t in targets if t.startswith("console_app"))
+                 for module, targets in GRAPH.items() if module.startswith("webhook_app")}
+    assert {m: t for m, t in offenders.items() if t} == {}
+
+
+def test_the_console_never_imports_the_reply_pipeline_the_llm_or_the_worker() -> None:
+    forbidden = ("zapreply.replies", "zapreply.llm", "zapreply.channel", "worker", "webhook_app")
+    offenders = {module: sorted(t for t in targets if t.startswith(forbidden))
+                 for module, targets in GRAPH.items() if module.startswith("console_app")}
+    assert {m: t for m, t in offenders.items() if t} == {}
+
+
+def test_nothing_but_the_console_imports_it() -> None:
+    offenders = {module: sorted(t for t in targets if t.startswith("console_app"))
+                 for module, targets in GRAPH.items() if not module.startswith("console_app")}
+    assert {m: t for m, t in offenders.items() if t} == {}
+
+
 def test_the_receiver_reaches_the_use_cases_only_through_the_admin_api() -> None:
     offenders = {module: sorted(t for t in targets if t.startswith("zapreply.actions"))
                  for module, targets in GRAPH.items() if module.startswith("webhook_app")}
@@ -123,7 +142,7 @@ def test_a_running_receiver_loads_neither_litellm_nor_the_pipeline(base_env, tmp
         "client.get('/healthz'); client.get('/readyz')\n"
         "client.post('/webhooks/wuzapi', data=b'{}', content_type='application/json')\n"
         "loaded = [m for m in sys.modules if m == 'litellm' or m.startswith(("
-        "'zapreply.replies', 'zapreply.llm', 'worker'))]\n"
+        "'zapreply.replies', 'zapreply.llm', 'worker', 'console_app'))]\n"
         "print(sorted(loaded))\n"
     )
     env = {**os.environ, **base_env, "PYTHONPATH": str(ROOT)}

@@ -14,10 +14,13 @@ from sqlalchemy.orm import Session
 
 from zapreply.actions.errors import Invalid, NotFound
 from zapreply.rules import configs
+from zapreply.storage import events
+from zapreply.storage.events import EventType
 from zapreply.storage.models import WorkflowConfig
 
 
-def create_config(session: Session, data: Any) -> WorkflowConfig:
+def create_config(session: Session, data: Any, *, actor: str | None = None) -> WorkflowConfig:
+    """A new config; with `actor`, a `config.created` event names who made it."""
     values = _validated(data, partial=False)
     if values["send"]["token"] == configs.MASK:
         raise Invalid("'send.token' must be the real token, not the mask GET shows")
@@ -25,18 +28,26 @@ def create_config(session: Session, data: Any) -> WorkflowConfig:
     _apply(config, values)
     session.add(config)
     session.flush()
+    if actor is not None:
+        events.record(session, EventType.CONFIG_CREATED, actor=actor, workflow_config_id=config.id)
     return config
 
 
-def update_config(session: Session, config_id: int, data: Any) -> WorkflowConfig:
+def update_config(session: Session, config_id: int, data: Any, *,
+                  actor: str | None = None) -> WorkflowConfig:
     """Change the fields given; `send` merges too, so changing base_url alone keeps driver
-    and token (the token then stays only with its host: zapreply.rules.configs.apply)."""
+    and token (the token then stays only with its host: zapreply.rules.configs.apply). With
+    `actor`, a `config.updated` event names who, and which fields (never their values)."""
     config = get_config(session, config_id, for_update=True)
     if isinstance(data, dict) and isinstance(data.get("send"), dict):
         stored = {**(config.send or {}), "token": configs.MASK}
         data = {**data, "send": {**stored, **data["send"]}}
-    _apply(config, _validated(data, partial=True))
+    values = _validated(data, partial=True)
+    _apply(config, values)
     session.flush()
+    if actor is not None:
+        events.record(session, EventType.CONFIG_UPDATED, actor=actor, workflow_config_id=config.id,
+                      fields=sorted(values))
     return config
 
 

@@ -22,6 +22,8 @@ HANDLE_INBOUND = "inbound.handle_inbound"
 RECORD_IGNORED = "inbound.record_ignored"
 REPLY = "replies.reply"
 SWEEP = "replies.sweep"
+# What an operator wrote as the business (zapreply.actions.outreach), sent by a worker.
+SEND_BUSINESS = "replies.send_business"
 
 QUEUE = "zapreply"
 

@@ -104,12 +104,9 @@ def _record(session: Session, config_id: int, instance: str,
             return Recorded(conversation.id, True,
                             inbox.has_unanswered(session, conversation.id), debounce)
         # A person at the business answered from the phone: the bot steps aside.
-        # human_pause_minutes: None pauses until an operator resumes, 0 does not pause.
-        minutes = options.human_pause_minutes
-        until = now + timedelta(minutes=float(minutes)) if minutes is not None else None
-        if minutes != 0 and not _pause_outlasts(conversation, until, now):
-            conversations.pause(session, session.get(Conversation, conversation.id),
-                                reason="human took over", until=until, actor="business")
+        conversations.pause_for_business(
+            session, session.get(Conversation, conversation.id),
+            minutes=options.human_pause_minutes, now=now, actor="business")
         return Recorded(conversation.id, True, False, debounce)
 
     if _too_many_new_conversations(session, stored, options, now):
@@ -218,14 +215,6 @@ def _set_aside(session: Session, conversation_id: int, message_id: int,
                   run_id=run.id, reason=reason, message_id=message_id)
 
 
-def _pause_outlasts(conversation: Conversation, until: datetime | None, now: datetime) -> bool:
-    """True when the conversation is already paused at least that long (an operator's or a
-    handoff's open-ended pause must not be shortened by the business typing)."""
-    if not conversations.is_paused(conversation, now):
-        return False
-    if conversation.paused_until is None:
-        return True
-    return until is not None and conversation.paused_until >= until
 
 
 def record_ignored(

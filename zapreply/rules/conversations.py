@@ -7,7 +7,7 @@ looking at `status`.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, or_
@@ -16,6 +16,8 @@ from sqlalchemy.orm import Session
 from zapreply.storage import events
 from zapreply.storage.events import EventType
 from zapreply.storage.models import Conversation, ConversationStatus, utcnow
+
+HUMAN_TOOK_OVER = "human took over"
 
 
 def is_paused(conversation: Conversation, now: datetime) -> bool:
@@ -76,6 +78,29 @@ def resume(
         session, EventType.CONVERSATION_RESUMED, conversation_id=conversation.id,
         reason=ended_reason, until=_iso(ended_until), actor=actor,
     )
+    return True
+
+
+def pause_for_business(
+    session: Session,
+    conversation: Conversation,
+    *,
+    minutes: float | None,
+    now: datetime,
+    actor: str,
+) -> bool:
+    """A person at the business wrote to the customer: the bot steps aside for `minutes`
+    (None: until resumed, 0: not at all). A pause already lasting at least as long (an
+    operator's or a handoff's open-ended one) is kept, never shortened. True if it paused."""
+    if minutes == 0:
+        return False
+    until = now + timedelta(minutes=float(minutes)) if minutes is not None else None
+    if is_paused(conversation, now) and (
+        conversation.paused_until is None
+        or (until is not None and conversation.paused_until >= until)
+    ):
+        return False
+    pause(session, conversation, reason=HUMAN_TOOK_OVER, until=until, actor=actor)
     return True
 
 

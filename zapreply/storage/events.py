@@ -41,6 +41,21 @@ class EventType(StrEnum):
     # both with counts only, never who.
     CONTACT_ERASED = "contact.erased"
     RETENTION_PURGED = "retention.purged"
+    # The console (zapreply.actions.operators, outreach, transcripts): who did what, by
+    # `actor` (`operator:<username>`); never a password.
+    OPERATOR_ADDED = "operator.added"
+    OPERATOR_DISABLED = "operator.disabled"
+    OPERATOR_ENABLED = "operator.enabled"
+    OPERATOR_PASSWORD_RESET = "operator.password_reset"
+    OPERATOR_SIGNED_IN = "operator.signed_in"
+    OPERATOR_SIGN_IN_FAILED = "operator.sign_in_failed"
+    OPERATOR_SIGNED_OUT = "operator.signed_out"
+    # An operator wrote to the customer as the business (queued; its delivery is a
+    # message.sent or message.failed).
+    BUSINESS_MESSAGE_QUEUED = "business.message_queued"
+    CONVERSATION_EXPORTED = "conversation.exported"
+    CONFIG_CREATED = "config.created"
+    CONFIG_UPDATED = "config.updated"
 
 
 def record(

@@ -111,6 +111,10 @@ class MessageExtra(TypedDict, total=False):
     reset: bool  # the customer's reset_keyword: later replies see nothing before it
     quoted: QuotedMessage  # the message it replies to (WhatsApp's quote)
     resume: bool  # the business's resume_keyword: a command, not words to the customer
+    # Business messages written in the console (zapreply.actions.outreach): who, and the
+    # config whose messages API sends them.
+    operator: str
+    workflow_config_id: int
     # Outbound messages.
     fallback: bool  # fallback_text sent instead of a reply
     away: bool  # the away message of a closed window
@@ -196,6 +200,9 @@ class Conversation(Base):
         UniqueConstraint("instance", "chat_jid", name="uq_conversations_chat"),
         # Conversations an instance opened in the last minute (new_conversations_per_minute).
         Index("ix_conversations_instance_created_at", "instance", "created_at"),
+        # The console's inbox: newest activity first, keyset-paged on (updated_at, id).
+        Index("ix_conversations_updated_at", "updated_at", "id"),
+        Index("ix_conversations_instance_updated_at", "instance", "updated_at", "id"),
     )
 
     id: Mapped[intpk]
@@ -227,6 +234,8 @@ class ReplyRun(Base):
     __table_args__ = (
         Index("ix_reply_runs_conversation_status", "conversation_id", "status"),
         Index("ix_reply_runs_created_at", "created_at"),
+        # The console's runs page: failed and retrying runs, newest first.
+        Index("ix_reply_runs_status_id", "status", "id"),
     )
 
     id: Mapped[intpk]
@@ -321,3 +330,44 @@ class DailyUsage(Base):
     cost: Mapped[float] = mapped_column(Float, default=0.0)
     # When the budget.exceeded event of that day was written (once per config and day).
     exceeded_at: Mapped[datetime | None]
+
+
+class OperatorRole(StrEnum):
+    """What a console operator may do (operators.role)."""
+
+    # Everything: conversations, runs, configs.
+    ADMIN = "admin"
+    # Conversations and runs only.
+    AGENT = "agent"
+
+
+class Operator(Base):
+    """A person who signs in to the console. Disabled, never deleted: events name them."""
+
+    __tablename__ = "operators"
+    __table_args__ = (UniqueConstraint("username", name="uq_operators_username"),)
+
+    id: Mapped[intpk]
+    username: Mapped[str] = mapped_column(String(64))
+    # werkzeug.security's scrypt hash; the password itself is never stored.
+    password_hash: Mapped[str] = mapped_column(String(255))
+    # An OperatorRole.
+    role: Mapped[str] = mapped_column(String(10))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[created_at]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SignInFailure(Base):
+    """A refused sign-in, counted per username and per address to throttle guessing."""
+
+    __tablename__ = "sign_in_failures"
+    __table_args__ = (
+        Index("ix_sign_in_failures_username", "username", "created_at"),
+        Index("ix_sign_in_failures_remote_addr", "remote_addr", "created_at"),
+    )
+
+    id: Mapped[intpk]
+    username: Mapped[str] = mapped_column(String(64))
+    remote_addr: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[created_at]
