@@ -14,7 +14,8 @@ from sqlalchemy import select
 from tests.conftest import FIXTURES
 from tests.console_app.browser import browser, console_url, full_page_screenshot  # noqa: F401
 from tests.console_app.conftest import PASSWORD, add_operator
-from tests.e2e import fresh, make_config, post, wait_for
+from tests.e2e import fresh, post, wait_for
+from tests.factories import make_config
 from zapreply.storage.db import session_scope
 from zapreply.storage.models import Conversation, Message, ReplyRun
 

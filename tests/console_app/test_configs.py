@@ -7,7 +7,7 @@ import html
 from sqlalchemy import select
 
 from tests.console_app.conftest import post_form
-from tests.e2e import make_config
+from tests.factories import make_config
 from zapreply.rules.options import DEFINITIONS
 from zapreply.storage.db import session_scope
 from zapreply.storage.events import EventType

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from tests.conftest import queued_tasks
 from tests.console_app.conftest import make_conversation, post_form
-from tests.e2e import make_config
+from tests.factories import make_config
 from zapreply.broker.queue import REPLY, SEND_BUSINESS
 from zapreply.storage import events
 from zapreply.storage.db import session_scope

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.console_app.conftest import make_conversation
-from tests.e2e import make_config
+from tests.factories import make_config
 from zapreply.actions import outreach
 from zapreply.replies import business
 from zapreply.storage.db import session_scope
