@@ -23,7 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -301,3 +301,66 @@ class DailyUsage(Base):
     cost: Mapped[float] = mapped_column(Float, default=0.0)
     # When the budget.exceeded event of that day was written (once per config and day).
     exceeded_at: Mapped[datetime | None]
+
+
+class KnowledgeDocument(Base):
+    """A document of a config's knowledge base, as text (zapreply.actions.knowledge); searched
+    through its passages."""
+
+    __tablename__ = "knowledge_documents"
+    __table_args__ = (Index("ix_knowledge_documents_config", "workflow_config_id", "id"),)
+
+    id: Mapped[intpk]
+    workflow_config_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("workflow_configs.id", ondelete="CASCADE"))
+    title: Mapped[str] = mapped_column(String(200))
+    # What it was read from: text, markdown, pdf, csv, html.
+    kind: Mapped[str] = mapped_column(String(20))
+    filename: Mapped[str | None] = mapped_column(String(255))
+    content: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[created_at]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class KnowledgePassage(Base):
+    """A piece of a document, the unit the model gets back from a search. Indexed for
+    full-text search: on PostgreSQL in search_vector (a tsvector in `language`, a text search
+    configuration), on SQLite in the FTS5 table knowledge_passages_fts (migrations only: a
+    virtual table SQLAlchemy does not describe)."""
+
+    __tablename__ = "knowledge_passages"
+    __table_args__ = (
+        Index("ix_knowledge_passages_config", "workflow_config_id", "id"),
+        Index("ix_knowledge_passages_document", "document_id", "position"),
+        Index("ix_knowledge_passages_search", "search_vector",
+              postgresql_using="gin").ddl_if(dialect="postgresql"),
+    )
+
+    id: Mapped[intpk]
+    document_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("knowledge_documents.id", ondelete="CASCADE"))
+    workflow_config_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("workflow_configs.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    content: Mapped[str] = mapped_column(Text)
+    language: Mapped[str] = mapped_column(String(40))
+    search_vector: Mapped[Any] = mapped_column(TSVECTOR().with_variant(Text(), "sqlite"),
+                                               nullable=True)
+    # The passage's embedding by embedding_model (a list of floats), filled by the worker.
+    embedding: Mapped[list[float] | None] = mapped_column(JSONType)
+    embedding_model: Mapped[str | None] = mapped_column(String(200))
+
+
+class KnowledgeFaq(Base):
+    """A curated question and its approved answer, searched before the passages."""
+
+    __tablename__ = "knowledge_faq"
+    __table_args__ = (Index("ix_knowledge_faq_config", "workflow_config_id", "id"),)
+
+    id: Mapped[intpk]
+    workflow_config_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("workflow_configs.id", ondelete="CASCADE"))
+    question: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[created_at]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
