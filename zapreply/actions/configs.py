@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from zapreply.actions.errors import Invalid, NotFound
 from zapreply.rules import configs
+from zapreply.storage import knowledge
 from zapreply.storage.models import WorkflowConfig
 
 
@@ -37,6 +38,10 @@ def update_config(session: Session, config_id: int, data: Any) -> WorkflowConfig
         data = {**data, "send": {**stored, **data["send"]}}
     _apply(config, _validated(data, partial=True))
     session.flush()
+    # A new knowledge_language: the passages are indexed in it at once (a PostgreSQL search
+    # in one language finds nothing indexed in another).
+    knowledge.reindex(session, config.id,
+                      configs.options_of(config).knowledge_language or "portuguese")
     return config
 
 
