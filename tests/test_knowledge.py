@@ -65,12 +65,14 @@ def test_the_bot_answers_from_the_documents_added_through_the_admin_api(
                 "question": "Vocês abrem no domingo?",
                 "answer": "Não, só de segunda a sábado."}).status_code == 201
 
+            # Each answer in full before the next question (split_paragraphs: a reply with
+            # blank lines is several messages), so each is a turn of its own.
             customer_says(receiver.url, "#search taxa de entrega para Campinas")
-            wuzapi.wait_for(lambda sent: len(sent) >= 1, timeout=30)
-            customer_says(receiver.url, "#search aceitam criptomoedas")
             wuzapi.wait_for(lambda sent: len(sent) >= 2, timeout=30)
+            customer_says(receiver.url, "#search aceitam criptomoedas")
+            wuzapi.wait_for(lambda sent: len(sent) >= 3, timeout=30)
             customer_says(receiver.url, "#search abrem domingo")
-            wuzapi.wait_for(lambda sent: len(sent) >= 4, timeout=30)
+            wuzapi.wait_for(lambda sent: len(sent) >= 5, timeout=30)
             wait_until_idle()
     finally:
         receiver.stop()
