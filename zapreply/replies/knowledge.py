@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -163,13 +164,14 @@ def fuse(rankings: Sequence[Sequence[tuple[int, float]]]) -> list[tuple[int, flo
 def nearest(vector: Sequence[float], stored: Sequence[tuple[int, Sequence[float]]], *,
             minimum: float, limit: int) -> list[tuple[int, float]]:
     """The stored vectors at least `minimum` cosine-similar to `vector`, most similar first."""
-    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    norm = math.hypot(*vector) or 1.0
+    query = [v / norm for v in vector]
     scored = []
     for passage_id, other in stored:
-        if len(other) != len(vector):
+        if len(other) != len(query):
             continue  # made by another version of the model: re-embedded on its next change
-        other_norm = math.sqrt(sum(v * v for v in other)) or 1.0
-        similarity = sum(a * b for a, b in zip(vector, other, strict=True)) / (norm * other_norm)
+        # In C: hypot and map(mul) are several times faster than a generator over zip.
+        similarity = sum(map(operator.mul, query, other)) / (math.hypot(*other) or 1.0)
         if similarity >= minimum:
             scored.append((passage_id, similarity))
     scored.sort(key=lambda item: (-item[1], item[0]))

@@ -120,11 +120,13 @@ def search_text(session: Session, config_id: int, query: str, *, language: str,
            if len(term) > 2 and term not in COMMON_WORDS]
     if not fts:
         return []
+    # The match first, then the config: with the config's ids as a filter inside the match,
+    # SQLite ran the match once per id (0.9 s for 300 passages instead of 4 ms).
     rows = session.execute(text(
-        "SELECT rowid AS id, bm25(knowledge_passages_fts) AS rank FROM knowledge_passages_fts "
-        "WHERE knowledge_passages_fts MATCH :query AND rowid IN "
-        "(SELECT id FROM knowledge_passages WHERE workflow_config_id = :config_id) "
-        "ORDER BY rank, rowid LIMIT :limit"),
+        "WITH found AS MATERIALIZED (SELECT rowid AS id, bm25(knowledge_passages_fts) AS rank "
+        "FROM knowledge_passages_fts WHERE knowledge_passages_fts MATCH :query) "
+        "SELECT found.id, found.rank FROM found JOIN knowledge_passages p ON p.id = found.id "
+        "WHERE p.workflow_config_id = :config_id ORDER BY found.rank, found.id LIMIT :limit"),
         {"query": " OR ".join(fts), "config_id": config_id, "limit": limit}).all()
     # bm25: lower is better, and negative.
     return [(row.id, -float(row.rank)) for row in rows]
