@@ -17,7 +17,6 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 NOW = sa.DateTime(timezone=True)
 
 # SQLite's full-text index over the passages: an external-content FTS5 table (the text stays
@@ -67,7 +66,9 @@ def upgrade() -> None:
         sa.Column("language", sa.String(40), nullable=False),
         sa.Column("search_vector", sa.Text() if sqlite else postgresql.TSVECTOR(),
                   nullable=True),
-        sa.Column("embedding", JSON, nullable=True),
+        # float32 bytes on SQLite; real[] on PostgreSQL, which pgvector casts to `vector`.
+        sa.Column("embedding", sa.LargeBinary() if sqlite else postgresql.ARRAY(sa.REAL()),
+                  nullable=True),
         sa.Column("embedding_model", sa.String(200), nullable=True),
         sa.ForeignKeyConstraint(["document_id"], ["knowledge_documents.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["workflow_config_id"], ["workflow_configs.id"],

@@ -13,6 +13,9 @@ and common words are left out.
 from __future__ import annotations
 
 import re
+import struct
+import sys
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -168,14 +171,39 @@ def store_embeddings(session: Session, model: str,
 
 
 def embeddings(session: Session, config_id: int, model: str,
-               limit: int) -> list[tuple[int, list[float]]]:
+               limit: int) -> list[tuple[int, Sequence[float]]]:
     """The config's passage vectors by `model`, at most `limit` of them."""
+    if _postgresql(session):
+        # real[] as text is parsed number by number (~0.8 µs each: 0.2 s for 1,000 vectors);
+        # its binary form is read whole (zapreply.storage.models.Vector keeps SQLite's so).
+        rows = session.execute(text(
+            "SELECT id, array_send(embedding) AS raw FROM knowledge_passages "
+            "WHERE workflow_config_id = :config_id AND embedding_model = :model "
+            "AND embedding IS NOT NULL ORDER BY id LIMIT :limit"),
+            {"config_id": config_id, "model": model, "limit": limit}).all()
+        return [(row.id, _from_array_send(row.raw)) for row in rows]
     rows = session.execute(
         select(KnowledgePassage.id, KnowledgePassage.embedding)
         .where(KnowledgePassage.workflow_config_id == config_id,
-               KnowledgePassage.embedding_model == model)
+               KnowledgePassage.embedding_model == model,
+               KnowledgePassage.embedding.is_not(None))
         .order_by(KnowledgePassage.id).limit(limit)).all()
-    return [(row.id, row.embedding) for row in rows if isinstance(row.embedding, list)]
+    return [(row.id, row.embedding) for row in rows]
+
+
+def _from_array_send(raw: bytes) -> array:
+    """A one-dimensional real[] in PostgreSQL's binary format: a header (dimensions, flags,
+    element type, then length and lower bound per dimension), then each element as a 4-byte
+    length and a big-endian float."""
+    dimensions = struct.unpack_from(">i", raw)[0]
+    if dimensions == 0:
+        return array("f")
+    count = struct.unpack_from(">i", raw, 12)[0]
+    words = array("f")
+    words.frombytes(bytes(raw[20:20 + 8 * count]))
+    if sys.byteorder == "little":
+        words.byteswap()
+    return words[1::2]
 
 
 def has_pgvector(session: Session) -> bool:
@@ -188,9 +216,9 @@ def has_pgvector(session: Session) -> bool:
 def search_vectors_pgvector(session: Session, config_id: int, model: str, vector: list[float],
                             *, min_similarity: float, limit: int) -> list[tuple[int, float]]:
     """Passage ids by cosine similarity to `vector`, computed by pgvector (an exact scan of the
-    config's stored vectors: they are JSON, cast to `vector` as they are read)."""
+    config's stored vectors: `real[]`, cast to `vector` as they are read)."""
     rows = session.execute(text(
-        "SELECT id, score FROM (SELECT id, 1 - (CAST(CAST(embedding AS text) AS vector) "
+        "SELECT id, score FROM (SELECT id, 1 - (CAST(embedding AS vector) "
         "<=> CAST(:vector AS vector)) AS score FROM knowledge_passages "
         "WHERE workflow_config_id = :config_id AND embedding_model = :model) s "
         "WHERE score >= :min ORDER BY score DESC, id LIMIT :limit"),
