@@ -15,9 +15,9 @@ import pytest
 
 from tests.conftest import ADMIN_TOKEN, FIXTURES, running_worker, wait_until_idle
 from tests.documents import DELIVERY, RETURNS
-from tests.e2e import make_config, post
+from tests.e2e import post
+from tests.factories import make_config
 from tests.processes import Receiver, free_port
-from tests.zapreply.replies.test_pipeline_on_both_databases import database as on_both  # noqa: F401
 from zapreply.replies import knowledge as search_module
 from zapreply.settings import get_settings
 from zapreply.storage.db import session_scope
@@ -41,7 +41,7 @@ def search_events() -> list[dict]:
                 .order_by(Event.id)]
 
 
-@pytest.mark.usefixtures("on_both")
+@pytest.mark.usefixtures("database")
 def test_the_bot_answers_from_the_documents_added_through_the_admin_api(
     base_env, tmp_path_factory, wuzapi, llm
 ):

@@ -7,7 +7,7 @@ import io
 import json
 
 from tests.documents import DELIVERY, RETURNS, pdf_with_text
-from tests.zapreply.replies.test_responder import make_config
+from tests.factories import make_config
 from zapreply import cli
 
 

@@ -8,8 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.documents import DELIVERY, HOURS, RETURNS
-from tests.zapreply.replies.test_pipeline_on_both_databases import database as on_both  # noqa: F401
-from tests.zapreply.replies.test_responder import make_config
+from tests.factories import make_config
 from zapreply.actions import configs as config_actions
 from zapreply.actions import documents, knowledge
 from zapreply.actions.errors import Invalid, NotFound
@@ -17,7 +16,7 @@ from zapreply.storage import knowledge as store
 from zapreply.storage.db import session_scope
 from zapreply.storage.models import KnowledgeDocument, KnowledgePassage, WorkflowConfig
 
-pytestmark = pytest.mark.usefixtures("on_both")
+pytestmark = pytest.mark.usefixtures("database")
 
 
 def add(config_id: int, title: str, content: str) -> int:

@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import select
 
 from tests.documents import DELIVERY, HOURS, RETURNS
-from tests.zapreply.replies.test_pipeline_on_both_databases import database as on_both  # noqa: F401
-from tests.zapreply.replies.test_responder import answer, make_config, receive
+from tests.factories import make_config
+from tests.zapreply.replies.test_responder import answer, receive
 from zapreply.actions import documents, knowledge
 from zapreply.replies import knowledge as search_module
 from zapreply.replies.prompt import KNOWLEDGE_ONLY
@@ -19,7 +19,7 @@ from zapreply.settings import get_settings
 from zapreply.storage.db import session_scope
 from zapreply.storage.models import Event, KnowledgePassage
 
-pytestmark = pytest.mark.usefixtures("on_both")
+pytestmark = pytest.mark.usefixtures("database")
 
 
 def add(config_id: int, title: str, content: str) -> int:
@@ -71,21 +71,21 @@ def test_a_config_with_documents_gets_the_tool_and_the_reply_quotes_the_passage(
 
 
 def test_a_config_without_knowledge_is_not_offered_the_tool(llm, wuzapi):
-    conversation_id = receive(make_config(wuzapi, knowledge_only=True), "oi", "K2")
+    conversation_id = receive(make_config(wuzapi, options={"knowledge_only": True}), "oi", "K2")
     assert answer(conversation_id) == 1
     assert offered(llm) == ["send_whatsapp", "handoff_to_human"]
     assert KNOWLEDGE_ONLY not in llm.chat_requests()[0]["body"]["messages"][0]["content"]
 
 
 def test_knowledge_only_tells_the_model_and_says_plainly_when_nothing_is_found(llm, wuzapi):
-    config_id = make_config(wuzapi, knowledge_only=True)
+    config_id = make_config(wuzapi, options={"knowledge_only": True})
     add(config_id, "Entregas", DELIVERY)
     conversation_id = receive(config_id, "#search aceitam criptomoedas", "K3")
 
     assert answer(conversation_id) == 1
 
     system = llm.chat_requests()[0]["body"]["messages"][0]["content"]
-    assert system == f"Seja breve.\n\n{KNOWLEDGE_ONLY}"
+    assert system == f"Você é o atendente da Loja.\n\n{KNOWLEDGE_ONLY}"
     reply = "\n\n".join(r["body"]["Body"] for r in wuzapi.sent())
     assert reply == ("Conhecimento: " + search_module.NOTHING_FOUND + " "
                      + search_module.ONLY_KNOWLEDGE)
