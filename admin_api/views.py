@@ -23,14 +23,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from admin_api.auth import require_admin_token
 from admin_api.parsing import id_arg, json_body, limit_arg, parse_id, text_arg
 from zapreply.actions import configs as config_actions
-from zapreply.actions import contacts, replay
+from zapreply.actions import contacts, documents, knowledge, replay
 from zapreply.actions import conversations as conversation_actions
 from zapreply.actions.errors import ActionError, Conflict, Invalid, NotFound
 from zapreply.actions.events import list_events as find_events
@@ -120,6 +120,116 @@ def delete_workflow_config(config_id: str) -> tuple[str, int]:
     parsed = parse_id(config_id, "workflow config id")
     with session_scope() as session:
         config_actions.delete_config(session, parsed)
+    return "", 204
+
+
+# A config's knowledge base: documents and FAQ entries.
+
+
+@bp.post("/workflow-configs/<config_id>/knowledge")
+def add_knowledge_document(config_id: str) -> tuple[Response, int]:
+    """JSON `{"title", "content"}`, or multipart/form-data with a `file` (and optionally a
+    `title`)."""
+    parsed = parse_id(config_id, "workflow config id")
+    document = _document_from_request()
+    with session_scope() as session:
+        row = knowledge.add_document(session, parsed, document)
+        view = knowledge.shown(session, row)
+    response = jsonify(view)
+    response.headers["Location"] = (f"{bp.url_prefix}/workflow-configs/{parsed}/knowledge/"
+                                    f"{view['id']}")
+    return response, 201
+
+
+@bp.get("/workflow-configs/<config_id>/knowledge")
+def list_knowledge_documents(config_id: str) -> Response:
+    parsed = parse_id(config_id, "workflow config id")
+    with session_scope() as session:
+        return jsonify(documents=knowledge.list_documents(session, parsed))
+
+
+@bp.get("/workflow-configs/<config_id>/knowledge/<document_id>")
+def get_knowledge_document(config_id: str, document_id: str) -> Response:
+    parsed = parse_id(config_id, "workflow config id")
+    doc_id = parse_id(document_id, "document id")
+    with session_scope() as session:
+        row = knowledge.get_document(session, parsed, doc_id)
+        return jsonify(knowledge.shown(session, row, content=True))
+
+
+@bp.put("/workflow-configs/<config_id>/knowledge/<document_id>")
+def replace_knowledge_document(config_id: str, document_id: str) -> Response:
+    """The whole document replaced (title and text), as POST takes it."""
+    parsed = parse_id(config_id, "workflow config id")
+    doc_id = parse_id(document_id, "document id")
+    document = _document_from_request()
+    with session_scope() as session:
+        row = knowledge.replace_document(session, parsed, doc_id, document)
+        return jsonify(knowledge.shown(session, row))
+
+
+@bp.delete("/workflow-configs/<config_id>/knowledge/<document_id>")
+def delete_knowledge_document(config_id: str, document_id: str) -> tuple[str, int]:
+    parsed = parse_id(config_id, "workflow config id")
+    doc_id = parse_id(document_id, "document id")
+    with session_scope() as session:
+        knowledge.delete_document(session, parsed, doc_id)
+    return "", 204
+
+
+def _document_from_request() -> documents.Document:
+    if (request.content_length or 0) > documents.MAX_UPLOAD_BYTES + 64 * 1024:
+        raise Invalid(f"document too large: at most {documents.MAX_UPLOAD_BYTES} bytes")
+    if request.mimetype == "multipart/form-data":
+        upload = request.files.get("file")
+        if upload is None:
+            raise Invalid("multipart body must have a 'file' part")
+        data = upload.read(documents.MAX_UPLOAD_BYTES + 1)
+        return documents.from_upload(data, filename=upload.filename,
+                                     mimetype=upload.mimetype, title=request.form.get("title"))
+    data = json_body()
+    if not isinstance(data, dict):
+        raise Invalid("body must be a JSON object with 'title' and 'content', or a multipart "
+                      "file")
+    unknown = sorted(set(data) - {"title", "content"})
+    if unknown:
+        raise Invalid(f"unknown field(s): {', '.join(unknown)}")
+    return documents.from_text(data.get("title"), data.get("content"))
+
+
+@bp.post("/workflow-configs/<config_id>/faq")
+def add_faq_entry(config_id: str) -> tuple[Response, int]:
+    """`{"question", "answer"}`: an approved answer, searched before the documents."""
+    data = json_body()
+    parsed = parse_id(config_id, "workflow config id")
+    with session_scope() as session:
+        view = knowledge.faq_view(knowledge.add_faq(session, parsed, data))
+    response = jsonify(view)
+    response.headers["Location"] = f"{bp.url_prefix}/workflow-configs/{parsed}/faq/{view['id']}"
+    return response, 201
+
+
+@bp.get("/workflow-configs/<config_id>/faq")
+def list_faq_entries(config_id: str) -> Response:
+    parsed = parse_id(config_id, "workflow config id")
+    with session_scope() as session:
+        return jsonify(faq=[knowledge.faq_view(row)
+                            for row in knowledge.list_faq(session, parsed)])
+
+
+@bp.put("/workflow-configs/<config_id>/faq/<faq_id>")
+def replace_faq_entry(config_id: str, faq_id: str) -> Response:
+    data = json_body()
+    parsed, entry = parse_id(config_id, "workflow config id"), parse_id(faq_id, "FAQ id")
+    with session_scope() as session:
+        return jsonify(knowledge.faq_view(knowledge.replace_faq(session, parsed, entry, data)))
+
+
+@bp.delete("/workflow-configs/<config_id>/faq/<faq_id>")
+def delete_faq_entry(config_id: str, faq_id: str) -> tuple[str, int]:
+    parsed, entry = parse_id(config_id, "workflow config id"), parse_id(faq_id, "FAQ id")
+    with session_scope() as session:
+        knowledge.delete_faq(session, parsed, entry)
     return "", 204
 
 

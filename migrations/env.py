@@ -13,6 +13,19 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
 target_metadata = Base.metadata
 
 
+def _include_name(name, type_, parent_names) -> bool:  # type: ignore[no-untyped-def]
+    # SQLite's FTS5 index of the knowledge passages and its shadow tables are the migration's
+    # own (a virtual table SQLAlchemy does not describe).
+    return not (type_ == "table" and (name or "").startswith("knowledge_passages_fts"))
+
+
+def _on_this_dialect(obj, dialect: str) -> bool:  # type: ignore[no-untyped-def]
+    # An index made for one database only (`Index(...).ddl_if(dialect=...)`, the PostgreSQL
+    # GIN index of the passages) is no difference on the others.
+    condition = getattr(obj, "_ddl_if", None)
+    return condition is None or condition.dialect in (None, dialect)
+
+
 def run_migrations_offline() -> None:
     context.configure(
         url=get_settings().database_url,
@@ -42,6 +55,9 @@ def _run(connection) -> None:  # type: ignore[no-untyped-def]
         connection=connection,
         target_metadata=target_metadata,
         compare_type=True,
+        include_name=_include_name,
+        include_object=lambda obj, name, type_, reflected, compare_to: _on_this_dialect(
+            obj, connection.dialect.name),
         # SQLite cannot ALTER most things; batch mode rebuilds the table instead.
         render_as_batch=connection.dialect.name == "sqlite",
     )

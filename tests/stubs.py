@@ -10,12 +10,16 @@ a worker it does not share memory with (failures are set on the stub itself):
   say it is passing the customer on;
 - ``#tool`` makes it call ``send_whatsapp`` and then finish without text;
 - ``#flood <n>`` makes it call ``send_whatsapp`` n times in one answer, then finish without text;
+- ``#search <query>`` makes it call ``search_knowledge`` with that query, then answer
+  ``"Conhecimento: " + <the tool's result>``;
 - ``#call <name> {json}`` makes it call the business tool ``<name>`` with those arguments, then
   answer ``"Resultado: " + <the tool's result>`` (or an apology when the result is an error);
 otherwise the model answers ``"Resposta: " + <the customer messages of this turn>`` (an image
 part reads ``<image>``).
 
-The LLM stand-in also serves OpenAI's ``/v1/audio/transcriptions`` (multipart in, ``{"text"}``
+The LLM stand-in also serves OpenAI's ``/v1/embeddings`` (a bag of words hashed into
+EMBEDDING_DIMENSIONS numbers: texts sharing words are similar, others orthogonal) and
+``/v1/audio/transcriptions`` (multipart in, ``{"text"}``
 out); the WuzAPI stand-in serves ``/chat/download*`` (the media keys in, the media as a data: URL
 out) and, for GET, files standing in for an S3 bucket.
 """
@@ -26,10 +30,14 @@ import base64
 import email.parser
 import email.policy
 import json
+import math
 import re
+import struct
 import threading
 import time
+import unicodedata
 import uuid
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -181,6 +189,8 @@ class LLMStub(_Server):
     def handle(self, path: str, headers: dict[str, str], body: Any) -> tuple[int, Any]:
         if path.endswith("/audio/transcriptions"):
             return self._transcribe(path, body)
+        if path.endswith("/embeddings"):
+            return self._embed(path, body)
         if not path.endswith("/chat/completions") or not isinstance(body, dict):
             return self._handle(path, headers, body)
         call: dict[str, Any] = {"start": time.monotonic(), "end": None, "status": None,
@@ -211,6 +221,12 @@ class LLMStub(_Server):
             return self.fail_status, {"error": {"message": "stub failure", "type": "server_error"}}
         last = messages[-1] if messages else {}
         business_call = _BUSINESS_CALL.search(turn)
+        search = _SEARCH.search(turn)
+        if search and last.get("role") == "tool":
+            return 200, _completion(body, content=f"Conhecimento: {last.get('content') or ''}")
+        if search:
+            return 200, _completion(body, tool_call=("search_knowledge",
+                                                     {"query": search.group(1).strip()}))
         if business_call and last.get("role") == "tool":
             result = last.get("content") or ""
             if result.startswith("error:"):
@@ -241,6 +257,25 @@ class LLMStub(_Server):
         return 200, _completion(body, content=f"Resposta: {turn}")
 
 
+    def _embed(self, path: str, body: Any) -> tuple[int, Any]:
+        self.record({"path": path, "body": body, "headers": {}})
+        if self.fail_status:
+            return self.fail_status, {"error": {"message": "stub failure", "type": "server_error"}}
+        texts = (body or {}).get("input")
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not texts:
+            return 400, {"error": {"message": "input is required"}}
+        data = []
+        for index, text in enumerate(texts):
+            vector = embedding(str(text))
+            if body.get("encoding_format") == "base64":
+                packed = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+                data.append({"object": "embedding", "index": index, "embedding": packed})
+            else:
+                data.append({"object": "embedding", "index": index, "embedding": vector})
+        return 200, {"object": "list", "data": data, "model": body.get("model", "stub"),
+                     "usage": {"prompt_tokens": 5 * len(texts), "total_tokens": 5 * len(texts)}}
+
     def _transcribe(self, path: str, body: Any) -> tuple[int, Any]:
         body = body if isinstance(body, dict) else {"fields": {}, "files": {}}
         with self.changed:
@@ -257,6 +292,20 @@ class LLMStub(_Server):
 
 
 _BUSINESS_CALL = re.compile(r"#call (\S+) ?(.*)")
+_SEARCH = re.compile(r"#search (.+)")
+EMBEDDING_DIMENSIONS = 64
+
+
+def embedding(text: str) -> list[float]:
+    """The stand-in's embedding of `text`: its words (accents and case aside, three letters or
+    more) hashed into buckets, normalised to length 1."""
+    plain = "".join(c for c in unicodedata.normalize("NFKD", text.lower())
+                    if not unicodedata.combining(c))
+    vector = [0.0] * EMBEDDING_DIMENSIONS
+    for word in re.findall(r"\w{3,}", plain):
+        vector[zlib.crc32(word.encode()) % EMBEDDING_DIMENSIONS] += 1.0
+    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    return [v / norm for v in vector]
 _FLOOD = re.compile(r"#flood (\d+)")
 
 

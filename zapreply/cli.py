@@ -349,6 +349,43 @@ def operator_set_active(args: argparse.Namespace, *, active: bool) -> int:
     return 0
 
 
+def _document(args: argparse.Namespace) -> Any:
+    """The document a `knowledge add|replace` names: a file, or --title with --content (or
+    --content-stdin)."""
+    import mimetypes
+
+    from zapreply.actions import documents
+
+    if args.file is not None:
+        if args.content is not None or args.content_stdin:
+            raise ValueError("give a FILE or --content, not both")
+        path = Path(args.file)
+        try:
+            with path.open("rb") as handle:
+                data = handle.read(documents.MAX_UPLOAD_BYTES + 1)
+        except OSError as exc:
+            raise ValueError(f"cannot read {args.file!r}: {exc.strerror}") from None
+        return documents.from_upload(data, filename=path.name,
+                                     mimetype=mimetypes.guess_type(path.name)[0],
+                                     title=args.title)
+    content = sys.stdin.read() if args.content_stdin else args.content
+    if content is None:
+        raise ValueError("give a FILE, or --title with --content or --content-stdin")
+    return documents.from_text(args.title, content)
+
+
+@_refusals
+def knowledge_add(args: argparse.Namespace) -> int:
+    from zapreply.actions import knowledge
+    from zapreply.storage.db import session_scope
+
+    document = _document(args)
+    with session_scope() as session:
+        _print(knowledge.shown(session, knowledge.add_document(session, args.config_id,
+                                                               document)))
+    return 0
+
+
 @_refusals
 def operator_reset_password(args: argparse.Namespace) -> int:
     from zapreply.actions import operators
@@ -360,6 +397,150 @@ def operator_reset_password(args: argparse.Namespace) -> int:
                                                        actor=OPERATOR))
     _print(view)
     return 0
+
+
+@_refusals
+def knowledge_replace(args: argparse.Namespace) -> int:
+    from zapreply.actions import knowledge
+    from zapreply.storage.db import session_scope
+
+    document = _document(args)
+    with session_scope() as session:
+        _print(knowledge.shown(session, knowledge.replace_document(
+            session, args.config_id, args.document_id, document)))
+    return 0
+
+
+@_refusals
+def knowledge_list(args: argparse.Namespace) -> int:
+    from zapreply.actions import knowledge
+    from zapreply.storage.db import session_scope
+
+    with session_scope() as session:
+        _print(knowledge.list_documents(session, args.config_id))
+    return 0
+
+
+@_refusals
+def knowledge_show(args: argparse.Namespace) -> int:
+    from zapreply.actions import knowledge
+    from zapreply.storage.db import session_scope
+
+    with session_scope() as session:
+        row = knowledge.get_document(session, args.config_id, args.document_id)
+        _print(knowledge.shown(session, row, content=True))
+    return 0
+
+
+@_refusals
+def knowledge_delete(args: argparse.Namespace) -> int:
+    from zapreply.actions import knowledge
+    from zapreply.storage.db import session_scope
+
+    with session_scope() as session:
+        knowledge.delete_document(session, args.config_id, args.document_id)
+    _print({"deleted": args.document_id})
+    return 0
+
+
+@_refusals
+def faq_add(args: argparse.Namespace) -> int:
+    from zapreply.actions import knowledge
+    from zapreply.storage.db import session_scope
+
+    body = {"question": args.question, "answer": args.answer}
+    with session_scope() as session:
+        _print(knowledge.faq_view(knowledge.add_faq(session, args.config_id, body)))
+    return 0
+
+
+@_refusals
+def faq_replace(args: argparse.Namespace) -> int:
+    from zapreply.actions import knowledge
+    from zapreply.storage.db import session_scope
+
+    body = {"question": args.question, "answer": args.answer}
+    with session_scope() as session:
+        _print(knowledge.faq_view(knowledge.replace_faq(session, args.config_id, args.faq_id,
+                                                        body)))
+    return 0
+
+
+@_refusals
+def faq_list(args: argparse.Namespace) -> int:
+    from zapreply.actions import knowledge
+    from zapreply.storage.db import session_scope
+
+    with session_scope() as session:
+        _print([knowledge.faq_view(row) for row in knowledge.list_faq(session, args.config_id)])
+    return 0
+
+
+@_refusals
+def faq_delete(args: argparse.Namespace) -> int:
+    from zapreply.actions import knowledge
+    from zapreply.storage.db import session_scope
+
+    with session_scope() as session:
+        knowledge.delete_faq(session, args.config_id, args.faq_id)
+    _print({"deleted": args.faq_id})
+    return 0
+
+
+def _knowledge_parsers(commands: Any) -> None:
+    knowledge = commands.add_parser(
+        "knowledge", help="a config's knowledge base: documents the bot answers from"
+    ).add_subparsers(dest="knowledge_command", required=True)
+
+    def document(p: argparse.ArgumentParser) -> None:
+        p.add_argument("file", nargs="?", help="a .txt, .md, .pdf, .csv or .html file")
+        p.add_argument("--title", help="the document's title (default: the file's name)")
+        p.add_argument("--content", help="the document's text, instead of a file")
+        p.add_argument("--content-stdin", action="store_true",
+                       help="read the document's text from stdin")
+
+    add = knowledge.add_parser("add", help="add a document")
+    add.add_argument("config_id", type=int)
+    document(add)
+    add.set_defaults(func=knowledge_add)
+    replace = knowledge.add_parser("replace", help="replace a document's title and text")
+    replace.add_argument("config_id", type=int)
+    replace.add_argument("document_id", type=int)
+    document(replace)
+    replace.set_defaults(func=knowledge_replace)
+    listing = knowledge.add_parser("list", help="list a config's documents")
+    listing.add_argument("config_id", type=int)
+    listing.set_defaults(func=knowledge_list)
+    show = knowledge.add_parser("show", help="print a document with its text")
+    show.add_argument("config_id", type=int)
+    show.add_argument("document_id", type=int)
+    show.set_defaults(func=knowledge_show)
+    remove = knowledge.add_parser("delete", help="delete a document")
+    remove.add_argument("config_id", type=int)
+    remove.add_argument("document_id", type=int)
+    remove.set_defaults(func=knowledge_delete)
+
+    faq = commands.add_parser(
+        "faq", help="a config's FAQ: approved answers, searched before the documents"
+    ).add_subparsers(dest="faq_command", required=True)
+    faq_new = faq.add_parser("add", help="add a question and its approved answer")
+    faq_new.add_argument("config_id", type=int)
+    faq_new.add_argument("--question", required=True)
+    faq_new.add_argument("--answer", required=True)
+    faq_new.set_defaults(func=faq_add)
+    faq_change = faq.add_parser("replace", help="replace an entry's question and answer")
+    faq_change.add_argument("config_id", type=int)
+    faq_change.add_argument("faq_id", type=int)
+    faq_change.add_argument("--question", required=True)
+    faq_change.add_argument("--answer", required=True)
+    faq_change.set_defaults(func=faq_replace)
+    faq_all = faq.add_parser("list", help="list a config's FAQ entries")
+    faq_all.add_argument("config_id", type=int)
+    faq_all.set_defaults(func=faq_list)
+    faq_remove = faq.add_parser("delete", help="delete an FAQ entry")
+    faq_remove.add_argument("config_id", type=int)
+    faq_remove.add_argument("faq_id", type=int)
+    faq_remove.set_defaults(func=faq_delete)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -453,6 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument("name")
     reset.add_argument("--password-stdin", action="store_true", required=True)
     reset.set_defaults(func=operator_reset_password)
+    _knowledge_parsers(commands)
 
     again = commands.add_parser("replay", help="re-run a failed reply run")
     again.add_argument("run_id", type=int)

@@ -56,6 +56,10 @@ SAMPLES = {
     "transcription_language": ("pt", "pt"), "vision": ("never", "never"),
     "media_fallback_text": ("Não abro arquivos.", "Não abro arquivos."),
     "retention_days": ("30", 30),
+    "knowledge_language": ("english", "english"), "knowledge_results": ("3", 3),
+    "knowledge_only": ("true", True),
+    "embedding_model": ("openai/text-embedding-3-small", "openai/text-embedding-3-small"),
+    "knowledge_min_similarity": ("0.4", 0.4),
 }
 
 

@@ -16,6 +16,7 @@ from zapreply.actions.errors import Invalid, NotFound
 from zapreply.rules import configs
 from zapreply.storage import events
 from zapreply.storage.events import EventType
+from zapreply.storage import knowledge
 from zapreply.storage.models import WorkflowConfig
 
 
@@ -48,6 +49,10 @@ def update_config(session: Session, config_id: int, data: Any, *,
     if actor is not None:
         events.record(session, EventType.CONFIG_UPDATED, actor=actor, workflow_config_id=config.id,
                       fields=sorted(values))
+    # A new knowledge_language: the passages are indexed in it at once (a PostgreSQL search
+    # in one language finds nothing indexed in another).
+    knowledge.reindex(session, config.id,
+                      configs.options_of(config).knowledge_language or "portuguese")
     return config
 
 

@@ -322,3 +322,25 @@ def supports_vision(model: str) -> bool:
         except Exception:  # noqa: BLE001 - an unknown provider prefix
             _vision[model] = False
     return _vision[model]
+
+
+def embed(model: str, texts: list[str], *, timeout: float) -> list[list[float]]:
+    """One vector per text, in order, from any litellm embedding model (same provider keys as
+    the chat model)."""
+    if not texts:
+        return []
+    try:
+        response = litellm.embedding(model=model, input=texts, timeout=timeout,
+                                     num_retries=0, max_retries=0)
+    except Exception as exc:  # noqa: BLE001 - mapped by status, as transcription's
+        raise LLMError(_describe(exc), permanent=_is_permanent(exc)) from exc
+    items = sorted(response.data, key=lambda item: _field(item, "index"))
+    vectors = [[float(v) for v in _field(item, "embedding")] for item in items]
+    if len(vectors) != len(texts):
+        raise LLMError(f"{model} gave {len(vectors)} embeddings for {len(texts)} texts",
+                       permanent=False)
+    return vectors
+
+
+def _field(item: Any, name: str) -> Any:
+    return item[name] if isinstance(item, dict) else getattr(item, name)

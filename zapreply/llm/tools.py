@@ -4,6 +4,7 @@ bound to the conversation being answered, so the model cannot message anyone els
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +13,13 @@ if TYPE_CHECKING:
 
 SEND_WHATSAPP = "send_whatsapp"
 HANDOFF_TO_HUMAN = "handoff_to_human"
-BUILT_IN = frozenset({SEND_WHATSAPP, HANDOFF_TO_HUMAN})
+SEARCH_KNOWLEDGE = "search_knowledge"
+BUILT_IN = frozenset({SEND_WHATSAPP, HANDOFF_TO_HUMAN, SEARCH_KNOWLEDGE})
+MAX_QUERY_CHARS = 500
+
+# The search of a config's knowledge base (zapreply.replies.knowledge): a query in, the text
+# for the model and what the event records out.
+KnowledgeSearch = Callable[[str], tuple[str, dict[str, Any]]]
 
 MAX_MESSAGE_CHARS = 4096
 
@@ -50,6 +57,26 @@ SCHEMAS: list[dict[str, Any]] = [
     },
 ]
 
+# Offered only to configs with a knowledge base.
+KNOWLEDGE_SCHEMA: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": SEARCH_KNOWLEDGE,
+        "description": (
+            "Search the business's own documents and FAQ (products, prices, policies, hours, "
+            "delivery...). Use it before answering any question about the business; answer "
+            "from what it returns, never from guesses."
+        ),
+        "parameters": {
+            "type": "object",
+            "properties": {"query": {"type": "string",
+                                     "description": "What to look for, in the customer's "
+                                                    "words."}},
+            "required": ["query"],
+        },
+    },
+}
+
 
 @dataclass
 class Effects:
@@ -64,9 +91,10 @@ class Effects:
 
 
 def execute(name: str, raw_arguments: str, effects: Effects,
-            business: Toolbox | None = None) -> str:
+            business: Toolbox | None = None, knowledge: KnowledgeSearch | None = None) -> str:
     """Run a tool call; the string returned goes back to the model. Never raises.
-    `business`: the tools the config defines (zapreply.llm.business_tools)."""
+    `business`: the tools the config defines (zapreply.llm.business_tools); `knowledge`: its
+    knowledge base's search, when it has one."""
     try:
         arguments = json.loads(raw_arguments or "{}")
         if not isinstance(arguments, dict):
@@ -91,6 +119,15 @@ def execute(name: str, raw_arguments: str, effects: Effects,
         reason = arguments.get("reason")
         effects.handoff_reason = str(reason or "requested by the assistant")[:500]
         result = "ok: a human attendant will take over; the bot stops answering"
+    elif name == SEARCH_KNOWLEDGE and knowledge is not None:
+        query = arguments.get("query")
+        if not isinstance(query, str) or not query.strip():
+            result = "error: 'query' must be a non-empty string"
+        else:
+            result, details = knowledge(query.strip()[:MAX_QUERY_CHARS])
+            effects.calls.append({"name": name, "arguments": arguments, "result": result,
+                                  "details": details})
+            return result
     elif business is not None and name in business:
         result, details = business.call(name, arguments)
         effects.calls.append({"name": name, "arguments": arguments, "result": result,

@@ -11,7 +11,7 @@ import time
 
 from zapreply.channel import messaging
 from zapreply.llm import business_tools, tools
-from zapreply.replies import failures, media, outbox, plan
+from zapreply.replies import failures, knowledge, media, outbox, plan
 from zapreply.replies.prompt import Prompt
 from zapreply.replies.steps import Deliver, Draft, Generate, Next, RunContext
 from zapreply.rules import budget
@@ -93,13 +93,16 @@ def generate(prompt: Prompt, settings: Settings, effects: tools.Effects | None =
     business = business_tools.Toolbox(
         prompt.options.tools, budget_seconds=deadline - time.monotonic(),
         identity=prompt.identity, private_hosts=prompt.options.tool_private_hosts)
+    search = knowledge.Search(prompt.config_id, prompt.options, settings, deadline) \
+        if prompt.knowledge else None
+    schemas = tools.SCHEMAS + ([tools.KNOWLEDGE_SCHEMA] if search else []) + business.schemas
     completions = []
     final = ""
     for _round in range(settings.max_tool_rounds + 1):
         completion = llm.complete(
             model=prompt.model,
             messages=messages,
-            tools=tools.SCHEMAS + business.schemas,
+            tools=schemas,
             timeout=settings.llm_timeout_seconds,
             temperature=prompt.options.temperature,
             max_tokens=prompt.options.max_tokens,
@@ -110,7 +113,7 @@ def generate(prompt: Prompt, settings: Settings, effects: tools.Effects | None =
             break
         messages.append(completion.as_message())
         for call in completion.tool_calls:
-            result = tools.execute(call.name, call.arguments, effects, business)
+            result = tools.execute(call.name, call.arguments, effects, business, search)
             messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
     # When the model used send_whatsapp, those messages are the reply; its closing text is
     # commentary for us ("I sent it"), not for the customer.

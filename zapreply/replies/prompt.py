@@ -19,6 +19,7 @@ from zapreply.rules.configs import options_of
 from zapreply.rules.options import Options
 from zapreply.rules.text import quoted_name
 from zapreply.settings import Settings
+from zapreply.storage import knowledge as knowledge_store
 from zapreply.storage import runs
 from zapreply.storage.models import (
     Conversation,
@@ -27,6 +28,15 @@ from zapreply.storage.models import (
     WorkflowConfig,
     extra_of,
     utcnow,
+)
+
+# Option knowledge_only: the business wants no answer that its documents do not back.
+KNOWLEDGE_ONLY = (
+    "Answer questions about the business (products, prices, policies, hours, delivery) only "
+    "with what the search_knowledge tool returns, and search before answering them. When it "
+    "finds nothing relevant, say you do not have that information, or hand the conversation "
+    "to a person with handoff_to_human if the customer needs an answer. Never invent prices, "
+    "policies or other facts."
 )
 
 
@@ -46,6 +56,8 @@ class Prompt:
     burst: list[media.Item] = field(default_factory=list)
     # Whose conversation it is, as the business's tools are told.
     identity: business_tools.Identity | None = None
+    # The config has a knowledge base: the model gets search_knowledge.
+    knowledge: bool = False
 
 
 def build(
@@ -74,11 +86,16 @@ def build(
     rows = _current_session(rows, options.session_idle_hours)
     messages: list[dict[str, Any]] = []
     group = groups.is_group_chat(conversation.chat_jid)
+    knowledge = knowledge_store.has_knowledge(session, config.id)
+    system = ""
     if config.system_prompt:
         # In a group, {contact_name} and {contact_phone} are the member who wrote last.
         who = groups.speaker(conversation, rows) if group else conversation
-        messages.append({"role": "system",
-                         "content": render_prompt(config.system_prompt, who, options)})
+        system = render_prompt(config.system_prompt, who, options)
+    if knowledge and options.knowledge_only:
+        system = f"{system}\n\n{KNOWLEDGE_ONLY}" if system else KNOWLEDGE_ONLY
+    if system:
+        messages.append({"role": "system", "content": system})
     burst: list[media.Item] = []
     for row in rows:
         if row.role == Role.CUSTOMER and row.reply_run_id == run_id:
@@ -93,7 +110,8 @@ def build(
     identity = business_tools.Identity(conversation.instance, conversation.id,
                                        conversation.chat_jid, conversation.contact_phone)
     return Prompt(config.id, config.model, messages, options, first_seq=first_seq,
-                  instance=conversation.instance, burst=burst, identity=identity)
+                  instance=conversation.instance, burst=burst, identity=identity,
+                  knowledge=knowledge)
 
 
 def _chat_message(row: Message, group: bool) -> dict[str, Any]:

@@ -58,6 +58,25 @@ def _check_non_empty(name: str) -> Callable[[Any], None]:
     return check
 
 
+# PostgreSQL's built-in text search configurations (stemming and stop words per language).
+KNOWLEDGE_LANGUAGES = (
+    "simple", "arabic", "armenian", "basque", "catalan", "danish", "dutch", "english",
+    "finnish", "french", "german", "greek", "hindi", "hungarian", "indonesian", "irish",
+    "italian", "lithuanian", "nepali", "norwegian", "portuguese", "romanian", "russian",
+    "serbian", "spanish", "swedish", "tamil", "turkish", "yiddish",
+)
+
+
+def _check_similarity(value: float) -> None:
+    if not 0 <= value <= 1:
+        raise InvalidConfig("option 'knowledge_min_similarity' must be from 0 to 1")
+
+
+def _check_results(value: int) -> None:
+    if not 1 <= value <= 20:
+        raise InvalidConfig("option 'knowledge_results' must be from 1 to 20")
+
+
 def _option(default: Any, doc: str, types: tuple[type, ...], *, choices: tuple[str, ...] = (),
             check: Callable[[Any], None] | None = None) -> Any:
     meta = {"types": types, "choices": choices, "check": check, "doc": doc}
@@ -167,6 +186,22 @@ class Options:
     retention_days: int | None = _option(180, "messages and events older than this are "
                                          "deleted (zapreply.actions.privacy); None keeps them",
                                          (int,), check=_check_retention_days)
+    knowledge_language: str | None = _option(
+        "portuguese", "the language of the knowledge base's full-text search on PostgreSQL "
+        "(stemming, stop words; zapreply.storage.knowledge)", (str,),
+        choices=KNOWLEDGE_LANGUAGES)
+    knowledge_results: int | None = _option(5, "passages search_knowledge gives the model at "
+                                            "most", (int,), check=_check_results)
+    knowledge_only: bool | None = _option(False, "the model is told to answer only from the "
+                                          "knowledge base, and told plainly when a search "
+                                          "finds nothing relevant", (bool,))
+    embedding_model: str | None = _option(None, "a litellm embedding model: passages are also "
+                                          "found by vector similarity; None: full-text search "
+                                          "only", (str,),
+                                          check=_check_non_empty("embedding_model"))
+    knowledge_min_similarity: float | None = _option(
+        0.5, "with embedding_model, the cosine similarity below which a passage the full-text "
+        "search did not match counts as not relevant", NUMBER, check=_check_similarity)
 
     @classmethod
     def of(cls, stored: Mapping[str, Any] | None) -> Options:
