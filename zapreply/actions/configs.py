@@ -14,9 +14,8 @@ from sqlalchemy.orm import Session
 
 from zapreply.actions.errors import Invalid, NotFound
 from zapreply.rules import configs
-from zapreply.storage import events
+from zapreply.storage import events, knowledge
 from zapreply.storage.events import EventType
-from zapreply.storage import knowledge
 from zapreply.storage.models import WorkflowConfig
 
 
