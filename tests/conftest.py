@@ -41,7 +41,48 @@ FIXTURES = ROOT / "tests" / "fixtures" / "wuzapi"
 PG_SERVER = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 # Per-run database and Redis db, so concurrent runs on one machine never share state.
 RUN_ID = os.getpid()
-REDIS_URL = os.environ.get("TEST_REDIS_URL", f"redis://127.0.0.1:6379/{1 + RUN_ID % 15}")
+REDIS_SERVER = "redis://127.0.0.1:6379"
+
+
+def _claim_redis_db() -> int:
+    """A Redis db (1-15) no other live test run on this machine uses: claimed by a key in db 0
+    holding this run's pid, taken over from a run whose process is gone, given back at exit.
+    Another run's worker on the same db would take this run's tasks."""
+    import atexit
+
+    try:
+        claims = redis.Redis.from_url(f"{REDIS_SERVER}/0", socket_connect_timeout=3)
+        for number in range(1, 16):
+            key = f"zapreply-tests:db:{number}"
+            if not claims.set(key, RUN_ID, nx=True, ex=6 * 3600):
+                owner = claims.get(key)
+                if owner is None or _alive(int(owner)):
+                    continue
+                claims.set(key, RUN_ID, ex=6 * 3600)
+            redis.Redis.from_url(f"{REDIS_SERVER}/{number}").flushdb()
+            atexit.register(_give_back, claims, key)
+            return number
+    except redis.RedisError:
+        pass  # the broker_url fixture says clearly that Redis is missing
+    return 1 + RUN_ID % 15
+
+
+def _give_back(claims: redis.Redis, key: str) -> None:
+    if claims.get(key) == str(RUN_ID).encode():
+        claims.delete(key)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL") or f"{REDIS_SERVER}/{_claim_redis_db()}"
 ADMIN_TOKEN = "test-admin-token"
 # The key WuzAPI's global webhook signs with (WUZAPI_HMAC_KEY) in every process the tests start:
 # deliveries are authenticated the way a deployment's are.
