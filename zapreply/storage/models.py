@@ -385,6 +385,25 @@ class Operator(Base):
     # An OperatorRole.
     role: Mapped[str] = mapped_column(String(10))
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[created_at]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SignInFailure(Base):
+    """A refused sign-in, counted per username and per address to throttle guessing."""
+
+    __tablename__ = "sign_in_failures"
+    __table_args__ = (
+        Index("ix_sign_in_failures_username", "username", "created_at"),
+        Index("ix_sign_in_failures_remote_addr", "remote_addr", "created_at"),
+    )
+
+    id: Mapped[intpk]
+    username: Mapped[str] = mapped_column(String(64))
+    remote_addr: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[created_at]
+
+
 class KnowledgeDocument(Base):
     """A document of a config's knowledge base, as text (zapreply.actions.knowledge); searched
     through its passages."""
@@ -404,19 +423,6 @@ class KnowledgeDocument(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
-class SignInFailure(Base):
-    """A refused sign-in, counted per username and per address to throttle guessing."""
-
-    __tablename__ = "sign_in_failures"
-    __table_args__ = (
-        Index("ix_sign_in_failures_username", "username", "created_at"),
-        Index("ix_sign_in_failures_remote_addr", "remote_addr", "created_at"),
-    )
-
-    id: Mapped[intpk]
-    username: Mapped[str] = mapped_column(String(64))
-    remote_addr: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[created_at]
 class KnowledgePassage(Base):
     """A piece of a document, the unit the model gets back from a search. Indexed for
     full-text search: on PostgreSQL in search_vector (a tsvector in `language`, a text search
