@@ -6,6 +6,7 @@ worker's task modules, and with them litellm.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -146,16 +147,24 @@ class Publisher:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._celery: Celery | None = None
+        self._celery_lock = threading.Lock()
         self._fast: RedisFastPublisher | None = None
         if settings.publish_fast_path == "redis" and _is_redis(settings.broker_url):
             from zapreply.broker.redis_fast_publish import RedisFastPublisher
 
             self._fast = RedisFastPublisher(settings.broker_url, QUEUE)
+        else:
+            # Made now, while one thread builds the app: the first import of `celery` is not
+            # safe from several threads at once (a request racing another got "cannot import
+            # name 'Celery'").
+            self._celery = make_celery(settings)
 
     @property
     def celery(self) -> Celery:
         if self._celery is None:
-            self._celery = make_celery(self.settings)
+            with self._celery_lock:
+                if self._celery is None:
+                    self._celery = make_celery(self.settings)
         return self._celery
 
     @property
