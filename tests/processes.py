@@ -37,19 +37,21 @@ def wait_until_answering(url: str, process: subprocess.Popen, *, timeout: float,
         time.sleep(0.1)
 
 
-class Receiver:
-    """gunicorn 'webhook_app:create_app()', as deployed."""
+class Gunicorn:
+    """`gunicorn <app>` from the repository's directory (so gunicorn.conf.py applies), as
+    deployed; ready once `ready_path` answers."""
 
-    def __init__(self, env: dict[str, str], port: int, log_path: Path) -> None:
+    def __init__(self, app: str, ready_path: str, env: dict[str, str], port: int,
+                 log_path: Path) -> None:
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
         with open(log_path, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-                 "webhook_app:create_app()"],
+                 app],
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
             )
-        wait_until_answering(f"{self.url}/healthz", self.process, timeout=30,
+        wait_until_answering(f"{self.url}{ready_path}", self.process, timeout=30,
                              log=lambda: log_path.read_text(errors="replace"))
 
     def stop(self) -> None:
@@ -59,3 +61,10 @@ class Receiver:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=10)
+
+
+class Receiver(Gunicorn):
+    """gunicorn 'webhook_app:create_app()', as deployed."""
+
+    def __init__(self, env: dict[str, str], port: int, log_path: Path) -> None:
+        super().__init__("webhook_app:create_app()", "/healthz", env, port, log_path)

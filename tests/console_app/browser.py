@@ -4,41 +4,23 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.processes import ROOT, free_port, wait_until_answering
+from tests.processes import ROOT, Gunicorn, free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 SCREENSHOTS = ROOT / "artifacts" / "console"
 
 
-class Console:
+class Console(Gunicorn):
     """gunicorn 'console_app:create_app()', as deployed (gunicorn.conf.py's console settings)."""
 
     def __init__(self, env: dict[str, str], port: int, log_path: Path) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path = log_path
-        with open(log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
-                 "--workers", "2", "console_app:create_app()"],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        wait_until_answering(f"{self.url}/login", self.process, timeout=30,
-                             log=lambda: log_path.read_text(errors="replace"))
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        super().__init__("console_app:create_app()", "/login", env, port, log_path)
 
 
 @pytest.fixture(scope="module")
