@@ -16,7 +16,7 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from tests.conftest import ADMIN_TOKEN, FIXTURES, running_worker, wait_until_idle
 from tests.e2e import events_of, post, wait_for
@@ -175,8 +175,8 @@ def test_the_model_remembers_a_fact_and_sees_the_notes_in_a_later_session(
 
         # Two days later: a new session, the earlier messages no longer shown, the notes are.
         with session_scope() as session:
-            session.execute(update(Message).values(
-                created_at=Message.created_at - timedelta(days=2)))
+            for message in session.scalars(select(Message)):
+                message.created_at -= timedelta(days=2)
         says(receiver, "oi de novo", chat=PHONE)
         wuzapi.wait_for(lambda sent: len(sent) >= 3, timeout=30)
     request = llm.chat_requests()[-1]["body"]

@@ -430,6 +430,19 @@ def purge_expired(
             with session_scope() as session:
                 events.record(session, EventType.RETENTION_PURGED, **summary)
             summaries.append(summary)
+    # A pair of addresses outlives no conversation of its person: once the retention has
+    # deleted those, the pair goes too (a day's grace: a pair is written with its conversation).
+    orphans = select(ContactAddress.id).where(
+        ContactAddress.created_at < now - timedelta(days=1),
+        ~exists().where(Conversation.instance == ContactAddress.instance,
+                        or_(Conversation.chat_jid == ContactAddress.lid_jid,
+                            Conversation.chat_jid == ContactAddress.phone_jid)))
+    removed = _in_batches(ContactAddress, orphans, batch_size)
+    if removed:
+        summary = {"workflow_config_id": None, "addresses": removed}
+        with session_scope() as session:
+            events.record(session, EventType.RETENTION_PURGED, **summary)
+        summaries.append(summary)
     return summaries
 
 

@@ -78,6 +78,8 @@ def chat_for(session: Session, instance: str, chat_jid: str, alt_jid: str | None
     else, when both addresses are known, the phone's JID, so that messages of a new contact
     recorded at once under either address open one conversation (the unique chat); else the
     chat as it came. `alt_jid`: the other address the message carried, recorded."""
+    if not chat_jid.endswith((LID_SUFFIX, PHONE_SUFFIX)):
+        return chat_jid  # a group, a broadcast: no person's address
     if alt_jid is not None:
         pair = split(chat_jid, alt_jid)
         if pair is not None:

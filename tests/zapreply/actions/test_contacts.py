@@ -8,11 +8,11 @@ import json
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from tests.factories import INSTANCE, make_config
 from zapreply import cli
-from zapreply.actions import contacts
+from zapreply.actions import contacts, privacy
 from zapreply.replies import inbound, leases
 from zapreply.storage.db import session_scope
 from zapreply.storage.models import (
@@ -127,3 +127,22 @@ def test_the_cli_merges_split_conversations_and_edits_a_contacts_notes(capsys):
     assert cli.main(["contact", "notes", LID, "--instance", INSTANCE,
                      "--set", "x" * 4001]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_retention_deletes_a_pair_of_addresses_once_no_conversation_is_under_either():
+    config_id = make_config()
+    receive(config_id, "oi", "3A01", LID, PHONE)
+    other_lid, other_phone = "100000000000888@lid", "5511900000888@s.whatsapp.net"
+    gone = receive(config_id, "oi", "3A02", other_lid, other_phone)
+    with session_scope() as session:
+        session.execute(delete(Message).where(Message.conversation_id == gone))
+        session.execute(delete(Event).where(Event.conversation_id == gone))
+        session.execute(delete(Conversation).where(Conversation.id == gone))
+        for pair in session.scalars(select(ContactAddress)):
+            pair.created_at -= timedelta(days=2)
+
+    summaries = privacy.purge_expired()
+
+    assert {"workflow_config_id": None, "addresses": 1} in summaries
+    with session_scope() as session:
+        assert [p.lid_jid for p in session.scalars(select(ContactAddress))] == [LID]
