@@ -96,7 +96,8 @@ def generate(prompt: Prompt, settings: Settings, effects: tools.Effects | None =
     search = knowledge.Search(prompt.config_id, prompt.options, settings, deadline) \
         if prompt.knowledge else None
     options = prompt.options
-    memory = notes.remembering(prompt.notes, options.contact_notes_max_chars or 0) \
+    memory = notes.remembering(
+        prompt.notes, options.contact_notes_max_chars or notes.MAX_NOTES_CHARS) \
         if prompt.memory else None
     schemas = tools.SCHEMAS + ([tools.KNOWLEDGE_SCHEMA] if search else []) \
         + ([tools.REMEMBER_SCHEMA] if memory else []) + business.schemas
