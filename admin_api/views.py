@@ -368,5 +368,35 @@ def erase_contact(phone: str) -> Response:
     return jsonify(erased=contacts.erase_contact(phone, actor=ACTOR))
 
 
+@bp.get("/contacts/<phone>/notes")
+def contact_notes(phone: str) -> Response:
+    """A contact's notes on an instance (`?instance=`)."""
+    with session_scope() as session:
+        return jsonify(contacts.notes_of(session, text_arg("instance"), phone))
+
+
+@bp.put("/contacts/<phone>/notes")
+def set_contact_notes(phone: str) -> Response:
+    """Replace a contact's notes on an instance (`?instance=`): `{"notes": "…"}`, one fact a
+    line; null or "" clears them."""
+    body = json_body()
+    if not isinstance(body, dict) or "notes" not in body:
+        raise Invalid('body must be {"notes": "…"}')
+    with session_scope() as session:
+        return jsonify(contacts.set_notes(session, text_arg("instance"), phone, body["notes"],
+                                          actor=ACTOR))
+
+
+@bp.post("/contacts/merge-split")
+def merge_split_contacts() -> Response:
+    """Merge the conversations each person's LID and phone number left apart (`{"instance"}`
+    optional). Pairs a reply run held are listed in `busy`: run it again."""
+    body = json_body(optional=True)
+    instance = body.get("instance") if isinstance(body, dict) else None
+    if instance is not None and (not isinstance(instance, str) or not instance.strip()):
+        raise Invalid("'instance' must be a non-empty string")
+    return jsonify(contacts.merge_split(instance=instance, actor=ACTOR))
+
+
 def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None

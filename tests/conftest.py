@@ -87,7 +87,8 @@ ADMIN_TOKEN = "test-admin-token"
 # The key WuzAPI's global webhook signs with (WUZAPI_HMAC_KEY) in every process the tests start:
 # deliveries are authenticated the way a deployment's are.
 WEBHOOK_HMAC_KEY = "test-global-hmac-key-0123456789abcdef"
-TABLES = ("events", "messages", "reply_runs", "conversations", "workflow_configs", "operators",
+TABLES = ("events", "messages", "reply_runs", "conversations", "contact_addresses",
+          "workflow_configs", "operators",
           "sign_in_failures")
 
 

@@ -311,6 +311,33 @@ def contact_erase(args: argparse.Namespace) -> int:
     return 0
 
 
+@_refusals
+def contact_notes(args: argparse.Namespace) -> int:
+    """A contact's notes on an instance; with --set or --clear, replaced."""
+    from zapreply.actions import contacts
+    from zapreply.storage.db import session_scope
+
+    with session_scope() as session:
+        if args.set is not None or args.clear:
+            view = contacts.set_notes(session, args.instance, args.phone,
+                                      None if args.clear else args.set, actor="cli")
+        else:
+            view = contacts.notes_of(session, args.instance, args.phone)
+    _print(view)
+    return 0
+
+
+@_refusals
+def contacts_merge_split(args: argparse.Namespace) -> int:
+    """Merge the conversations one person's LID and phone number left apart."""
+    from zapreply.actions import contacts
+
+    result = contacts.merge_split(instance=args.instance, actor="cli")
+    _print(result)
+    # A pair a reply run held is merged by running it again.
+    return 3 if result["busy"] else 0
+
+
 def _password_from_stdin() -> str:
     if sys.stdin.isatty():
         print("password: ", end="", file=sys.stderr, flush=True)
@@ -605,7 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume.set_defaults(func=conversation_resume)
 
     contact = commands.add_parser(
-        "contact", help="a contact's personal data: export or erase it"
+        "contact", help="a contact: export or erase their data, show or edit their notes"
     ).add_subparsers(dest="contact_command", required=True)
     export = contact.add_parser("export", help="print everything stored about a contact")
     export.add_argument("phone", help="phone number (+55 11 …, digits) or JID")
@@ -614,6 +641,22 @@ def build_parser() -> argparse.ArgumentParser:
     erase.add_argument("phone", help="phone number (+55 11 …, digits) or JID")
     erase.add_argument("--yes", action="store_true", help="confirm: erasing cannot be undone")
     erase.set_defaults(func=contact_erase)
+    notes = contact.add_parser("notes", help="show or replace a contact's notes on an instance")
+    notes.add_argument("phone", help="phone number (+55 11 …, digits) or JID")
+    notes.add_argument("--instance", required=True, help="the WuzAPI instance")
+    change = notes.add_mutually_exclusive_group()
+    change.add_argument("--set", metavar="TEXT", help="the new notes, one fact a line")
+    change.add_argument("--clear", action="store_true", help="delete the notes")
+    notes.set_defaults(func=contact_notes)
+
+    contacts_parser = commands.add_parser(
+        "contacts", help="all contacts: merge conversations a LID and a number left apart"
+    ).add_subparsers(dest="contacts_command", required=True)
+    merge = contacts_parser.add_parser(
+        "merge-split", help="merge each person's LID and phone conversations into one "
+        "(safe to run again, and while workers run)")
+    merge.add_argument("--instance", help="only this WuzAPI instance")
+    merge.set_defaults(func=contacts_merge_split)
 
     operator = commands.add_parser(
         "operator", help="console operators: add, list, disable, enable, reset a password"

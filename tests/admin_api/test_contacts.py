@@ -73,7 +73,8 @@ def test_erasure_answers_the_counts_and_leaves_only_its_own_event(client, admin_
 
     assert response.status_code == 200
     assert response.get_json() == {"erased": {
-        "conversations": 1, "messages": 1, "events": 1, "runs": 0, "group_messages": 0}}
+        "conversations": 1, "messages": 1, "events": 1, "runs": 0, "group_messages": 0,
+        "addresses": 0}}
     with session_scope() as session:
         assert session.scalars(select(Conversation)).all() == []
         [erased] = session.scalars(select(Event)).all()

@@ -34,7 +34,8 @@ from tests.faults.services import (
 from tests.processes import Receiver
 from tests.stubs import LLMStub, MessagesStub
 
-TABLES = ("events", "messages", "reply_runs", "conversations", "workflow_configs")
+TABLES = ("events", "messages", "reply_runs", "conversations", "contact_addresses",
+          "workflow_configs")
 
 _metrics: list[dict[str, Any]] = []
 

@@ -216,7 +216,7 @@ def test_an_erasure_that_deadlocks_with_a_reply_being_recorded_is_tried_again(db
     thread.join(timeout=30)
 
     assert outcome.get("counts") == {"conversations": 1, "messages": 1, "events": 1, "runs": 0,
-                                     "group_messages": 0}, outcome
+                                     "group_messages": 0, "addresses": 0}, outcome
     assert_nothing_left_of_ana(texts=("oi",))
 
 

@@ -60,6 +60,7 @@ SAMPLES = {
     "knowledge_only": ("true", True),
     "embedding_model": ("openai/text-embedding-3-small", "openai/text-embedding-3-small"),
     "knowledge_min_similarity": ("0.4", 0.4),
+    "contact_memory": ("true", True), "contact_notes_max_chars": ("500", 500),
 }
 
 
@@ -123,6 +124,8 @@ def test_update_refuses_to_move_the_masked_token_to_another_host(db, capsys):
     ("opening_hours={\"mon\": [\"18:00\"]}", "not an 'HH:MM-HH:MM' range"),
     ("max_input_chars=muito", "option 'max_input_chars' has the wrong type"),
     ("no_such_option=1", "unknown option 'no_such_option'"),
+    ("contact_memory=sim", "option 'contact_memory' has the wrong type"),
+    ("contact_notes_max_chars=10", "option 'contact_notes_max_chars' must be from 50 to 4000"),
     ("tools=@/nonexistent/tools.json", "cannot read JSON"),
     ("sem-igual", "expected KEY=VALUE"),
 ])

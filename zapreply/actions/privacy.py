@@ -6,13 +6,17 @@ go in small batches, each its own transaction, so a large backlog never holds lo
 Concurrent workers are safe: on PostgreSQL a batch skips the rows another worker's batch has
 locked, on SQLite writers take turns; each deletes only what it found and counts only that.
 
+A contact is found under the number or JID asked for and under the other address WhatsApp
+paired with it (zapreply.storage.contacts: a LID and a phone JID).
+
 Erasure deletes the contact's one-to-one conversations with everything in them (messages,
-media references, runs, events), the events naming their chat without a conversation, and in
-groups the member's own messages, the events and unsent outbox rows of the runs that took
-them, and the replies of the runs that answered the member alone. A reply run in flight
-cannot bring any of it back: each of its writes is fenced on the conversation's lease token
-(zapreply.replies.leases), which a deleted conversation no longer has, and a group conversation's
-token is moved on. Neither the erasure's nor the retention's own event names the contact.
+media references, runs, events, notes), the pairs of their addresses, the events naming
+their chat without a conversation, and in groups the member's own messages, the events and
+unsent outbox rows of the runs that took them, and the replies of the runs that answered the
+member alone. A reply run in flight cannot bring any of it back: each of its writes is fenced
+on the conversation's lease token (zapreply.replies.leases), which a deleted conversation no
+longer has, and a group conversation's token is moved on. Neither the erasure's nor the
+retention's own event names the contact.
 """
 
 from __future__ import annotations
@@ -41,10 +45,12 @@ from sqlalchemy.orm import Session
 from zapreply.actions.errors import Invalid
 from zapreply.rules.options import Options
 from zapreply.settings import get_settings
+from zapreply.storage import contacts as addresses_store
 from zapreply.storage import events
 from zapreply.storage.db import session_scope
 from zapreply.storage.events import EventType
 from zapreply.storage.models import (
+    ContactAddress,
     Conversation,
     ConversationStatus,
     Event,
@@ -117,7 +123,7 @@ def _is_group(column: Any) -> ColumnElement[bool]:
     return column.like("%@g.us")
 
 
-def _own_conversations(contact: Contact) -> ColumnElement[bool]:
+def own_conversations(contact: Contact) -> ColumnElement[bool]:
     clauses = [Conversation.chat_jid.in_(contact.jids)]
     if contact.phone:
         clauses.append(Conversation.contact_phone == contact.phone)
@@ -152,16 +158,35 @@ class _Scope:
     member_runs: list[int] = field(default_factory=list)
     groups: list[int] = field(default_factory=list)
     loose_events: list[int] = field(default_factory=list)
+    # The contact's LID and phone JID pairs (zapreply.storage.contacts), on any instance.
+    addresses: list[ContactAddress] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
-        return not (self.conversation_ids or self.member_ids or self.loose_events)
+        return not (self.conversation_ids or self.member_ids or self.loose_events
+                    or self.addresses)
+
+
+def with_other_forms(contact: Contact, pairs: list[ContactAddress]) -> Contact:
+    """The contact with the addresses WhatsApp also knows them by: a number asked for finds
+    the conversations of its LID, a LID those of its number."""
+    jids = list(contact.jids)
+    phone = contact.phone
+    for pair in pairs:
+        for jid in (pair.lid_jid, pair.phone_jid):
+            if jid not in jids:
+                jids.append(jid)
+        if phone is None:
+            phone = pair.phone_jid.split("@", 1)[0]
+    return Contact(phone, tuple(jids))
 
 
 def _scope(session: Session, contact: Contact, *, lock: bool = False) -> _Scope:
     scope = _Scope()
+    scope.addresses = addresses_store.addresses(session, None, contact.jids)
+    contact = with_other_forms(contact, scope.addresses)
     own = select(Conversation.id, Conversation.chat_jid).where(
-        _own_conversations(contact)).order_by(Conversation.id)
+        own_conversations(contact)).order_by(Conversation.id)
     if lock:
         # Waits for a responder's fenced write in progress: it lands before this erasure and
         # is erased with the rest, or finds the lease gone and writes nothing.
@@ -241,6 +266,9 @@ def export_contact(session: Session, contact: Contact) -> dict[str, Any] | None:
         "group_messages": group_messages,
         "group_events": group_events,
         "other_events": other_events,
+        "addresses": [{"instance": pair.instance, "lid_jid": pair.lid_jid,
+                       "phone_jid": pair.phone_jid, "created_at": _iso(pair.created_at)}
+                      for pair in scope.addresses],
     }
 
 
@@ -250,6 +278,7 @@ def _conversation_view(row: Conversation) -> dict[str, Any]:
         "contact_phone": row.contact_phone, "contact_name": row.contact_name,
         "status": row.status, "paused_until": _iso(row.paused_until),
         "pause_reason": row.pause_reason, "last_inbound_at": _iso(row.last_inbound_at),
+        "notes": row.notes,
         "created_at": _iso(row.created_at), "updated_at": _iso(row.updated_at),
     }
 
@@ -308,7 +337,8 @@ def erase_contact(session: Session, contact: Contact, *, actor: str) -> dict[str
     def deleted(statement: Any) -> int:
         return connection.execute(statement).rowcount
 
-    counts = {"conversations": 0, "messages": 0, "events": 0, "runs": 0, "group_messages": 0}
+    counts = {"conversations": 0, "messages": 0, "events": 0, "runs": 0, "group_messages": 0,
+              "addresses": 0}
     ids = scope.conversation_ids
     if ids:
         counts["events"] += deleted(delete(Event).where(Event.conversation_id.in_(ids)))
@@ -320,6 +350,9 @@ def erase_contact(session: Session, contact: Contact, *, actor: str) -> dict[str
         counts["events"] += deleted(delete(Event).where(Event.id.in_(scope.loose_events)))
     if scope.member_ids:
         _erase_member(session, scope, counts, deleted)
+    if scope.addresses:
+        counts["addresses"] += deleted(delete(ContactAddress).where(
+            ContactAddress.id.in_([pair.id for pair in scope.addresses])))
     events.record(session, EventType.CONTACT_ERASED, actor=actor, **counts)
     return counts
 
@@ -397,6 +430,19 @@ def purge_expired(
             with session_scope() as session:
                 events.record(session, EventType.RETENTION_PURGED, **summary)
             summaries.append(summary)
+    # A pair of addresses outlives no conversation of its person: once the retention has
+    # deleted those, the pair goes too (a day's grace: a pair is written with its conversation).
+    orphans = select(ContactAddress.id).where(
+        ContactAddress.created_at < now - timedelta(days=1),
+        ~exists().where(Conversation.instance == ContactAddress.instance,
+                        or_(Conversation.chat_jid == ContactAddress.lid_jid,
+                            Conversation.chat_jid == ContactAddress.phone_jid)))
+    removed = _in_batches(ContactAddress, orphans, batch_size)
+    if removed:
+        summary = {"workflow_config_id": None, "addresses": removed}
+        with session_scope() as session:
+            events.record(session, EventType.RETENTION_PURGED, **summary)
+        summaries.append(summary)
     return summaries
 
 

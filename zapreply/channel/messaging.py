@@ -33,8 +33,12 @@ def _http() -> httpx.Client:
 
 
 def recipient(chat_jid: str, contact_phone: str | None, driver: str) -> str:
-    """WuzAPI takes the full JID (works for @lid chats too); LivChat wants the number."""
+    """WuzAPI takes the full JID; LivChat wants the number. A person's @lid chat whose number
+    is known is sent to the phone's JID: WuzAPI has always delivered to it, while sends to a
+    LID need a whatsmeow recent enough to know LID sessions."""
     if driver == "wuzapi":
+        if contact_phone and chat_jid.endswith("@lid"):
+            return f"{contact_phone}@s.whatsapp.net"
         return chat_jid
     return contact_phone or chat_jid.split("@", 1)[0]
 

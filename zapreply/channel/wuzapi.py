@@ -80,6 +80,10 @@ class InboundMessage:
     quoted_text: str | None = None
     # Where the worker can get the media's bytes (see media_reference); None for text.
     media: dict[str, Any] | None = None
+    # A one-to-one chat's other address for the same person (whatsmeow's SenderAlt, or
+    # RecipientAlt for the business's own messages): the phone's JID of an @lid chat, or the
+    # LID of a phone-addressed one; None when the message did not carry it.
+    chat_alt_jid: str | None = None
 
     def as_payload(self) -> dict[str, Any]:
         # The instance's fields in declaration order (no slots, no properties): a copy of its
@@ -91,6 +95,8 @@ class InboundMessage:
             payload["mentions"] = list(self.mentions)
         if self.quoted_id is None and self.quoted_text is None:
             del payload["quoted_id"], payload["quoted_sender"], payload["quoted_text"]
+        if self.chat_alt_jid is None:
+            del payload["chat_alt_jid"]
         return payload
 
 
@@ -115,6 +121,7 @@ class InboundPayload:
     quoted_sender: str | None = None
     quoted_text: str | None = None
     media: dict[str, Any] | None = None
+    chat_alt_jid: str | None = None
 
     @classmethod
     def from_task(cls, message: dict[str, Any]) -> InboundPayload:
@@ -127,6 +134,7 @@ class InboundPayload:
             is_group=bool(get("is_group")), mentions=tuple(get("mentions") or ()),
             quoted_id=get("quoted_id"), quoted_sender=get("quoted_sender"),
             quoted_text=get("quoted_text"), media=get("media") or None,
+            chat_alt_jid=get("chat_alt_jid"),
         )
 
 
@@ -369,6 +377,8 @@ def read_message(
         **group_fields,
         media=None if from_me or media_type is None
         else media_reference(message, envelope.media, inline_media_limit),
+        chat_alt_jid=None if is_group
+        else alternate_jid(chat, info.get("RecipientAlt" if from_me else "SenderAlt")),
     )
 
 
@@ -480,6 +490,30 @@ def _content(message: dict[str, Any]) -> tuple[str, str | None]:
             caption = body.get("caption")
             return (caption if isinstance(caption, str) else ""), media_type
     return "", None
+
+
+LID_SERVER = "lid"
+PHONE_SERVER = "s.whatsapp.net"
+
+
+def person_jid(value: Any) -> str | None:
+    """A person's JID without its device or agent (`user[.agent][:device]@server` →
+    `user@server`), for the LID and phone servers only; None for anything else."""
+    if not isinstance(value, str) or "@" not in value or len(value) > MAX_JID_LENGTH:
+        return None
+    user, server = value.strip().split("@", 1)
+    user = user.split(":", 1)[0].split(".", 1)[0]
+    if server not in (LID_SERVER, PHONE_SERVER) or not (user.isascii() and user.isdigit()):
+        return None
+    return f"{user}@{server}"
+
+
+def alternate_jid(chat: str, alt: Any) -> str | None:
+    """The chat's other address when `alt` is one (a LID for a phone's chat, or the reverse)."""
+    mine, other = person_jid(chat), person_jid(alt)
+    if mine is None or other is None or mine.split("@")[1] == other.split("@")[1]:
+        return None
+    return other
 
 
 def _contact_phone(info: dict[str, Any], chat: str, from_me: bool) -> str | None:

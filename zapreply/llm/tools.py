@@ -14,8 +14,13 @@ if TYPE_CHECKING:
 SEND_WHATSAPP = "send_whatsapp"
 HANDOFF_TO_HUMAN = "handoff_to_human"
 SEARCH_KNOWLEDGE = "search_knowledge"
-BUILT_IN = frozenset({SEND_WHATSAPP, HANDOFF_TO_HUMAN, SEARCH_KNOWLEDGE})
+REMEMBER = "remember"
+BUILT_IN = frozenset({SEND_WHATSAPP, HANDOFF_TO_HUMAN, SEARCH_KNOWLEDGE, REMEMBER})
 MAX_QUERY_CHARS = 500
+
+# The contact's notes (zapreply.replies.memory, with contact_memory): a fact to remember in,
+# the answer for the model out; new facts are kept in Effects.facts.
+Remember = Callable[[str, "Effects"], str]
 
 # The search of a config's knowledge base (zapreply.replies.knowledge): a query in, the text
 # for the model and what the event records out.
@@ -77,6 +82,25 @@ KNOWLEDGE_SCHEMA: dict[str, Any] = {
     },
 }
 
+# Offered only to configs with contact_memory.
+REMEMBER_SCHEMA: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": REMEMBER,
+        "description": (
+            "Note one lasting fact about this customer that will help in later conversations "
+            "(a preference, their city, an order they are waiting for). One short sentence; "
+            "never passwords, card numbers or health details."
+        ),
+        "parameters": {
+            "type": "object",
+            "properties": {"fact": {"type": "string",
+                                    "description": "The fact, in one short sentence."}},
+            "required": ["fact"],
+        },
+    },
+}
+
 
 @dataclass
 class Effects:
@@ -88,13 +112,17 @@ class Effects:
     # The most send_whatsapp calls one run accepts (MAX_MESSAGES_PER_RUN); those refused past it.
     max_messages: int | None = None
     refused_messages: int = 0
+    # Facts the model asked to remember, new to the contact's notes.
+    facts: list[str] = field(default_factory=list)
 
 
 def execute(name: str, raw_arguments: str, effects: Effects,
-            business: Toolbox | None = None, knowledge: KnowledgeSearch | None = None) -> str:
+            business: Toolbox | None = None, knowledge: KnowledgeSearch | None = None,
+            memory: Remember | None = None) -> str:
     """Run a tool call; the string returned goes back to the model. Never raises.
     `business`: the tools the config defines (zapreply.llm.business_tools); `knowledge`: its
-    knowledge base's search, when it has one."""
+    knowledge base's search, when it has one; `memory`: the contact's notes, with
+    contact_memory."""
     try:
         arguments = json.loads(raw_arguments or "{}")
         if not isinstance(arguments, dict):
@@ -128,6 +156,10 @@ def execute(name: str, raw_arguments: str, effects: Effects,
             effects.calls.append({"name": name, "arguments": arguments, "result": result,
                                   "details": details})
             return result
+    elif name == REMEMBER and memory is not None:
+        fact = arguments.get("fact")
+        result = memory(fact, effects) if isinstance(fact, str) and fact.strip() \
+            else "error: 'fact' must be a non-empty string"
     elif business is not None and name in business:
         result, details = business.call(name, arguments)
         effects.calls.append({"name": name, "arguments": arguments, "result": result,
@@ -137,3 +169,4 @@ def execute(name: str, raw_arguments: str, effects: Effects,
         result = f"error: unknown tool {name!r}"
     effects.calls.append({"name": name, "arguments": arguments, "result": result})
     return result
+

@@ -14,7 +14,7 @@ from zapreply.llm import business_tools, tools
 from zapreply.replies import failures, knowledge, media, outbox, plan
 from zapreply.replies.prompt import Prompt
 from zapreply.replies.steps import Deliver, Draft, Generate, Next, RunContext
-from zapreply.rules import budget
+from zapreply.rules import budget, notes
 from zapreply.settings import Settings
 from zapreply.storage.db import session_scope
 from zapreply.storage.events import EventType
@@ -95,7 +95,12 @@ def generate(prompt: Prompt, settings: Settings, effects: tools.Effects | None =
         identity=prompt.identity, private_hosts=prompt.options.tool_private_hosts)
     search = knowledge.Search(prompt.config_id, prompt.options, settings, deadline) \
         if prompt.knowledge else None
-    schemas = tools.SCHEMAS + ([tools.KNOWLEDGE_SCHEMA] if search else []) + business.schemas
+    options = prompt.options
+    memory = notes.remembering(
+        prompt.notes, options.contact_notes_max_chars or notes.MAX_NOTES_CHARS) \
+        if prompt.memory else None
+    schemas = tools.SCHEMAS + ([tools.KNOWLEDGE_SCHEMA] if search else []) \
+        + ([tools.REMEMBER_SCHEMA] if memory else []) + business.schemas
     completions = []
     final = ""
     for _round in range(settings.max_tool_rounds + 1):
@@ -113,7 +118,8 @@ def generate(prompt: Prompt, settings: Settings, effects: tools.Effects | None =
             break
         messages.append(completion.as_message())
         for call in completion.tool_calls:
-            result = tools.execute(call.name, call.arguments, effects, business, search)
+            result = tools.execute(call.name, call.arguments, effects, business, search,
+                                   memory)
             messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
     # When the model used send_whatsapp, those messages are the reply; its closing text is
     # commentary for us ("I sent it"), not for the customer.

@@ -16,7 +16,7 @@ from zapreply.rules import configs, conversations, groups, triggers
 from zapreply.rules.configs import options_of
 from zapreply.rules.options import Options
 from zapreply.rules.text import is_keyword
-from zapreply.storage import events, inbox
+from zapreply.storage import contacts, events, inbox
 from zapreply.storage.events import EventType
 from zapreply.storage.inbox import TOO_MANY_NEW_CONVERSATIONS
 from zapreply.storage.models import (
@@ -57,8 +57,11 @@ def _record(session: Session, config_id: int, instance: str,
     # A group's conversation is the group: who wrote each message is kept on the message.
     group = message.is_group
     now = utcnow()
+    # One person, one conversation, whether WhatsApp addressed this message by LID or phone.
+    chat = message.chat_jid if group \
+        else contacts.chat_for(session, instance, message.chat_jid, message.chat_alt_jid)
     contact = inbox.Contact(
-        instance=instance, chat_jid=message.chat_jid,
+        instance=instance, chat_jid=chat,
         contact_phone=None if group else message.contact_phone,
         contact_name=None if from_me or group else message.push_name,
         config_id=config.id if config else None,
@@ -215,14 +218,13 @@ def _set_aside(session: Session, conversation_id: int, message_id: int,
                   run_id=run.id, reason=reason, message_id=message_id)
 
 
-
-
 def record_ignored(
     session: Session, *, instance: str, reason: str, wa_message_id: str | None,
     chat_jid: str | None, details: dict[str, Any] | None = None,
 ) -> None:
-    conversation_id = inbox.conversation_of_chat(session, instance, chat_jid) if chat_jid \
-        else None
+    conversation_id = inbox.conversation_of_chat(
+        session, instance, contacts.chat_for(session, instance, chat_jid, None)) \
+        if chat_jid else None
     extra: dict[str, Any] = {}
     if reason == "reaction" and details:
         extra = _record_reaction(session, instance, details)

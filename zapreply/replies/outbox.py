@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from zapreply.llm import business_tools
 from zapreply.replies import leases, media
 from zapreply.replies.steps import Draft, Generate, Outgoing, RunContext
-from zapreply.rules import budget, conversations
+from zapreply.rules import budget, conversations, notes
 from zapreply.rules.options import Options
 from zapreply.storage import events
 from zapreply.storage import outbox as store
@@ -190,6 +190,8 @@ def store_draft(session: Session, run: RunContext, step: Generate, draft: Draft,
             events.record(session, EventType.LLM_COMPLETED, conversation_id=conversation_id,
                           run_id=run_id, **payload)
     _record_tool_calls(session, conversation_id, run_id, prompt.instance, draft)
+    if draft.effects.facts:
+        _remember(session, conversation_id, draft.effects.facts, prompt.options)
     texts = list(draft.texts)
     if draft.effects.handoff_reason is not None:
         conversation = session.get(Conversation, conversation_id)
@@ -232,3 +234,11 @@ def _record_tool_calls(session: Session, conversation_id: int, run_id: int, inst
             content=call["result"], reply_run_id=run_id,
             extra={"name": call["name"], "arguments": call["arguments"]},
         ))
+
+
+def _remember(session: Session, conversation_id: int, facts: list[str], options: Options) -> None:
+    """Add the facts the model noted to the contact's notes. The run's fence has locked the
+    conversation's row in this transaction: an operator's edit lands before or after, whole."""
+    conversation = session.get(Conversation, conversation_id)
+    conversation.notes, _dropped = notes.with_facts(
+        conversation.notes, facts, options.contact_notes_max_chars or notes.MAX_NOTES_CHARS)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from zapreply.llm import business_tools
 from zapreply.replies import media
-from zapreply.rules import groups
+from zapreply.rules import groups, notes
 from zapreply.rules.configs import has_knowledge, options_of
 from zapreply.rules.options import Options
 from zapreply.rules.text import quoted_name
@@ -57,6 +57,9 @@ class Prompt:
     identity: business_tools.Identity | None = None
     # The config has a knowledge base: the model gets search_knowledge.
     knowledge: bool = False
+    # contact_memory: the model gets remember; the contact's notes as the run started.
+    memory: bool = False
+    notes: str | None = None
 
 
 def build(
@@ -93,6 +96,10 @@ def build(
         system = render_prompt(config.system_prompt, who, options)
     if knowledge and options.knowledge_only:
         system = f"{system}\n\n{KNOWLEDGE_ONLY}" if system else KNOWLEDGE_ONLY
+    memory = bool(options.contact_memory) and not group
+    remembered = notes.for_the_model(conversation.notes) if memory else ""
+    if remembered:
+        system = f"{system}\n\n{remembered}" if system else remembered
     if system:
         messages.append({"role": "system", "content": system})
     burst: list[media.Item] = []
@@ -110,7 +117,8 @@ def build(
                                        conversation.chat_jid, conversation.contact_phone)
     return Prompt(config.id, config.model, messages, options, first_seq=first_seq,
                   instance=conversation.instance, burst=burst, identity=identity,
-                  knowledge=knowledge)
+                  knowledge=knowledge, memory=memory,
+                  notes=conversation.notes if memory else None)
 
 
 def _chat_message(row: Message, group: bool) -> dict[str, Any]:

@@ -77,6 +77,14 @@ def _check_results(value: int) -> None:
         raise InvalidConfig("option 'knowledge_results' must be from 1 to 20")
 
 
+def _check_notes_max_chars(value: int) -> None:
+    from zapreply.rules.notes import MAX_NOTES_CHARS
+
+    if not 50 <= value <= MAX_NOTES_CHARS:
+        raise InvalidConfig(f"option 'contact_notes_max_chars' must be from 50 to "
+                            f"{MAX_NOTES_CHARS}")
+
+
 def _option(default: Any, doc: str, types: tuple[type, ...], *, choices: tuple[str, ...] = (),
             check: Callable[[Any], None] | None = None) -> Any:
     meta = {"types": types, "choices": choices, "check": check, "doc": doc}
@@ -202,6 +210,14 @@ class Options:
     knowledge_min_similarity: float | None = _option(
         0.5, "with embedding_model, the cosine similarity below which a passage the full-text "
         "search did not match counts as not relevant", NUMBER, check=_check_similarity)
+    contact_memory: bool | None = _option(False, "the model gets a remember tool to note "
+                                          "facts about the customer, and sees the contact's "
+                                          "notes in every session (zapreply.rules.notes)",
+                                          (bool,))
+    contact_notes_max_chars: int | None = _option(1000, "the length a contact's notes keep "
+                                                  "from remember: the oldest facts are dropped "
+                                                  "past it", (int,),
+                                                  check=_check_notes_max_chars)
 
     @classmethod
     def of(cls, stored: Mapping[str, Any] | None) -> Options:

@@ -41,6 +41,11 @@ class EventType(StrEnum):
     # both with counts only, never who.
     CONTACT_ERASED = "contact.erased"
     RETENTION_PURGED = "retention.purged"
+    # One person's two conversations (their LID's and their phone's) made one
+    # (zapreply.actions.contacts); on the conversation kept.
+    CONTACT_MERGED = "contact.merged"
+    # An operator changed a contact's notes (the model's own are tool.called `remember`).
+    CONTACT_NOTES_UPDATED = "contact.notes_updated"
     # The console (zapreply.actions.operators, outreach, transcripts): who did what, by
     # `actor` (`operator:<username>`); never a password.
     OPERATOR_ADDED = "operator.added"

@@ -254,8 +254,28 @@ class Conversation(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None]
     last_inbound_at: Mapped[datetime | None]
+    # What the model remembered about the customer (its `remember` tool) or an operator wrote:
+    # one fact a line, shown to the model as data when the config has contact_memory.
+    notes: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[created_at]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ContactAddress(Base):
+    """The two JIDs WhatsApp knows one person by on an instance: the LID (`…@lid`) and the
+    phone's (`…@s.whatsapp.net`), as a message carrying both told (zapreply.storage.contacts)."""
+
+    __tablename__ = "contact_addresses"
+    __table_args__ = (
+        UniqueConstraint("instance", "lid_jid", name="uq_contact_addresses_lid"),
+        UniqueConstraint("instance", "phone_jid", name="uq_contact_addresses_phone"),
+    )
+
+    id: Mapped[intpk]
+    instance: Mapped[str] = mapped_column(String(200))
+    lid_jid: Mapped[str] = mapped_column(String(200))
+    phone_jid: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[created_at]
 
 
 class ReplyRun(Base):

@@ -15,7 +15,7 @@ from zapreply.actions import privacy
 from zapreply.replies import inbound, responder
 from zapreply.rules import configs
 from zapreply.storage.db import get_engine, session_scope
-from zapreply.storage.models import Conversation, Event, Message, ReplyRun, utcnow
+from zapreply.storage.models import ContactAddress, Conversation, Event, Message, ReplyRun, utcnow
 
 ANA = "5511900000001"
 BRUNO = "5511900000002"
@@ -48,7 +48,7 @@ def everything() -> str:
     """Every row of the tables that hold conversation data, as text."""
     with session_scope() as session:
         rows = []
-        for model in (Conversation, Message, ReplyRun, Event):
+        for model in (Conversation, Message, ReplyRun, Event, ContactAddress):
             for row in session.scalars(select(model)):
                 rows.append({c.name: getattr(row, c.key) for c in model.__mapper__.columns})
     return json.dumps(rows, default=str, ensure_ascii=False)
@@ -163,7 +163,7 @@ def test_erasure_deletes_the_contacts_conversation_and_records_counts_only(db, l
         counts = privacy.erase_contact(session, privacy.parse_contact(f"+{ANA}"), actor="test")
 
     assert counts == {"conversations": 1, "messages": 2, "events": 4, "runs": 1,
-                      "group_messages": 0}
+                      "group_messages": 0, "addresses": 0}
     left = everything()
     for trace in (ANA, "Ana Cliente", "123.456.789-00", "D0", "D1"):
         assert trace not in left

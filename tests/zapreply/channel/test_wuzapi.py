@@ -247,6 +247,7 @@ def test_a_customer_text_becomes_an_inbound_message() -> None:
         timestamp="2026-03-02T09:15:42-03:00",
         text="Olá! Vocês abrem amanhã?",
         media_type=None,
+        chat_alt_jid="100000000000001@lid",
     )
 
 
@@ -271,6 +272,35 @@ def test_under_lid_addressing_a_message_from_me_takes_the_phone_from_recipient_a
     assert message.from_me is True
     assert message.contact_phone == "5511900000001"
     assert message.push_name is None
+
+
+def test_a_lid_chat_carries_the_phones_jid_as_its_other_address_without_the_device() -> None:
+    message = read(Chat="100000000000001@lid", Sender="100000000000001@lid",
+                   SenderAlt="5511900000001:7@s.whatsapp.net", AddressingMode="lid")
+    assert message.chat_alt_jid == "5511900000001@s.whatsapp.net"
+    assert wuzapi.InboundPayload.from_task(json.loads(json.dumps(message.as_payload()))) \
+        .chat_alt_jid == "5511900000001@s.whatsapp.net"
+
+
+def test_the_business_own_message_takes_the_other_address_from_recipient_alt() -> None:
+    message = read(Chat="100000000000001@lid", Sender="5511900000099@s.whatsapp.net",
+                   SenderAlt="", RecipientAlt="5511900000001@s.whatsapp.net", IsFromMe=True)
+    assert message.chat_alt_jid == "5511900000001@s.whatsapp.net"
+
+
+@pytest.mark.parametrize("alt", ["", "5511900000002@s.whatsapp.net", "abc@lid",
+                                 "120363000000000001@g.us", 42, None])
+def test_an_alt_that_is_not_the_chats_other_kind_of_address_is_not_carried(alt: Any) -> None:
+    message = read(Chat=CUSTOMER, Sender=CUSTOMER, SenderAlt=alt)
+    assert message.chat_alt_jid is None
+    assert "chat_alt_jid" not in message.as_payload()
+
+
+def test_a_group_message_has_no_other_chat_address() -> None:
+    message = wuzapi.read_message(message_envelope(
+        Chat="120363000000000001@g.us", IsGroup=True, Sender="100000000000001@lid",
+        SenderAlt="5511900000001@s.whatsapp.net"), groups=True)
+    assert isinstance(message, InboundMessage) and message.chat_alt_jid is None
 
 
 def test_a_lid_chat_without_an_alt_phone_has_no_contact_phone() -> None:
