@@ -63,9 +63,12 @@ class Prompt:
 def build(
     session: Session, conversation: Conversation, run_id: int, config: WorkflowConfig,
     settings: Settings, *, newest: int | None = None, first_seq: int | None = None,
+    system_prompt: str | None = None, replaying: bool = False,
 ) -> Prompt:
     """The prompt of run `run_id` (`newest`: the id of its burst's last message, if
-    known)."""
+    known). For the console's playground: `system_prompt` instead of the config's (an edit
+    being tried), and `replaying`, the conversation as it stood when `newest` arrived (what
+    was said after it left out)."""
     options = options_of(config)
     if newest is None:
         newest = session.scalar(
@@ -82,20 +85,18 @@ def build(
         if not (row.reply_run_id == run_id and extra_of(row).get("fallback"))
         # The business's resume keyword was said to the bot, not to the customer.
         and not extra_of(row).get("resume")
+        and not (replaying and row.id > (newest or 0))
     ]))
     rows = _current_session(rows, options.session_idle_hours)
     messages: list[dict[str, Any]] = []
     group = groups.is_group_chat(conversation.chat_jid)
     knowledge = knowledge_store.has_knowledge(session, config.id)
-    system = ""
-    if config.system_prompt:
-        # In a group, {contact_name} and {contact_phone} are the member who wrote last.
-        who = groups.speaker(conversation, rows) if group else conversation
-        system = render_prompt(config.system_prompt, who, options)
-    if knowledge and options.knowledge_only:
-        system = f"{system}\n\n{KNOWLEDGE_ONLY}" if system else KNOWLEDGE_ONLY
+    # In a group, {contact_name} and {contact_phone} are the member who wrote last.
+    who = groups.speaker(conversation, rows) if group else conversation
+    system = system_message(config.system_prompt if system_prompt is None else system_prompt,
+                            who, options, knowledge=knowledge)
     if system:
-        messages.append({"role": "system", "content": system})
+        messages.append(system)
     burst: list[media.Item] = []
     for row in rows:
         if row.role == Role.CUSTOMER and row.reply_run_id == run_id:
@@ -112,6 +113,16 @@ def build(
     return Prompt(config.id, config.model, messages, options, first_seq=first_seq,
                   instance=conversation.instance, burst=burst, identity=identity,
                   knowledge=knowledge)
+
+
+def system_message(template: str, who: Conversation, options: Options, *,
+                   knowledge: bool) -> dict[str, Any] | None:
+    """The system message: the config's prompt for `who`, and the knowledge_only rule when
+    the config has a knowledge base; None when there is neither."""
+    system = render_prompt(template, who, options) if template else ""
+    if knowledge and options.knowledge_only:
+        system = f"{system}\n\n{KNOWLEDGE_ONLY}" if system else KNOWLEDGE_ONLY
+    return {"role": "system", "content": system} if system else None
 
 
 def _chat_message(row: Message, group: bool) -> dict[str, Any]:
