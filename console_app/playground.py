@@ -44,6 +44,7 @@ def page(config_id: int) -> Any:
     chat = playground.parse_chat(raw)
     with session_scope() as session:
         config = get_config(session, config_id)
+        playground.give_up_stale(session, config_id, stale_seconds=_stale_seconds())
         turns = playground.chat_turns(session, config_id, chat)
         replays = playground.replays(session, config_id)
         tokens, cost = playground.usage_today(session, config_id)
@@ -99,7 +100,8 @@ def stream(config_id: int, turn_id: int) -> Response:
     raw = request.headers.get("Last-Event-ID") or request.args.get("after") or ""
     offset = int(raw) if raw.isdigit() and len(raw) < 10 else 0
     with session_scope() as session:
-        status, text = playground.progress(session, config_id, turn_id)
+        status, text = playground.progress(session, config_id, turn_id,
+                                           stale_seconds=_stale_seconds())
     data: dict[str, Any] = {"text": text[offset:], "status": status}
     if offset > len(text):
         data = {"text": text, "status": status, "replace": True}
@@ -117,6 +119,11 @@ def _publish(turn_id: int) -> None:
     except Exception:  # noqa: BLE001 - any broker failure: the turn shows why it never ran
         log.warning("playground turn %s: could not publish", turn_id, exc_info=True)
         playground.not_queued(turn_id, NOT_PUBLISHED)
+
+
+def _stale_seconds() -> float:
+    # A worker stops any task by its time limit: a turn silent longer has no one answering it.
+    return float(context.settings().task_time_limit_seconds)
 
 
 def _dry_run() -> bool:

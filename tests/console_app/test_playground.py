@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import re
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -14,7 +15,7 @@ from tests.console_app.conftest import csrf_of, make_conversation, post_form
 from tests.e2e import wait_for
 from tests.factories import make_config
 from zapreply.storage.db import session_scope
-from zapreply.storage.models import Conversation, Message, PlaygroundTurn
+from zapreply.storage.models import Conversation, Message, PlaygroundTurn, utcnow
 
 CHAT = "a1b2c3d4e5f60718"
 
@@ -141,6 +142,18 @@ def test_a_failed_turn_shows_its_reason_not_an_exception(admin):
     page = html.unescape(admin.get(_page(config_id)).get_data(as_text=True))
     assert 'class="pg-error" role="alert">The model call failed: AuthenticationError' in page
     assert "data-stream-url" not in page
+
+
+def test_a_turn_no_worker_finished_in_time_is_shown_as_failed(admin):
+    config_id = make_config()
+    long_ago = utcnow() - timedelta(hours=1)
+    queued = _add_turn(config_id, status="queued", updated_at=long_ago)
+    running = _add_turn(config_id, status="running", streamed="Resp", updated_at=long_ago)
+    body = admin.get(f"/configs/{config_id}/playground/turns/{running}/stream")
+    assert "event: done" in body.get_data(as_text=True)
+    page = html.unescape(admin.get(_page(config_id)).get_data(as_text=True))
+    assert page.count("No worker finished this turn in time") == 2
+    assert [(t.id, t.status) for t in _turns()] == [(queued, "failed"), (running, "failed")]
 
 
 @pytest.mark.usefixtures("worker_process")

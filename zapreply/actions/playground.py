@@ -44,6 +44,8 @@ MAX_SYSTEM_PROMPT = 20_000
 REPLAY_CHAT = "replay"
 _CHAT = re.compile(r"^[0-9a-f]{16}$")
 REPLAYABLE = 50
+STALE = ("No worker finished this turn in time (none running, or the one answering it "
+         "stopped); send it again.")
 
 
 @dataclass(frozen=True)
@@ -195,13 +197,27 @@ def get_turn(session: Session, config_id: int, turn_id: int) -> PlaygroundTurn:
     return turn
 
 
-def progress(session: Session, config_id: int, turn_id: int) -> tuple[str, str]:
-    """A turn's status and its text so far (what the page streams)."""
+def progress(session: Session, config_id: int, turn_id: int, *,
+             stale_seconds: float) -> tuple[str, str]:
+    """A turn's status and its text so far (what the page streams). A turn with nothing
+    written for `stale_seconds` (the task time limit: a worker would have been stopped by
+    then) is failed instead of followed for ever."""
     get_turn(session, config_id, turn_id)
     found = store.progress(session, turn_id)
     if found is None:
         raise NotFound(f"playground turn {turn_id} not found")
-    return found
+    status, text, written = found
+    if status in (PlaygroundStatus.QUEUED, PlaygroundStatus.RUNNING) \
+            and written < utcnow() - timedelta(seconds=stale_seconds):
+        give_up_stale(session, config_id, stale_seconds=stale_seconds)
+        return PlaygroundStatus.FAILED, text
+    return status, text
+
+
+def give_up_stale(session: Session, config_id: int, *, stale_seconds: float) -> None:
+    """Fail this config's turns that no worker answered within `stale_seconds`."""
+    store.give_up_stale(session, config_id, utcnow() - timedelta(seconds=stale_seconds),
+                        STALE)
 
 
 def replayable(session: Session, config: WorkflowConfig) -> list[Conversation]:

@@ -77,11 +77,23 @@ def chat_turns(session: Session, config_id: int, chat: str, *,
     return list(session.scalars(statement.order_by(PlaygroundTurn.id)).all())
 
 
-def progress(session: Session, turn_id: int) -> tuple[str, str] | None:
-    """A turn's status and streamed text: one row read by its key."""
-    row = session.execute(select(_turns.c.status, _turns.c.streamed)
+def progress(session: Session, turn_id: int) -> tuple[str, str, datetime] | None:
+    """A turn's status, streamed text and last write: one row read by its key."""
+    row = session.execute(select(_turns.c.status, _turns.c.streamed, _turns.c.updated_at)
                           .where(_turns.c.id == turn_id)).first()
-    return (row.status, row.streamed) if row is not None else None
+    return (row.status, row.streamed, row.updated_at) if row is not None else None
+
+
+def give_up_stale(session: Session, config_id: int, before: datetime, reason: str) -> None:
+    """Fail a config's turns still waiting or being written with no write since `before`:
+    no worker took them, or the one that did died."""
+    now = utcnow()
+    session.execute(
+        update(_turns).where(_turns.c.workflow_config_id == config_id,
+                             _turns.c.status.in_([PlaygroundStatus.QUEUED,
+                                                  PlaygroundStatus.RUNNING]),
+                             _turns.c.updated_at < before)
+        .values(status=PlaygroundStatus.FAILED, error=reason, updated_at=now, finished_at=now))
 
 
 def usage(session: Session, config_id: int, since: datetime) -> tuple[int, float]:

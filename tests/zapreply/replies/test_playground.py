@@ -85,7 +85,7 @@ def test_the_text_is_written_in_pieces_while_the_model_streams(database, llm):
                                   .where(PlaygroundTurn.id == turn_id))
         if text and (not seen or seen[-1] != text):
             seen.append(text)
-    worker.join()
+        worker.join(0.02)
     final = "Resposta: um dois três quatro cinco seis sete oito"
     partial = [text for text in seen if text != final]
     assert len(partial) >= 2, seen
