@@ -41,7 +41,16 @@ def page(config_id: int) -> Any:
     if not raw:
         return redirect(url_for("playground.page", config_id=config_id,
                                 chat=playground.new_chat()), code=303)
-    chat = playground.parse_chat(raw)
+    return _page(config_id, playground.parse_chat(raw), None)
+
+
+@bp.post("/try")
+def try_edits(config_id: int) -> Any:
+    """The config page's edits, not saved, brought into a new chat here."""
+    return _page(config_id, playground.new_chat(), _edits())
+
+
+def _page(config_id: int, chat: str, edits: playground.Edits | None) -> Any:
     with session_scope() as session:
         config = get_config(session, config_id)
         playground.give_up_stale(session, config_id, stale_seconds=_stale_seconds())
@@ -50,13 +59,13 @@ def page(config_id: int) -> Any:
         tokens, cost = playground.usage_today(session, config_id)
         # The settings the operator tried last stay on the page (they are not saved).
         latest = turns[-1] if turns else replays[0] if replays else None
-        edits = latest.overrides if latest is not None else {}
+        tried = latest.overrides if latest is not None and edits is None else {}
         return render_template(
             "playground.html", config=config, config_id=config.id, chat=chat, turns=turns,
-            replays=replays,
-            conversations=playground.replayable(session, config),
-            system_prompt=edits.get("system_prompt", config.system_prompt),
-            model=edits.get("model", config.model),
+            replays=replays, conversations=playground.replayable(session, config),
+            system_prompt=edits.system_prompt if edits and edits.system_prompt is not None
+            else tried.get("system_prompt", config.system_prompt),
+            model=edits.model if edits and edits.model else tried.get("model", config.model),
             dry_run=latest.dry_run if latest is not None else True,
             usage={"tokens": tokens, "cost": cost})
 

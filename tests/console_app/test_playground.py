@@ -15,7 +15,13 @@ from tests.console_app.conftest import csrf_of, make_conversation, post_form
 from tests.e2e import wait_for
 from tests.factories import make_config
 from zapreply.storage.db import session_scope
-from zapreply.storage.models import Conversation, Message, PlaygroundTurn, utcnow
+from zapreply.storage.models import (
+    Conversation,
+    Message,
+    PlaygroundTurn,
+    WorkflowConfig,
+    utcnow,
+)
 
 CHAT = "a1b2c3d4e5f60718"
 
@@ -72,6 +78,22 @@ def test_the_config_pages_link_to_the_playground(admin):
     link = f'href="/configs/{config_id}/playground"'
     assert link in admin.get("/configs").get_data(as_text=True)
     assert link in admin.get(f"/configs/{config_id}").get_data(as_text=True)
+
+
+def test_the_config_pages_unsaved_prompt_and_model_are_brought_into_a_new_chat(admin):
+    config_id = make_config(system_prompt="Você é o atendente da Loja.")
+    page = admin.get(f"/configs/{config_id}").get_data(as_text=True)
+    assert f'formaction="/configs/{config_id}/playground/try"' in page
+    response = post_form(admin, f"/configs/{config_id}/playground/try",
+                         {"system_prompt": "Seja breve.", "model": "openai/outro",
+                          "name": "Loja"}, page=f"/configs/{config_id}")
+    assert response.status_code == 200
+    page = html.unescape(response.get_data(as_text=True))
+    assert ">Seja breve.</textarea>" in page and 'value="openai/outro"' in page
+    assert re.search(r'name="chat" value="[0-9a-f]{16}"', page)
+    with session_scope() as session:
+        assert session.get(WorkflowConfig, config_id).system_prompt == \
+            "Você é o atendente da Loja."
 
 
 def test_a_form_posted_without_its_csrf_token_is_refused(admin):
@@ -156,7 +178,7 @@ def test_a_turn_no_worker_finished_in_time_is_shown_as_failed(admin):
     assert [(t.id, t.status) for t in _turns()] == [(queued, "failed"), (running, "failed")]
 
 
-@pytest.mark.usefixtures("worker_process")
+@pytest.mark.usefixtures("worker_process", "idle_afterwards")
 def test_a_message_is_answered_by_a_worker_and_kept_apart_from_conversations(admin, wuzapi):
     config_id = make_config(wuzapi)
     response = post_form(admin, f"/configs/{config_id}/playground/turns",
@@ -178,7 +200,7 @@ def test_a_message_is_answered_by_a_worker_and_kept_apart_from_conversations(adm
         assert session.scalar(select(func.count()).select_from(Conversation)) == 0
 
 
-@pytest.mark.usefixtures("worker_process")
+@pytest.mark.usefixtures("worker_process", "idle_afterwards")
 def test_a_replay_shows_the_old_and_the_new_answer_side_by_side(admin, wuzapi):
     config_id = make_config(wuzapi)
     conversation_id = make_conversation(config_id=config_id, messages=(
