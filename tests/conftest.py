@@ -227,6 +227,7 @@ def db(settings: settings_module.Settings, llm: LLMStub, wuzapi: MessagesStub) -
     llm.reset()
     llm.fail_status = None
     llm.delay_seconds = 0.0
+    llm.stream_delay_seconds = 0.0
     wuzapi.reset()
     wuzapi.failures.clear()
     configs.clear_cache()

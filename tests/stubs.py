@@ -17,6 +17,12 @@ a worker it does not share memory with (failures are set on the stub itself):
 otherwise the model answers ``"Resposta: " + <the customer messages of this turn>`` (an image
 part reads ``<image>``).
 
+A chat-completions request with ``"stream": true`` gets the same answer as OpenAI streams it:
+server-sent events, one ``chat.completion.chunk`` per word of the text in ``choices[0].delta``
+(a tool call as its id and name, then its arguments in pieces), the finish reason, the usage
+when ``stream_options.include_usage`` asks for it, then ``data: [DONE]``;
+``LLMStub.stream_delay_seconds`` apart, so a test can watch the text arrive.
+
 The LLM stand-in also serves OpenAI's ``/v1/embeddings`` (a bag of words hashed into
 EMBEDDING_DIMENSIONS numbers: texts sharing words are similar, others orthogonal) and
 ``/v1/audio/transcriptions`` (multipart in, ``{"text"}``
@@ -41,6 +47,15 @@ import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+
+class Streamed:
+    """An answer sent as server-sent events (`data: <json>` each), `delay` seconds apart,
+    ending with `data: [DONE]`."""
+
+    def __init__(self, events: list[dict[str, Any]], delay: float) -> None:
+        self.events = events
+        self.delay = delay
 
 
 class _Server:
@@ -70,7 +85,28 @@ class _Server:
                     except ValueError:
                         body = None
                 status, payload = outer.handle(self.path, dict(self.headers), body)
+                if isinstance(payload, Streamed):
+                    self._stream(status, payload)
+                    return
                 self._answer(status, json.dumps(payload).encode(), "application/json")
+
+            def _stream(self, status: int, streamed: Streamed) -> None:
+                # No Content-Length: the body ends when the connection closes.
+                self.close_connection = True
+                self.send_response(status)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Cache-Control", "no-cache")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                try:
+                    for event in [*streamed.events, "[DONE]"]:
+                        data = event if isinstance(event, str) else json.dumps(event)
+                        self.wfile.write(f"data: {data}\n\n".encode())
+                        self.wfile.flush()
+                        if streamed.delay and event != "[DONE]":
+                            time.sleep(streamed.delay)
+                except OSError:
+                    pass  # the caller gave up reading
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 status, data, content_type = outer.handle_get(self.path, dict(self.headers))
@@ -160,6 +196,8 @@ class LLMStub(_Server):
         super().__init__()
         self.fail_status: int | None = None
         self.delay_seconds = 0.0
+        # Between the chunks of a streamed answer.
+        self.stream_delay_seconds = 0.0
         # Timing of every chat-completions call: {"start", "end", "status", "turn"} (monotonic
         # seconds), and how many were in progress at once at most, so a test can tell whether
         # two calls overlapped.
@@ -202,6 +240,10 @@ class LLMStub(_Server):
         status = None
         try:
             status, payload = self._handle(path, headers, body)
+            if status == 200 and body.get("stream"):
+                include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+                return status, Streamed(_chunks(payload, include_usage),
+                                        self.stream_delay_seconds)
             return status, payload
         finally:
             with self.lock:
@@ -348,6 +390,34 @@ def _completion(body: dict[str, Any], *, content: str | None = None,
         "choices": [{"index": 0, "message": message, "finish_reason": finish}],
         "usage": {"prompt_tokens": 42, "completion_tokens": 7, "total_tokens": 49},
     }
+
+
+def _chunks(completion: dict[str, Any], include_usage: bool) -> list[dict[str, Any]]:
+    """A completion as OpenAI streams it: `chat.completion.chunk`s whose deltas add up to it."""
+    base = {"id": completion["id"], "object": "chat.completion.chunk",
+            "created": completion["created"], "model": completion["model"]}
+    [choice] = completion["choices"]
+    message = choice["message"]
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    chunks = [chunk({"role": "assistant", "content": ""})]
+    for word in re.findall(r"\s*\S+\s*", message.get("content") or ""):
+        chunks.append(chunk({"content": word}))
+    for index, call in enumerate(message.get("tool_calls") or []):
+        arguments = call["function"]["arguments"]
+        chunks.append(chunk({"tool_calls": [{
+            "index": index, "id": call["id"], "type": "function",
+            "function": {"name": call["function"]["name"], "arguments": ""}}]}))
+        step = len(arguments) // 3 + 1
+        for start in range(0, len(arguments), step):
+            chunks.append(chunk({"tool_calls": [{
+                "index": index, "function": {"arguments": arguments[start:start + step]}}]}))
+    chunks.append(chunk({}, choice["finish_reason"]))
+    if include_usage:
+        chunks.append({**base, "choices": [], "usage": completion["usage"]})
+    return chunks
 
 
 class MessagesStub(_Server):

@@ -31,7 +31,7 @@ app = make_celery(_settings, task_cls=RuntimeTask)
 # No liveness round trip at each checkout: a worker would pay one per transaction, and a
 # connection that died with the server fails the task, which is retried.
 app.runtime = Runtime.build(_settings, pre_ping=False)
-app.conf.imports = ("worker.inbound", "worker.replies")
+app.conf.imports = ("worker.inbound", "worker.replies", "worker.playground")
 
 
 @signals.worker_process_init.connect

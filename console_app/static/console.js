@@ -102,8 +102,52 @@
     });
   }
 
+  // A playground turn being answered: its text arrives by server-sent events, each answer
+  // short (the text after the offset in Last-Event-ID); once done, the finished turn replaces it.
+  function followTurn(answer) {
+    var url = answer.dataset.streamUrl;
+    if (!url || !window.EventSource) { return; }
+    var source = new EventSource(url);
+    var text = answer.querySelector(".pg-text");
+    source.addEventListener("text", function (event) {
+      var data = JSON.parse(event.data || "{}");
+      if (!text || !data.text) { return; }
+      text.textContent = data.replace ? data.text : text.textContent + data.text;
+      var waiting = answer.querySelector(".pg-waiting");
+      if (waiting) { waiting.textContent = "Writing…"; }
+    });
+    source.addEventListener("done", function () {
+      source.close();
+      var turn = answer.closest("[id^='turn-']");
+      fetch(answer.dataset.turnUrl, { credentials: "same-origin" })
+        .then(function (response) {
+          if (response.redirected || !response.ok) { throw new Error("turn " + response.status); }
+          return response.text();
+        })
+        .then(function (html) {
+          var next = new DOMParser().parseFromString(html, "text/html").getElementById(turn.id);
+          if (next) { turn.replaceWith(next); }
+        })
+        .catch(function () { answer.classList.remove("is-streaming"); });
+    });
+  }
+
+  function playground() {
+    document.querySelectorAll(".pg-answer[data-stream-url]").forEach(followTurn);
+    var box = document.getElementById("pg-message");
+    if (!box) { return; }
+    // Enter sends, Shift+Enter starts a new line, as in a chat.
+    box.addEventListener("keydown", function (event) {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        box.form.requestSubmit();
+      }
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     live();
+    playground();
     copyButtons();
     selectAll();
   });

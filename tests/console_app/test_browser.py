@@ -232,3 +232,46 @@ def test_the_sign_in_page(db, browser, console_url):  # noqa: F811
     assert "/login" in browser.current_url
     assert browser.execute_script(UNLABELLED) == []
     full_page_screenshot(browser, "login")
+
+
+def test_the_playground_streams_a_reply_token_by_token(
+        db, browser, console_url, llm, wuzapi):  # noqa: F811
+    from tests.console_app.conftest import make_conversation
+
+    add_operator("ana", "admin")
+    config_id = make_config(wuzapi)
+    make_conversation(config_id=config_id, name="Joana Prado", messages=(
+        ("customer", "Vocês entregam em Campinas?"),
+        ("assistant", "Entregamos sim! O frete para Campinas é R$ 15.")))
+    # One word of the answer every 0.2 s: slow enough to watch it arrive.
+    llm.stream_delay_seconds = 0.2
+    _sign_in(browser, console_url, "ana")
+    browser.find_element(By.LINK_TEXT, "Configs").click()
+    browser.find_element(By.LINK_TEXT, "Playground").click()
+    box = _wait(browser, lambda d: d.find_element(By.ID, "pg-message"))
+    assert browser.execute_script(UNLABELLED) == []
+
+    question = "Quais são os horários de vocês amanhã de manhã e à tarde?"
+    box.send_keys(question)
+    _click(browser, "//button[text()='Send']")
+
+    streaming = ".pg-turn .pg-answer.is-streaming .pg-text"
+    first = _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, streaming).text)
+    second = _wait(browser, lambda d: (lambda text: text if len(text) > len(first) else None)(
+        d.find_element(By.CSS_SELECTOR, streaming).text))
+    # Two observations of a growing text, both before the answer was complete.
+    answer = f"Resposta: {question}"
+    assert second.startswith(first) and len(first) < len(second) < len(answer)
+    _wait(browser, lambda d: d.find_elements(
+        By.CSS_SELECTOR, ".pg-turn .pg-answer:not(.is-streaming)"))
+    done = browser.find_element(By.CSS_SELECTOR, ".pg-turn .pg-answer")
+    assert answer in done.text and "business tools: dry run" in done.text
+
+    _click(browser, "//button[text()='Replay last customer turn']")
+    replay = _wait(browser, lambda d: d.find_element(
+        By.CSS_SELECTOR, ".pg-replay .pg-answer:not(.is-streaming)"))
+    assert "Resposta: Vocês entregam em Campinas?" in replay.text
+    assert "O frete para Campinas é R$ 15." in browser.find_element(
+        By.CSS_SELECTOR, ".pg-replay .pg-old").text
+    assert wuzapi.requests == []
+    full_page_screenshot(browser, "playground")

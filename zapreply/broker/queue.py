@@ -25,6 +25,8 @@ REPLY = "replies.reply"
 SWEEP = "replies.sweep"
 # What an operator wrote as the business (zapreply.actions.outreach), sent by a worker.
 SEND_BUSINESS = "replies.send_business"
+# A turn tried in the console's playground (zapreply.actions.playground), answered by a worker.
+PLAYGROUND_TURN = "playground.answer_turn"
 
 QUEUE = "zapreply"
 

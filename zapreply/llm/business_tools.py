@@ -303,6 +303,20 @@ class Toolbox:
         return result, details
 
 
+class DryRun(Toolbox):
+    """The business tools offered to the model as they are, but never called (the console's
+    playground, tools switched to dry run): arguments are checked, and a call gets a canned
+    result instead of the endpoint's answer."""
+
+    def call(self, name: str, arguments: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        problem = _argument_problem(self.tools[name], arguments)
+        if problem is not None:
+            return (f"error: {problem}; nothing was sent to {name}",
+                    {"dry_run": True, "refused": "arguments"})
+        return (f"dry run: {name} was not called. Assume it succeeded and answer as you would "
+                "with its result.", {"dry_run": True})
+
+
 def _defaults(tool: dict[str, Any]) -> dict[str, Any]:
     """A stored definition made whole: rows written before validation normalised them."""
     return {

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,6 +92,51 @@ def complete(
     max_tokens: int | None = None,
     api_base: str | None = None,
 ) -> Completion:
+    kwargs = _arguments(model, messages, tools, timeout, temperature, max_tokens, api_base)
+    client = _http_handler_for(model)
+    if client is not None:
+        kwargs["client"] = client
+    started = time.perf_counter()
+    with _mapped_errors():
+        response = litellm.completion(**kwargs)
+    return _completion_of(model, response, started)
+
+
+def stream(
+    *,
+    model: str,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None,
+    timeout: float,
+    on_text: Callable[[str], None],
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+) -> Completion:
+    """`complete`, with the answer's text handed to `on_text` piece by piece as the provider
+    sends it (`stream=True`); the tool calls and usage come whole in the Completion, put
+    together from the chunks by litellm."""
+    kwargs = _arguments(model, messages, tools, timeout, temperature, max_tokens, None)
+    kwargs["stream"] = True
+    kwargs["stream_options"] = {"include_usage": True}
+    started = time.perf_counter()
+    chunks = []
+    with _mapped_errors():
+        for chunk in litellm.completion(**kwargs):
+            chunks.append(chunk)
+            choices = getattr(chunk, "choices", None) or []
+            text = getattr(getattr(choices[0], "delta", None), "content", None) \
+                if choices else None
+            if text:
+                on_text(text)
+        response = litellm.stream_chunk_builder(chunks, messages=messages)
+    if response is None:
+        raise LLMError(f"{model} sent an empty stream", permanent=False)
+    return _completion_of(model, response, started)
+
+
+def _arguments(model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None,
+               timeout: float, temperature: float | None, max_tokens: int | None,
+               api_base: str | None) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "model": model,
         "messages": messages,
@@ -105,12 +152,16 @@ def complete(
         kwargs["max_tokens"] = max_tokens
     if api_base:
         kwargs["api_base"] = api_base
-    client = _http_handler_for(model)
-    if client is not None:
-        kwargs["client"] = client
-    started = time.perf_counter()
+    return kwargs
+
+
+@contextmanager
+def _mapped_errors() -> Iterator[None]:
+    """litellm's exceptions as LLMError, permanent or not."""
     try:
-        response = litellm.completion(**kwargs)
+        yield
+    except LLMError:
+        raise
     except _PERMANENT as exc:
         raise LLMError(_describe(exc), permanent=True) from exc
     except litellm.exceptions.BadRequestError as exc:
@@ -119,8 +170,10 @@ def complete(
         raise LLMError(_describe(exc), permanent=False, retry_after=_retry_after(exc)) from exc
     except Exception as exc:  # noqa: BLE001 - timeouts, 5xx, connection errors: all retryable
         raise LLMError(_describe(exc), permanent=False) from exc
-    latency_ms = int((time.perf_counter() - started) * 1000)
 
+
+def _completion_of(model: str, response: Any, started: float) -> Completion:
+    latency_ms = int((time.perf_counter() - started) * 1000)
     choice = response.choices[0]
     message = choice.message
     calls = [

@@ -8,6 +8,7 @@ until `zapreply.replies.deliver` sends the stored rows.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from zapreply.channel import messaging
 from zapreply.llm import business_tools, tools
@@ -80,9 +81,11 @@ def _typing(run: RunContext, step: Generate, typing: bool) -> None:
 
 
 def generate(prompt: Prompt, settings: Settings, effects: tools.Effects | None = None,
-             deadline: float | None = None) -> Draft:
+             deadline: float | None = None, *, on_text: Callable[[str], None] | None = None,
+             dry_run: bool = False) -> Draft:
     """The model asked, with the built-in and the business's tools, for up to
-    MAX_TOOL_ROUNDS rounds of tool calls."""
+    MAX_TOOL_ROUNDS rounds of tool calls. `on_text`: the answer's text streamed to it as the
+    model writes it (the console's playground); `dry_run`: business tools never called."""
     from zapreply.llm import chat as llm
 
     messages = list(prompt.messages)
@@ -90,7 +93,8 @@ def generate(prompt: Prompt, settings: Settings, effects: tools.Effects | None =
         max_messages=settings.max_messages_per_run)
     if deadline is None:
         deadline = time.monotonic() + business_tools.time_budget(settings)
-    business = business_tools.Toolbox(
+    toolbox = business_tools.DryRun if dry_run else business_tools.Toolbox
+    business = toolbox(
         prompt.options.tools, budget_seconds=deadline - time.monotonic(),
         identity=prompt.identity, private_hosts=prompt.options.tool_private_hosts)
     search = knowledge.Search(prompt.config_id, prompt.options, settings, deadline) \
@@ -104,14 +108,25 @@ def generate(prompt: Prompt, settings: Settings, effects: tools.Effects | None =
     completions = []
     final = ""
     for _round in range(settings.max_tool_rounds + 1):
-        completion = llm.complete(
-            model=prompt.model,
-            messages=messages,
-            tools=schemas,
-            timeout=settings.llm_timeout_seconds,
-            temperature=prompt.options.temperature,
-            max_tokens=prompt.options.max_tokens,
-        )
+        if on_text is None:
+            completion = llm.complete(
+                model=prompt.model,
+                messages=messages,
+                tools=schemas,
+                timeout=settings.llm_timeout_seconds,
+                temperature=prompt.options.temperature,
+                max_tokens=prompt.options.max_tokens,
+            )
+        else:
+            completion = llm.stream(
+                model=prompt.model,
+                messages=messages,
+                tools=schemas,
+                timeout=settings.llm_timeout_seconds,
+                on_text=on_text,
+                temperature=prompt.options.temperature,
+                max_tokens=prompt.options.max_tokens,
+            )
         completions.append(completion)
         final = completion.content
         if not completion.tool_calls:

@@ -65,9 +65,12 @@ class Prompt:
 def build(
     session: Session, conversation: Conversation, run_id: int, config: WorkflowConfig,
     settings: Settings, *, newest: int | None = None, first_seq: int | None = None,
+    system_prompt: str | None = None, replaying: bool = False,
 ) -> Prompt:
     """The prompt of run `run_id` (`newest`: the id of its burst's last message, if
-    known)."""
+    known). For the console's playground: `system_prompt` instead of the config's (an edit
+    being tried), and `replaying`, the conversation as it stood when `newest` arrived (what
+    was said after it left out)."""
     options = options_of(config)
     if newest is None:
         newest = session.scalar(
@@ -84,24 +87,20 @@ def build(
         if not (row.reply_run_id == run_id and extra_of(row).get("fallback"))
         # The business's resume keyword was said to the bot, not to the customer.
         and not extra_of(row).get("resume")
+        and not (replaying and row.id > (newest or 0))
     ]))
     rows = _current_session(rows, options.session_idle_hours)
     messages: list[dict[str, Any]] = []
     group = groups.is_group_chat(conversation.chat_jid)
     knowledge = has_knowledge(session, config.id)
-    system = ""
-    if config.system_prompt:
-        # In a group, {contact_name} and {contact_phone} are the member who wrote last.
-        who = groups.speaker(conversation, rows) if group else conversation
-        system = render_prompt(config.system_prompt, who, options)
-    if knowledge and options.knowledge_only:
-        system = f"{system}\n\n{KNOWLEDGE_ONLY}" if system else KNOWLEDGE_ONLY
+    # In a group, {contact_name} and {contact_phone} are the member who wrote last.
+    who = groups.speaker(conversation, rows) if group else conversation
     memory = bool(options.contact_memory) and not group
-    remembered = notes.for_the_model(conversation.notes) if memory else ""
-    if remembered:
-        system = f"{system}\n\n{remembered}" if system else remembered
+    system = system_message(config.system_prompt if system_prompt is None else system_prompt,
+                            who, options, knowledge=knowledge,
+                            remembered=notes.for_the_model(conversation.notes) if memory else "")
     if system:
-        messages.append({"role": "system", "content": system})
+        messages.append(system)
     burst: list[media.Item] = []
     for row in rows:
         if row.role == Role.CUSTOMER and row.reply_run_id == run_id:
@@ -119,6 +118,19 @@ def build(
                   instance=conversation.instance, burst=burst, identity=identity,
                   knowledge=knowledge, memory=memory,
                   notes=conversation.notes if memory else None)
+
+
+def system_message(template: str, who: Conversation, options: Options, *,
+                   knowledge: bool, remembered: str = "") -> dict[str, Any] | None:
+    """The system message: the config's prompt for `who`, the knowledge_only rule when the
+    config has a knowledge base, and what the bot remembers of the contact (contact memory,
+    already quoted as data); None when there is none of them."""
+    system = render_prompt(template, who, options) if template else ""
+    if knowledge and options.knowledge_only:
+        system = f"{system}\n\n{KNOWLEDGE_ONLY}" if system else KNOWLEDGE_ONLY
+    if remembered:
+        system = f"{system}\n\n{remembered}" if system else remembered
+    return {"role": "system", "content": system} if system else None
 
 
 def _chat_message(row: Message, group: bool) -> dict[str, Any]:

@@ -61,6 +61,8 @@ class EventType(StrEnum):
     CONVERSATION_EXPORTED = "conversation.exported"
     CONFIG_CREATED = "config.created"
     CONFIG_UPDATED = "config.updated"
+    # An operator tried a message, or a past conversation's last turn, in a config's playground.
+    PLAYGROUND_STARTED = "playground.started"
 
 
 def record(

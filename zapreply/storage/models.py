@@ -485,3 +485,64 @@ class KnowledgeFaq(Base):
     answer: Mapped[str] = mapped_column(Text)
     created_at: Mapped[created_at]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class PlaygroundStatus(StrEnum):
+    """A playground turn's status (playground_turns.status): queued → running → done | failed."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class PlaygroundKind(StrEnum):
+    # A message typed in the playground's chat.
+    CHAT = "chat"
+    # A past conversation's last customer turn answered again.
+    REPLAY = "replay"
+
+
+class PlaygroundTurn(Base):
+    """One message an operator tried against a config in the console's playground, and the
+    bot's answer as it streamed in (zapreply.replies.playground). Never a conversation, a run
+    or a budget's usage: nothing here reaches WhatsApp, the inbox, exports or dashboards."""
+
+    __tablename__ = "playground_turns"
+    __table_args__ = (
+        Index("ix_playground_turns_config_chat", "workflow_config_id", "chat", "id"),
+        Index("ix_playground_turns_replayed_conversation", "replayed_conversation_id"),
+    )
+
+    id: Mapped[intpk]
+    workflow_config_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("workflow_configs.id", ondelete="CASCADE"))
+    # The chat it belongs to: its earlier turns are its history.
+    chat: Mapped[str] = mapped_column(String(32))
+    # A PlaygroundKind.
+    kind: Mapped[str] = mapped_column(String(20))
+    actor: Mapped[str] = mapped_column(String(200))
+    customer_text: Mapped[str] = mapped_column(Text)
+    # Business tools not called: a canned result goes back to the model.
+    dry_run: Mapped[bool] = mapped_column(Boolean)
+    # Edits not saved yet, tried instead of the stored config's: system_prompt, model.
+    overrides: Mapped[json_dict]
+    replayed_conversation_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("conversations.id", ondelete="CASCADE"))
+    replayed_message_id: Mapped[int | None] = mapped_column(BigId)
+    # What the customer was sent back then (a replay).
+    old_answer: Mapped[str | None] = mapped_column(Text)
+    # A PlaygroundStatus.
+    status: Mapped[str] = mapped_column(String(20), default=PlaygroundStatus.QUEUED)
+    # The model's text as it arrives, every round's; `answer` is what a customer would get.
+    streamed: Mapped[str] = mapped_column(Text, default="")
+    answer: Mapped[str | None] = mapped_column(Text)
+    tool_calls: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    error: Mapped[str | None] = mapped_column(Text)
+    model: Mapped[str | None] = mapped_column(String(200))
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    cost: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[created_at]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None]
