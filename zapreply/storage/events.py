@@ -56,6 +56,8 @@ class EventType(StrEnum):
     CONVERSATION_EXPORTED = "conversation.exported"
     CONFIG_CREATED = "config.created"
     CONFIG_UPDATED = "config.updated"
+    # A config's webhook secret replaced: the old webhook path is refused from then on.
+    CONFIG_SECRET_ROTATED = "config.secret_rotated"
 
 
 def record(
