@@ -76,6 +76,9 @@ class MediaReference(TypedDict, total=False):
     seconds: int
     voice: bool  # a voice note (PTT), not an audio file
     base64: str  # the inline bytes, dropped once the message is answered
+    # WhatsApp's small JPEG preview of a photo or video (base64, at most a few KB), checked
+    # at intake (zapreply.channel.wuzapi.jpeg_thumbnail) and kept for the console.
+    thumbnail: str
     inline_dropped: int  # base64 characters WuzAPI sent that were too many to carry
     url: str  # WuzAPI's S3 delivery
     download: dict[str, Any]  # the keys WuzAPI's download endpoints take
