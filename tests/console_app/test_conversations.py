@@ -259,3 +259,20 @@ def test_an_image_shows_whatsapps_thumbnail_with_its_caption_once_its_bytes_are_
     placeholder = page.split('data-message="', 3)[2]
     assert "Image" in placeholder and "e esta outra" in placeholder
 
+
+def test_a_long_conversation_shows_its_newest_messages_and_pages_back_to_older_ones(admin):
+    from zapreply.actions.transcripts import TRANSCRIPT_LIMIT
+
+    conversation_id = make_conversation(messages=tuple(
+        ("customer", f"mensagem {n:03d}.") for n in range(TRANSCRIPT_LIMIT + 5)))
+    newest = admin.get(f"/conversations/{conversation_id}").get_data(as_text=True)
+    assert newest.count('class="msg ') == TRANSCRIPT_LIMIT
+    assert "mensagem 005." in newest and "mensagem 004." not in newest
+    assert 'data-live="conversation"' in newest
+    older_link = newest.split("← Older messages", 1)[0].rsplit('href="', 1)[1].split('"', 1)[0]
+    older = admin.get(html.unescape(older_link)).get_data(as_text=True)
+    assert older.count('class="msg ') == 5
+    assert "mensagem 000." in older and "mensagem 005." not in older
+    assert "← Older messages" not in older and "Newest messages →" in older
+    assert 'data-live="conversation"' not in older  # a page of the past does not follow along
+    assert admin.get(f"/conversations/{conversation_id}?before=x").status_code == 400
