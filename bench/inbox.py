@@ -248,6 +248,7 @@ def cases(long_id: int, deep_cursor: tuple[datetime, int]) -> dict[str, dict[str
         "search text, many": {"search": "obrigado"},
         "search text, few": {"search": RARE},
         "search text, none": {"search": ABSENT},
+        "search two letters, few": {"search": "xq"},
         "search none + instance": {"search": ABSENT, "instance": "loja-5"},
     }
 
