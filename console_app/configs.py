@@ -1,4 +1,5 @@
-"""Workflow configs (admins only): list, create, edit every option, activate or deactivate.
+"""Workflow configs (admins only): list, create, edit every option, activate or deactivate,
+rotate the webhook secret.
 
 The form is turned into the same body the admin API takes and validated by the same action
 (zapreply.actions.configs), so the console cannot store what the API would refuse; an error
@@ -81,6 +82,21 @@ def set_active(config_id: int) -> Response:
                                      actor=actor())
     flash("Config activated." if active == "true" else "Config deactivated.")
     return redirect(url_for("configs.index"), code=303)
+
+
+@bp.route("/<int:config_id>/rotate-secret", methods=["GET", "POST"])
+def rotate_secret(config_id: int) -> Any:
+    """GET asks to confirm; POST gives the config a new webhook secret and shows the new URL
+    on the page it answers with (not a redirect: a reload does not rotate again)."""
+    with session_scope() as session:
+        config = config_actions.get_config(session, config_id)
+        if request.method == "GET":
+            return render_template("config_rotate.html", config=config, webhook_url=None)
+        if request.form.get("confirm") != "yes":
+            raise Invalid("tick the box to confirm that the old webhook URL stops working")
+        config = config_actions.rotate_webhook_secret(session, config_id, actor=actor())
+        url = context.settings().public_url + configs.webhook_path(config)
+        return render_template("config_rotate.html", config=config, webhook_url=url)
 
 
 def _form(config: WorkflowConfig | None, values: dict[str, Any], errors: dict[str, str],

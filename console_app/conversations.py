@@ -48,9 +48,10 @@ def inbox() -> str:
 @bp.get("/conversations/<int:conversation_id>")
 def conversation(conversation_id: int) -> str:
     now = utcnow()
+    before = forms.optional_id("before")
     with session_scope() as session:
         cursor = live.page_cursor(session)
-        found = transcripts.transcript(session, conversation_id)
+        found = transcripts.transcript(session, conversation_id, before=before)
         config = session.get(WorkflowConfig, found.conversation.workflow_config_id) \
             if found.conversation.workflow_config_id else None
         template = "_conversation_live.html" if request.args.get("partial") \

@@ -7,6 +7,7 @@ how to start it, rather than skipping tests.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import os
@@ -37,6 +38,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # WuzAPI's wire formats (see tests/fixtures/wuzapi/README.md): the tests read nothing outside
 # the repository.
 FIXTURES = ROOT / "tests" / "fixtures" / "wuzapi"
+# A 16×16 JPEG (CPython's imghdr test image), as WhatsApp's JPEGThumbnail carries one: base64.
+JPEG_THUMBNAIL = base64.b64encode(
+    (ROOT / "tests" / "fixtures" / "media" / "thumbnail.jpg").read_bytes()).decode()
 
 PG_SERVER = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 # Per-run database and Redis db, so concurrent runs on one machine never share state.

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import FIXTURES, running_worker
+from tests.conftest import FIXTURES, JPEG_THUMBNAIL, running_worker
 from tests.e2e import events_of, post, wait_for, wait_for_event
 from tests.factories import make_config
 from zapreply.storage.db import session_scope
@@ -241,6 +241,23 @@ def test_an_inline_image_is_described_to_a_model_without_vision(db, receiver, ll
     assert replies(wuzapi) == ["Resposta: [image] Segue a foto do produto"]
     [row] = customer_rows()
     assert "base64" not in row.extra["media"]  # answered: the bytes are not kept
+
+
+def test_an_images_thumbnail_outlives_its_answered_bytes_for_the_console(
+    db, receiver, llm, wuzapi
+):
+    make_config(wuzapi.url)
+    body = envelope("message_image.json")
+    body["event"]["Message"]["imageMessage"]["JPEGThumbnail"] = JPEG_THUMBNAIL
+
+    send(receiver, body)
+
+    wuzapi.wait_for(lambda r: len(r) >= 1)
+    [row] = customer_rows()
+    assert "base64" not in row.extra["media"]
+    assert row.extra["media"]["thumbnail"] == JPEG_THUMBNAIL
+    # The model never sees it: a description, as without a thumbnail.
+    assert replies(wuzapi) == ["Resposta: [image] Segue a foto do produto"]
 
 
 def test_vision_always_sends_the_picture_to_a_model_litellm_does_not_know(

@@ -2,7 +2,7 @@
 customer conversations
 
 Revision ID: g001_playground
-Revises: k001_knowledge
+Revises: c001_contacts
 Create Date: 2026-12-03 18:20:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "g001_playground"
-down_revision: str | None = "k001_knowledge"
+down_revision: str | None = "c001_contacts"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,4 +1,5 @@
-"""Configs in the console (admins only): create, edit with the API's validation, activate."""
+"""Configs in the console (admins only): create, edit with the API's validation, activate,
+rotate the webhook secret."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import html
 from sqlalchemy import select
 
 from tests.console_app.conftest import post_form
-from tests.factories import make_config
+from tests.factories import make_config, stored_config
+from tests.webhook_app.test_webhook_authentication import body_for
+from tests.webhook_app.test_webhooks import JSON
+from zapreply.rules import configs
 from zapreply.rules.options import DEFINITIONS
 from zapreply.storage.db import session_scope
 from zapreply.storage.events import EventType
@@ -90,3 +94,49 @@ def test_an_agent_cannot_change_a_config(agent, wuzapi):
     response = post_form(agent, f"/configs/{config_id}/active", {"active": "false"})
     assert response.status_code == 403
     assert _config().is_active is True
+
+
+def test_an_admin_rotates_the_webhook_secret_once_confirmed_and_the_old_url_is_refused(
+        admin, base_env):
+    from webhook_app import create_app
+    from webhook_app.extension import runtime_of
+
+    config = stored_config(make_config())
+    old_path = configs.webhook_path(config)
+    page = f"/configs/{config.id}/rotate-secret"
+    assert f'href="{page}"' in admin.get(f"/configs/{config.id}").get_data(as_text=True)
+    asked = admin.get(page).get_data(as_text=True)
+    assert "stops working" in asked and 'name="confirm"' in asked
+    unconfirmed = post_form(admin, page, page=page)
+    assert unconfirmed.status_code == 400
+    assert admin.post(page, data={"confirm": "yes"}).status_code == 400  # no CSRF token
+    assert stored_config(config.id).webhook_secret == config.webhook_secret
+
+    rotated = post_form(admin, page, {"confirm": "yes"}, page=page)
+    assert rotated.status_code == 200
+    new_path = configs.webhook_path(stored_config(config.id))
+    assert new_path != old_path
+    shown = rotated.get_data(as_text=True)
+    assert new_path in shown and old_path not in shown
+    assert new_path not in admin.get(page).get_data(as_text=True)  # shown by the rotation only
+    with session_scope() as session:
+        event = session.scalar(select(Event).where(Event.type == EventType.CONFIG_SECRET_ROTATED))
+    assert event.payload == {"actor": "operator:ana", "workflow_config_id": config.id}
+
+    receiver = create_app({**base_env, "WUZAPI_HMAC_KEY": ""})
+    try:
+        webhooks = receiver.test_client()
+        body = body_for()
+        refused = webhooks.post(old_path, data=body, headers={"Content-Type": JSON})
+        assert refused.status_code == 401
+        taken = webhooks.post(new_path, data=body, headers={"Content-Type": JSON})
+        assert taken.get_json()["status"] == "queued"
+    finally:
+        runtime_of(receiver).database.dispose()
+
+
+def test_an_agent_cannot_rotate_a_webhook_secret(agent):
+    config = stored_config(make_config())
+    response = post_form(agent, f"/configs/{config.id}/rotate-secret", {"confirm": "yes"})
+    assert response.status_code == 403
+    assert stored_config(config.id).webhook_secret == config.webhook_secret

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from tests.conftest import queued_tasks
+from tests.conftest import JPEG_THUMBNAIL, queued_tasks
 from tests.console_app.conftest import make_conversation, post_form
 from tests.factories import make_config
 from zapreply.broker.queue import REPLY, SEND_BUSINESS
@@ -242,3 +242,37 @@ def test_the_export_is_json_and_a_readable_transcript(admin):
     assert [e.payload["actor"] for e in _events(EventType.CONVERSATION_EXPORTED)] == [
         "operator:ana", "operator:ana"]
     assert admin.get(f"/conversations/{conversation_id}/export.pdf").status_code == 400
+
+
+def test_an_image_shows_whatsapps_thumbnail_with_its_caption_once_its_bytes_are_gone(admin):
+    conversation_id = make_conversation(messages=(("customer", "Segue a foto do produto"),
+                                                  ("customer", "e esta outra")))
+    with session_scope() as session:
+        first, second = session.scalars(select(Message).order_by(Message.id))
+        first.media_type = second.media_type = "image"
+        first.extra = {"media": {"mimetype": "image/jpeg", "thumbnail": JPEG_THUMBNAIL}}
+        second.extra = {"media": {"mimetype": "image/jpeg"}}  # from before thumbnails were kept
+    page = admin.get(f"/conversations/{conversation_id}").get_data(as_text=True)
+    assert page.count("<img ") == 1
+    assert f'src="data:image/jpeg;base64,{JPEG_THUMBNAIL}"' in page
+    assert 'alt="Preview of the image sent: Segue a foto do produto"' in page
+    placeholder = page.split('data-message="', 3)[2]
+    assert "Image" in placeholder and "e esta outra" in placeholder
+
+
+def test_a_long_conversation_shows_its_newest_messages_and_pages_back_to_older_ones(admin):
+    from zapreply.actions.transcripts import TRANSCRIPT_LIMIT
+
+    conversation_id = make_conversation(messages=tuple(
+        ("customer", f"mensagem {n:03d}.") for n in range(TRANSCRIPT_LIMIT + 5)))
+    newest = admin.get(f"/conversations/{conversation_id}").get_data(as_text=True)
+    assert newest.count('class="msg ') == TRANSCRIPT_LIMIT
+    assert "mensagem 005." in newest and "mensagem 004." not in newest
+    assert 'data-live="conversation"' in newest
+    older_link = newest.split("← Older messages", 1)[0].rsplit('href="', 1)[1].split('"', 1)[0]
+    older = admin.get(html.unescape(older_link)).get_data(as_text=True)
+    assert older.count('class="msg ') == 5
+    assert "mensagem 000." in older and "mensagem 005." not in older
+    assert "← Older messages" not in older and "Newest messages →" in older
+    assert 'data-live="conversation"' not in older  # a page of the past does not follow along
+    assert admin.get(f"/conversations/{conversation_id}?before=x").status_code == 400

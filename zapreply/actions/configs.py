@@ -55,11 +55,16 @@ def update_config(session: Session, config_id: int, data: Any, *,
     return config
 
 
-def rotate_webhook_secret(session: Session, config_id: int) -> WorkflowConfig:
-    """A new webhook_path for WuzAPI; the old one gets 401 from then on."""
+def rotate_webhook_secret(session: Session, config_id: int, *,
+                          actor: str | None = None) -> WorkflowConfig:
+    """A new webhook_path for WuzAPI; the old one gets 401 from then on. With `actor`, a
+    `config.secret_rotated` event names who (never the secret)."""
     config = get_config(session, config_id, for_update=True)
     configs.rotate_webhook_secret(config)
     session.flush()
+    if actor is not None:
+        events.record(session, EventType.CONFIG_SECRET_ROTATED, actor=actor,
+                      workflow_config_id=config.id)
     return config
 
 

@@ -1,6 +1,12 @@
 """The console's inbox: conversations, newest activity first, filtered by instance or config,
-by state, and searched by name, phone or text; keyset-paged on (updated_at, id), which the
-indexes ix_conversations_updated_at and ix_conversations_instance_updated_at serve.
+by state, and searched by name, phone or text; keyset-paged on (updated_at, id).
+
+Each filter walks an index in that order (ix_conversations_updated_at, its instance's, its
+config's, ix_conversations_paused), so a page reads about as many rows as it shows whatever
+the depth. A search is two such walks, one over the contacts and one over the message text,
+each stopped at a page and the two merged: on PostgreSQL each may start instead from the
+trigram indexes (ix_conversations_search, ix_messages_search) when few rows match. The
+figures are in docs/PERFORMANCE.md (`python -m bench.inbox`).
 
 A conversation's `updated_at` moves whenever something happens in it: a message recorded, a
 reply sent, a pause or resume, a message written from the console.
@@ -11,8 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, func, not_, or_, select
+from sqlalchemy import ColumnElement, Select, and_, exists, not_, or_, select, union
 from sqlalchemy.orm import Session, aliased
 
 from zapreply.actions.errors import Invalid
@@ -57,10 +64,13 @@ class InboxPage:
 
 
 def _last_run_failed() -> ColumnElement[bool]:
+    # The few failed runs that no later run followed, rather than each conversation's latest
+    # run: PostgreSQL then hashes that set once and walks the conversations by activity.
     later = aliased(ReplyRun)
-    return exists().where(
-        ReplyRun.conversation_id == Conversation.id, ReplyRun.status == RunStatus.FAILED,
-        ~exists().where(later.conversation_id == Conversation.id, later.id > ReplyRun.id))
+    return Conversation.id.in_(select(ReplyRun.conversation_id).where(
+        ReplyRun.status == RunStatus.FAILED,
+        ~exists().where(later.conversation_id == ReplyRun.conversation_id,
+                        later.id > ReplyRun.id)))
 
 
 def _state_clause(state: State, now: datetime) -> ColumnElement[bool]:
@@ -102,33 +112,26 @@ def list_inbox(session: Session, *, now: datetime, instance: str | None = None,
                config_id: int | None = None, state: State | None = None,
                search: str | None = None, before: tuple[datetime, int] | None = None,
                limit: int = PAGE_SIZE) -> InboxPage:
-    statement = select(Conversation)
+    filters: list[ColumnElement[bool]] = []
     if instance:
-        statement = statement.where(Conversation.instance == instance)
+        filters.append(Conversation.instance == instance)
     if config_id is not None:
-        statement = statement.where(Conversation.workflow_config_id == config_id)
+        filters.append(Conversation.workflow_config_id == config_id)
     if state is not None:
-        statement = statement.where(_state_clause(state, now))
+        filters.append(_state_clause(state, now))
+    if before is not None:
+        moment, ident = before
+        # The first condition alone is an index range; the second breaks ties on the id.
+        filters.append(Conversation.updated_at <= moment)
+        filters.append(or_(Conversation.updated_at < moment, Conversation.id < ident))
     if search:
         if len(search) > MAX_SEARCH:
             raise Invalid(f"a search is at most {MAX_SEARCH} characters")
-        pattern = "%" + search.lower().replace("\\", "\\\\").replace("%", "\\%") \
-            .replace("_", "\\_") + "%"
-        digits = "".join(ch for ch in search if ch.isdigit())
-        matches = [func.lower(Conversation.contact_name).like(pattern, escape="\\"),
-                   exists().where(Message.conversation_id == Conversation.id,
-                                  func.lower(Message.content).like(pattern, escape="\\"))]
-        if digits:
-            matches.append(Conversation.contact_phone.like(f"%{digits}%"))
-            matches.append(Conversation.chat_jid.like(f"%{digits}%"))
-        statement = statement.where(or_(*matches))
-    if before is not None:
-        moment, ident = before
-        statement = statement.where(or_(
-            Conversation.updated_at < moment,
-            and_(Conversation.updated_at == moment, Conversation.id < ident)))
-    statement = statement.order_by(Conversation.updated_at.desc(), Conversation.id.desc())
-    found = list(session.scalars(statement.limit(limit + 1)))
+        statement = select(Conversation).where(
+            Conversation.id.in_(_matching(search, filters, limit + 1)))
+    else:
+        statement = select(Conversation).where(*filters)
+    found = list(session.scalars(_newest_first(statement).limit(limit + 1)))
     more = len(found) > limit
     found = found[:limit]
     rows = _rows(session, found, now)
@@ -139,18 +142,44 @@ def list_inbox(session: Session, *, now: datetime, instance: str | None = None,
     return InboxPage(rows, cursor)
 
 
+def _newest_first(statement: Select[Any]) -> Select[Any]:
+    return statement.order_by(Conversation.updated_at.desc(), Conversation.id.desc())
+
+
+def _matching(search: str, filters: list[ColumnElement[bool]], limit: int) -> Select[Any]:
+    """The ids of the first `limit` conversations whose contact matches and of the first whose
+    messages do: the page is among them. Case-insensitive substrings (ILIKE on PostgreSQL,
+    lower() LIKE lower() on SQLite); digits also match anywhere in the number or the JID."""
+    # Lowered here too, as SQLite's lower() knows only ASCII letters.
+    escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    pattern = f"%{escaped}%"
+    contact = [Conversation.contact_name.ilike(pattern, escape="\\")]
+    digits = "".join(ch for ch in search if ch.isdigit())
+    if digits:
+        contact.append(Conversation.contact_phone.like(f"%{digits}%"))
+        contact.append(Conversation.chat_jid.like(f"%{digits}%"))
+    text = Conversation.id.in_(select(Message.conversation_id).where(
+        Message.content.ilike(pattern, escape="\\")))
+    by_contact = _newest_first(select(Conversation.id).where(*filters, or_(*contact))) \
+        .limit(limit).subquery()
+    by_text = _newest_first(select(Conversation.id).where(*filters, text)).limit(limit).subquery()
+    return union(select(by_contact.c.id), select(by_text.c.id))
+
+
 def _rows(session: Session, found: list[Conversation], now: datetime) -> list[Row]:
     ids = [c.id for c in found]
     if not ids:
         return []
-    newest = select(func.max(Message.id)).where(Message.conversation_id.in_(ids)) \
-        .group_by(Message.conversation_id)
-    last = {m.conversation_id: m for m in session.scalars(
-        select(Message).where(Message.id.in_(newest)))}
-    latest_run = select(func.max(ReplyRun.id)).where(ReplyRun.conversation_id.in_(ids)) \
-        .group_by(ReplyRun.conversation_id)
-    failed = set(session.scalars(select(ReplyRun.conversation_id).where(
-        ReplyRun.id.in_(latest_run), ReplyRun.status == RunStatus.FAILED)))
+    # Each conversation's newest message and latest run, one index probe each (a long
+    # conversation's thousands of messages are not read to find its last).
+    newest = select(Message.id).where(Message.conversation_id == Conversation.id) \
+        .order_by(Message.id.desc()).limit(1).correlate(Conversation).scalar_subquery()
+    last = {m.conversation_id: m for m in session.scalars(select(Message).where(
+        Message.id.in_(select(newest).where(Conversation.id.in_(ids)))))}
+    latest_run = select(ReplyRun.status).where(ReplyRun.conversation_id == Conversation.id) \
+        .order_by(ReplyRun.id.desc()).limit(1).correlate(Conversation).scalar_subquery()
+    failed = set(session.scalars(select(Conversation.id).where(
+        Conversation.id.in_(ids), latest_run == RunStatus.FAILED)))
     return [Row(c, state_of(c, now), last.get(c.id), c.id in failed) for c in found]
 
 

@@ -16,7 +16,7 @@ from zapreply.storage import events
 from zapreply.storage.events import EventType
 from zapreply.storage.models import Conversation, Event, Message, ReplyRun, Role, utcnow
 
-# The newest messages a page shows (older ones: the export).
+# The messages a page shows (older ones: the page before, or the export).
 TRANSCRIPT_LIMIT = 300
 _RUN_EVENTS = (EventType.LLM_COMPLETED, EventType.LLM_FAILED, EventType.TOOL_CALLED,
                EventType.MESSAGE_FAILED, EventType.RUN_FAILED, EventType.RUN_REPLAYED,
@@ -41,15 +41,23 @@ class Transcript:
     conversation: Conversation
     messages: list[Message]
     runs: dict[int, RunSummary]
+    # Older messages exist: pass the first message's id as `before` to read them.
     truncated: bool
+    # The page ends before this message id (None: the newest messages).
+    before: int | None = None
 
 
-def transcript(session: Session, conversation_id: int,
-               limit: int = TRANSCRIPT_LIMIT) -> Transcript:
+def transcript(session: Session, conversation_id: int, limit: int = TRANSCRIPT_LIMIT,
+               before: int | None = None) -> Transcript:
+    """The newest `limit` messages (before the message id `before`, when given), oldest first:
+    keyset-paged on ix_messages_conversation_id, so a conversation of any length reads one
+    page of rows."""
     conversation = get_conversation(session, conversation_id)
-    newest = list(session.scalars(
-        select(Message).where(Message.conversation_id == conversation.id, Message.role != Role.TOOL)
-        .order_by(Message.id.desc()).limit(limit + 1)))
+    statement = select(Message).where(Message.conversation_id == conversation.id,
+                                      Message.role != Role.TOOL)
+    if before is not None:
+        statement = statement.where(Message.id < before)
+    newest = list(session.scalars(statement.order_by(Message.id.desc()).limit(limit + 1)))
     truncated = len(newest) > limit
     messages = list(reversed(newest[:limit]))
     run_ids = sorted({m.reply_run_id for m in messages if m.reply_run_id is not None})
@@ -59,7 +67,7 @@ def transcript(session: Session, conversation_id: int,
         for event in session.scalars(select(Event).where(
                 Event.run_id.in_(list(runs)), Event.type.in_(_RUN_EVENTS)).order_by(Event.id)):
             _add(runs[event.run_id], event)
-    return Transcript(conversation, messages, runs, truncated)
+    return Transcript(conversation, messages, runs, truncated, before)
 
 
 def _add(summary: RunSummary, event: Event) -> None:

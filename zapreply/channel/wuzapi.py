@@ -7,6 +7,8 @@ import anything heavy.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import codecs
 import hashlib
 import hmac
@@ -294,6 +296,8 @@ _NON_MESSAGE_KEYS = {
 DEFAULT_INLINE_MEDIA_LIMIT = 2 * 1024 * 1024
 # URLs and keys longer than this are not WhatsApp's or S3's: not carried on.
 _MAX_MEDIA_FIELD = 4096
+# WhatsApp's JPEGThumbnail of a photo or video is a few KB; a larger one is not carried on.
+MAX_THUMBNAIL_CHARS = 16 * 1024
 # Column sizes of messages.wa_message_id, conversations.chat_jid / contact_name.
 MAX_MESSAGE_ID_LENGTH = 128
 MAX_JID_LENGTH = 200
@@ -548,7 +552,8 @@ def media_reference(
 ) -> dict[str, Any]:
     """Everything the worker may use to get a media message's bytes, bounded: the inline
     base64 (when WuzAPI delivered it and it is small enough), the S3 URL (media_delivery=s3),
-    and the keys WuzAPI's download endpoints take. Plain JSON, no bytes decoded here."""
+    and the keys WuzAPI's download endpoints take; and WhatsApp's thumbnail, for the console.
+    Plain JSON: only the thumbnail (a few KB at most) is decoded here, to check it."""
     body = _media_body(message)
     reference: dict[str, Any] = {}
     mimetype = _short(body.get("mimetype")) or _short(delivered.get("mimeType"))
@@ -571,6 +576,9 @@ def media_reference(
             reference["base64"] = inline
         else:
             reference["inline_dropped"] = len(inline)
+    thumbnail = jpeg_thumbnail(body.get("JPEGThumbnail"))
+    if thumbnail:
+        reference["thumbnail"] = thumbnail
     s3 = delivered.get("s3")
     url = _short(s3.get("url")) if isinstance(s3, dict) else None
     if url and url.lower().startswith(("https://", "http://")):
@@ -586,6 +594,22 @@ def media_reference(
     if download.get("DirectPath"):
         reference["download"] = download
     return reference
+
+
+def jpeg_thumbnail(value: Any) -> str | None:
+    """WhatsApp's preview of a photo or video (`JPEGThumbnail`, base64 in whatsmeow's JSON),
+    re-encoded, when it is small and really a JPEG; else None. It is the only picture of a
+    message kept once its media is answered: the console shows it as a data: URL of type
+    image/jpeg, so nothing but JPEG bytes may pass (a sender chooses these bytes)."""
+    if not isinstance(value, str) or not value or len(value) > MAX_THUMBNAIL_CHARS:
+        return None
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if not data.startswith(b"\xff\xd8\xff"):
+        return None
+    return base64.b64encode(data).decode("ascii")
 
 
 def _media_body(message: dict[str, Any]) -> dict[str, Any]:

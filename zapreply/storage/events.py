@@ -63,6 +63,8 @@ class EventType(StrEnum):
     CONFIG_UPDATED = "config.updated"
     # An operator tried a message, or a past conversation's last turn, in a config's playground.
     PLAYGROUND_STARTED = "playground.started"
+    # A config's webhook secret replaced: the old webhook path is refused from then on.
+    CONFIG_SECRET_ROTATED = "config.secret_rotated"
 
 
 def record(

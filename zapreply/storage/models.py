@@ -76,6 +76,9 @@ class MediaReference(TypedDict, total=False):
     seconds: int
     voice: bool  # a voice note (PTT), not an audio file
     base64: str  # the inline bytes, dropped once the message is answered
+    # WhatsApp's small JPEG preview of a photo or video (base64, at most a few KB), checked
+    # at intake (zapreply.channel.wuzapi.jpeg_thumbnail) and kept for the console.
+    thumbnail: str
     inline_dropped: int  # base64 characters WuzAPI sent that were too many to carry
     url: str  # WuzAPI's S3 delivery
     download: dict[str, Any]  # the keys WuzAPI's download endpoints take
@@ -234,6 +237,14 @@ class Conversation(Base):
         # The console's inbox: newest activity first, keyset-paged on (updated_at, id).
         Index("ix_conversations_updated_at", "updated_at", "id"),
         Index("ix_conversations_instance_updated_at", "instance", "updated_at", "id"),
+        Index("ix_conversations_config_updated_at", "workflow_config_id", "updated_at", "id"),
+        Index("ix_conversations_paused", "updated_at", "id",
+              postgresql_where=text("status = 'paused'"), sqlite_where=text("status = 'paused'")),
+        # The inbox's search by name or number (ILIKE '%…%'): trigrams, PostgreSQL only.
+        Index("ix_conversations_search", "contact_name", "contact_phone", "chat_jid",
+              postgresql_using="gin",
+              postgresql_ops={"contact_name": "gin_trgm_ops", "contact_phone": "gin_trgm_ops",
+                              "chat_jid": "gin_trgm_ops"}).ddl_if(dialect="postgresql"),
     )
 
     id: Mapped[intpk]
@@ -287,6 +298,8 @@ class ReplyRun(Base):
         Index("ix_reply_runs_created_at", "created_at"),
         # The console's runs page: failed and retrying runs, newest first.
         Index("ix_reply_runs_status_id", "status", "id"),
+        # A conversation's latest run.
+        Index("ix_reply_runs_conversation_id", "conversation_id", "id"),
     )
 
     id: Mapped[intpk]
@@ -320,6 +333,9 @@ class Message(Base):
             postgresql_where=text("role = 'customer' AND reply_run_id IS NULL"),
             sqlite_where=text("role = 'customer' AND reply_run_id IS NULL"),
         ),
+        # The inbox's search by text (ILIKE '%…%'): trigrams, PostgreSQL only.
+        Index("ix_messages_search", "content", postgresql_using="gin",
+              postgresql_ops={"content": "gin_trgm_ops"}).ddl_if(dialect="postgresql"),
     )
 
     id: Mapped[intpk]
@@ -352,6 +368,9 @@ class Event(Base):
         Index("ix_events_conversation_id", "conversation_id", "id"),
         Index("ix_events_type", "type", "id"),
         Index("ix_events_created_at", "created_at"),
+        # A transcript's runs' events.
+        Index("ix_events_run_id", "run_id", "id", postgresql_where=text("run_id IS NOT NULL"),
+              sqlite_where=text("run_id IS NOT NULL")),
     )
 
     id: Mapped[intpk]

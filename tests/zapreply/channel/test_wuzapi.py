@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, JPEG_THUMBNAIL
 from tests.webhook_app.test_webhooks import FORM, JSON, as_form, compact, go_form
 from zapreply.channel import wuzapi
 from zapreply.channel.wuzapi import BadPayload, Envelope, InboundMessage
@@ -483,6 +483,33 @@ def test_media_is_read_with_its_caption(
 
 def test_a_media_key_that_is_not_an_object_is_skipped() -> None:
     assert read({"imageMessage": "nope"}).reason == "no content"
+
+
+def test_whatsapps_jpeg_thumbnail_of_an_image_is_kept_with_its_media_reference() -> None:
+    image = json.loads((FIXTURES / "message_image.json").read_text())
+    image["event"]["Message"]["imageMessage"]["JPEGThumbnail"] = JPEG_THUMBNAIL
+    message = wuzapi.read_message(wuzapi.parse_envelope(JSON, compact(image)))
+    assert isinstance(message, InboundMessage)
+    assert message.media["thumbnail"] == JPEG_THUMBNAIL
+    assert message.media["mimetype"] == "image/jpeg"
+
+
+@pytest.mark.parametrize("thumbnail", [
+    # The fixture's own: base64, but not a JPEG.
+    "1A/Wo0nlwUaux/lidneTq1EJSsgUc/3BvLx3sPsGMN1d3eSc5ays6YUdXGVNB25pVqFzjwHvN4XVL9cK",
+    # SVG with a script, as base64.
+    "PHN2ZyB4bWxucz0iaHR0cDovL3d3dy53My5vcmcvMjAwMC9zdmciPjxzY3JpcHQ+YWxlcnQoMSk8L3NjcmlwdD48L3N2Zz4=",
+    "/9j/not base64!",  # starts like a JPEG, then is not base64
+    '/9j/" onerror="alert(1)',
+    JPEG_THUMBNAIL + "A" * wuzapi.MAX_THUMBNAIL_CHARS,  # too large
+    12345,
+    "",
+])
+def test_a_thumbnail_that_is_not_a_small_jpeg_is_not_kept(thumbnail: Any) -> None:
+    message = read({"imageMessage": {"caption": "foto", "mimetype": "image/jpeg",
+                                     "JPEGThumbnail": thumbnail}})
+    assert isinstance(message, InboundMessage)
+    assert "thumbnail" not in (message.media or {})
 
 
 def test_text_wins_over_media_keys_in_the_same_message() -> None:
