@@ -34,10 +34,11 @@ def test_zapreply_up_answers_a_message_on_the_embedded_defaults(tmp_path, llm, w
     llm.reset()
     wuzapi.reset()
     env = _env(tmp_path, llm)
-    port = free_port()
+    port, console_port = free_port(), free_port()
     env["PUBLIC_URL"] = f"http://127.0.0.1:{port}"
     log = open(tmp_path / "up.log", "wb")
-    up = subprocess.Popen([*ZAPREPLY, "up", "--port", str(port)], cwd=tmp_path, env=env,
+    up = subprocess.Popen([*ZAPREPLY, "up", "--port", str(port), "--console-port",
+                           str(console_port)], cwd=tmp_path, env=env,
                           stdout=log, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -73,6 +74,27 @@ def test_zapreply_up_answers_a_message_on_the_embedded_defaults(tmp_path, llm, w
         assert sent[0]["body"]["Body"] == "Resposta: Olá! Vocês abrem amanhã?"
         assert (tmp_path / "var" / "zapreply.storage.db").exists()
         assert (tmp_path / "var" / "broker.db").exists()
+
+        # The first run ends in the console: an operator signs in and finds the conversation.
+        subprocess.run([*ZAPREPLY, "operator", "add", "ana", "--role", "admin",
+                        "--password-stdin"], input="first-run-password-1\n", cwd=tmp_path,
+                       env=env, capture_output=True, text=True, check=True)
+        console = f"http://127.0.0.1:{console_port}"
+        assert f"Operator console: {console}" in (tmp_path / "up.log").read_text()
+        wait_until_answering(f"{console}/login", up, timeout=60,
+                             log=lambda: (tmp_path / "up.log").read_text())
+        with httpx.Client(base_url=console, timeout=10) as browser:
+            assert browser.get("/").status_code == 302  # signed out: to /login
+            token = re.search(r'name="csrf_token" value="([^"]+)"',
+                              browser.get("/login").text).group(1)
+            signed_in = browser.post("/login", data={
+                "username": "ana", "password": "first-run-password-1", "csrf_token": token})
+            assert signed_in.status_code == 302
+            inbox = browser.get("/")
+            assert inbox.status_code == 200
+            assert "Cliente Teste Um" in inbox.text
+            assert "Resposta: Olá! Vocês abrem amanhã?" in browser.get(
+                re.search(r'href="(/conversations/\d+)"', inbox.text).group(1)).text
     finally:
         up.send_signal(signal.SIGINT)
         try:

@@ -15,11 +15,10 @@ from sqlalchemy.orm import Session
 from zapreply.llm import business_tools
 from zapreply.replies import media
 from zapreply.rules import groups, notes
-from zapreply.rules.configs import options_of
+from zapreply.rules.configs import has_knowledge, options_of
 from zapreply.rules.options import Options
 from zapreply.rules.text import quoted_name
 from zapreply.settings import Settings
-from zapreply.storage import knowledge as knowledge_store
 from zapreply.storage import runs
 from zapreply.storage.models import (
     Conversation,
@@ -89,7 +88,7 @@ def build(
     rows = _current_session(rows, options.session_idle_hours)
     messages: list[dict[str, Any]] = []
     group = groups.is_group_chat(conversation.chat_jid)
-    knowledge = knowledge_store.has_knowledge(session, config.id)
+    knowledge = has_knowledge(session, config.id)
     system = ""
     if config.system_prompt:
         # In a group, {contact_name} and {contact_phone} are the member who wrote last.

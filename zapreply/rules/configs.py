@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from zapreply.net.http import origin
 from zapreply.rules.options import DEFAULTS, DEFINITIONS, InvalidConfig, Options, check
 from zapreply.settings import get_settings
+from zapreply.storage import knowledge as knowledge_store
 from zapreply.storage.models import WorkflowConfig, new_webhook_secret
 
 DRIVERS = ("wuzapi", "livchat")
@@ -264,6 +265,14 @@ def active_on(session: Session, instance: str) -> list[WorkflowConfig]:
         .where(WorkflowConfig.instance == instance, WorkflowConfig.is_active.is_(True))
         .order_by(WorkflowConfig.id)
     )))
+
+
+def has_knowledge(session: Session, config_id: int) -> bool:
+    """Whether the config has documents or FAQ entries to search, kept as long as the config
+    itself: a reply asks on every run, and a first document (or the last one deleted) applies
+    within CONFIG_CACHE_SECONDS, as a config change does."""
+    return _cached(("knowledge", config_id),
+                   lambda: knowledge_store.has_knowledge(session, config_id))
 
 
 def clear_cache() -> None:

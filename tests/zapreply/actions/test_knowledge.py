@@ -167,3 +167,28 @@ def test_a_new_knowledge_language_reindexes_the_passages(wuzapi):
     assert languages == {"english"}
     # English stemming: "shipped" and "orders" find "ship" and "order" (on SQLite, prefixes).
     assert found(config_id, "shipping orders", language="english") == ["Shipping"]
+
+
+
+def test_a_worker_asks_whether_a_config_has_knowledge_once_per_config_cache_period(wuzapi):
+    from dataclasses import replace
+
+    from zapreply import settings as settings_module
+    from zapreply.rules import configs
+
+    config_id = make_config(wuzapi)
+    suite = settings_module.get_settings()
+    settings_module.override(replace(suite, config_cache_seconds=60.0))
+    try:
+        with session_scope() as session:
+            assert not configs.has_knowledge(session, config_id)
+        add(config_id, "Entrega", DELIVERY)
+        with session_scope() as session:
+            assert store.has_knowledge(session, config_id)
+            # Kept like the config row itself: the first document applies once it expires.
+            assert not configs.has_knowledge(session, config_id)
+            configs.clear_cache()
+            assert configs.has_knowledge(session, config_id)
+    finally:
+        settings_module.override(suite)
+        configs.clear_cache()
