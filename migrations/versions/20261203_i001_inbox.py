@@ -43,6 +43,10 @@ def upgrade() -> None:
                                         "chat_jid": "gin_trgm_ops"})
         op.create_index("ix_messages_search", "messages", ["content"], postgresql_using="gin",
                         postgresql_ops={"content": "gin_trgm_ops"})
+        # A finer histogram of names: with the default (100 values) a name in 0.08 % of the
+        # conversations was taken for 1 %, and the page walked 62,000 of them rather than
+        # reading the 81 from the trigram index (264 ms against 10 ms).
+        op.execute("ALTER TABLE conversations ALTER COLUMN contact_name SET STATISTICS 1000")
 
 
 def _trigrams() -> bool:
@@ -62,6 +66,8 @@ def _trigrams() -> bool:
 
 def downgrade() -> None:
     # pg_trgm stays: other objects may have come to use it since.
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("ALTER TABLE conversations ALTER COLUMN contact_name SET STATISTICS -1")
     op.execute("DROP INDEX IF EXISTS ix_messages_search")
     op.execute("DROP INDEX IF EXISTS ix_conversations_search")
     op.drop_index("ix_events_run_id", table_name="events")
