@@ -1,6 +1,7 @@
 """The operator console: a server-rendered web app (Flask, Jinja, one CSS file and a little
 JavaScript) for the business's attendants and the operator. Sign-in, the inbox, each
-conversation with its runs, failed runs, workflow configs.
+conversation with its runs, failed runs, the dashboard, workflow configs; /metrics for
+Prometheus.
 
 A WSGI app of its own, `gunicorn 'console_app:create_app()'`, so the webhook receiver stays
 thin (it never imports this package). Every action goes through zapreply.actions, the use
@@ -17,13 +18,25 @@ from flask import Flask
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """`config` overrides environment settings by name (e.g. {"DATABASE_URL": ...})."""
-    from console_app import auth, configs, context, conversations, errors, live, runs
+    from console_app import (
+        auth,
+        configs,
+        context,
+        conversations,
+        dashboard,
+        errors,
+        live,
+        metrics,
+        runs,
+    )
 
     app = Flask(__name__)
     context.init_app(app, config)
     errors.init_app(app)
     auth.init_app(app)
     live.init_app(app)
-    for blueprint in (auth.bp, conversations.bp, runs.bp, configs.bp, live.bp):
+    metrics.init_app(app)
+    for blueprint in (auth.bp, conversations.bp, runs.bp, dashboard.bp, configs.bp, live.bp,
+                      metrics.bp):
         app.register_blueprint(blueprint)
     return app
