@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -35,11 +34,12 @@ def serve(port: int, address: str, registry: CollectorRegistry | None = None) ->
 
 
 def fresh_directory(path: Path) -> Path:
-    """The multiprocess directory, emptied: files of processes of an earlier run would be
-    added to this run's counters."""
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True, mode=0o700)
+    """The multiprocess directory, made if missing, without the figure files of an earlier run
+    (they would be added to this run's counters). Only prometheus_client's `*.db` files go:
+    PROMETHEUS_MULTIPROC_DIR may name a directory that holds more."""
+    path.mkdir(parents=True, mode=0o700, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
     return path
 
 
