@@ -117,3 +117,13 @@ def test_a_run_that_fails_for_good_is_counted_by_its_reason(
 def test_the_webhook_port_serves_no_metrics(db, receiver_with_metrics):
     receiver, _ = receiver_with_metrics
     assert httpx.get(f"{receiver}/metrics", timeout=5).status_code == 404
+
+
+def test_a_receiver_starts_its_figures_afresh_and_leaves_other_files_alone(tmp_path):
+    from zapreply.metrics import serving
+
+    (tmp_path / "counter_4242.db").write_bytes(b"old figures")
+    (tmp_path / "notes.txt").write_text("not ours")
+    assert serving.fresh_directory(tmp_path) == tmp_path
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    assert serving.fresh_directory(tmp_path / "new" / "dir").is_dir()
