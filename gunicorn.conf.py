@@ -17,6 +17,7 @@ Chosen for clients that are slow on purpose or by accident (WuzAPI over a long l
 - Small header limits: WuzAPI sends half a dozen headers and a short request line.
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -46,7 +47,29 @@ limit_request_field_size = 4096
 if Path("/dev/shm").is_dir():
     worker_tmp_dir = "/dev/shm"
 
-if any(arg.startswith("console_app") for arg in sys.argv[1:]):
+console = any(arg.startswith("console_app") for arg in sys.argv[1:])
+
+if _settings.receiver_metrics_port and not console:
+    # Prometheus: every worker process counts into files of one directory (prometheus_client's
+    # multiprocess mode, which reads this variable when a worker first imports it), and this
+    # master serves their sum on RECEIVER_METRICS_PORT, apart from the webhook port. Workers
+    # that gunicorn replaces keep counting in the sum; a worker's files stay after it exits.
+    _metrics_dir = _settings.metrics_dir or \
+        _settings.data_dir / f"metrics-receiver-{_settings.receiver_metrics_port}"
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)
+    # After the variable is set: the workers forked from here inherit the module as imported.
+    from zapreply.metrics import serving as _metrics
+
+    _metrics.fresh_directory(_metrics_dir)
+
+    def when_ready(server):  # gunicorn calls it
+        _metrics.serve_directory(_metrics_dir, _settings.receiver_metrics_port,
+                                 _settings.metrics_address)
+
+    def child_exit(server, worker):  # gunicorn calls it
+        _metrics.process_gone(_metrics_dir, worker.pid)
+
+if console:
     # The operator console: a few people, pages and short requests. Plain gthread workers;
     # its live updates are short server-sent-event answers the browser asks again for
     # (console_app/live.py), so an open page holds no thread between them.

@@ -1,6 +1,7 @@
 """The operator console: a server-rendered web app (Flask, Jinja, one CSS file and a little
 JavaScript) for the business's attendants and the operator. Sign-in, the inbox, each
-conversation with its runs, failed runs, workflow configs and their playground.
+conversation with its runs, failed runs, the dashboard, workflow configs and their
+playground; /metrics for Prometheus.
 
 A WSGI app of its own, `gunicorn 'console_app:create_app()'`, so the webhook receiver stays
 thin (it never imports this package). Every action goes through zapreply.actions, the use
@@ -22,8 +23,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         configs,
         context,
         conversations,
+        dashboard,
         errors,
         live,
+        metrics,
         playground,
         runs,
     )
@@ -33,6 +36,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     errors.init_app(app)
     auth.init_app(app)
     live.init_app(app)
-    for blueprint in (auth.bp, conversations.bp, runs.bp, configs.bp, playground.bp, live.bp):
+    metrics.init_app(app)
+    for blueprint in (auth.bp, conversations.bp, runs.bp, dashboard.bp, configs.bp,
+                      playground.bp, live.bp, metrics.bp):
         app.register_blueprint(blueprint)
     return app

@@ -37,7 +37,8 @@ bp = Blueprint("auth", __name__)
 CSRF_FIELD = "csrf_token"
 CSRF_REFUSED = "This form has no valid security token (it may have expired). Reload the " \
                "page and try again."
-_PUBLIC = {"auth.login", "static"}
+# /metrics checks its own bearer token (console_app.metrics).
+_PUBLIC = {"auth.login", "static", "metrics.scrape"}
 
 
 def init_app(app: Flask) -> None:

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
+
+from zapreply.metrics import series
 
 log = logging.getLogger(__name__)
 
@@ -16,6 +18,8 @@ def register_error_handlers(app: Flask) -> None:
             413: "request body is larger than the limit",
         }
         message = messages.get(error.code or 500, error.description or error.name)
+        if request.endpoint == "webhooks.receive":
+            series.webhook_refused(error.code or 500)
         return jsonify(error=message), error.code
 
     @app.errorhandler(Exception)

@@ -18,6 +18,7 @@ from werkzeug.wsgi import get_content_length
 from webhook_app import authentication, deadline, routing
 from zapreply.broker.queue import HANDLE_INBOUND, RECORD_IGNORED
 from zapreply.channel import wuzapi
+from zapreply.metrics import series
 from zapreply.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -25,11 +26,17 @@ log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__)
 
 
-def _answer(status: str, code: int = 200, **extra: Any):  # type: ignore[no-untyped-def]
+def _answer(status: str, code: int = 200, *, counted: bool = True,
+            **extra: Any):  # type: ignore[no-untyped-def]
+    """`counted` False: built before the broker has the task, counted once it has."""
+    if counted:
+        series.webhook(status)
     return jsonify(status=status, **extra), code
 
 
 def _error(message: str, code: int):  # type: ignore[no-untyped-def]
+    # webhook_app.errors counts the refusals werkzeug raises (400, 408, 413).
+    series.webhook_refused(code)
     return jsonify(error=message), code
 
 
@@ -171,7 +178,8 @@ def _route_and_publish(settings: Settings, routes: routing.Routes, candidates: l
                 kwargs["details"] = message.details
             with publisher.publishing(RECORD_IGNORED, kwargs,
                                       kwargsrepr=f"{{'instance': {config.instance!r}, ...}}"):
-                answer = _answer("ignored", reason=message.reason)
+                answer = _answer("ignored", counted=False, reason=message.reason)
+            series.webhook(series.IGNORED)
             return answer
         if routes.recently_enqueued(config.instance, message.wa_message_id):
             return _answer("duplicate", message_id=message.wa_message_id)
@@ -181,12 +189,13 @@ def _route_and_publish(settings: Settings, routes: routing.Routes, candidates: l
             "config_id": config.id, "instance": config.instance, "message": message.as_payload(),
         }, kwargsrepr=f"{{'config_id': {config.id}, 'wa_message_id': {message.wa_message_id!r}}}"):
             # Built while Redis takes the task; it goes out only once Redis has it.
-            answer = _answer("queued", message_id=message.wa_message_id)
+            answer = _answer("queued", counted=False, message_id=message.wa_message_id)
     except SQLAlchemyError:
         log.warning("database unreachable while receiving a webhook", exc_info=True)
         return _error("database unavailable, retry later", 503)
     except (OperationalError, KombuError, OSError, *publisher.errors):
         log.warning("broker unreachable while receiving a webhook", exc_info=True)
         return _error("queue unavailable, retry later", 503)
+    series.webhook(series.QUEUED)
     routes.remember_enqueued(config.instance, message.wa_message_id)
     return answer

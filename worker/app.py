@@ -54,6 +54,27 @@ def _start_sweeper(**_: object) -> None:
         privacy.start()
 
 
+@signals.worker_ready.connect
+def _serve_metrics(**_: object) -> None:
+    settings = app.runtime.settings
+    if not settings.worker_metrics_port:
+        return
+    from zapreply.metrics import serving
+
+    if settings.worker_pool not in ("threads", "solo"):
+        # Tasks would count in the pool's child processes, which this server cannot see.
+        logging.getLogger(__name__).warning(
+            "WORKER_METRICS_PORT needs WORKER_POOL threads or solo; no metrics served")
+        return
+    try:
+        serving.serve(settings.worker_metrics_port, settings.metrics_address)
+    except OSError as exc:
+        # Another worker process on this host has the port: it answers, this one does not.
+        logging.getLogger(__name__).warning(
+            "WORKER_METRICS_PORT %s: %s; no metrics served by this worker",
+            settings.worker_metrics_port, exc)
+
+
 @signals.worker_init.connect
 def _yield_cpu_to_the_receiver(**_: object) -> None:
     # Before the pool starts: its threads or processes inherit it.

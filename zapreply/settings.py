@@ -174,6 +174,16 @@ class Settings:
     console_threads: int = 8
     console_url: str = "http://localhost:8001"
     console_secret_key: str | None = field(default=None, repr=False)
+    # Prometheus (zapreply.metrics): the port each receiver (its gunicorn master, for all its
+    # processes) and each worker process serves /metrics on, 0 for none; the address they
+    # listen on; the directory the receiver's processes share their figures in (emptied at its
+    # start; unset: one under the data directory); the bearer token of the console's /metrics
+    # (unset: it answers 404).
+    receiver_metrics_port: int = 0
+    worker_metrics_port: int = 0
+    metrics_address: str = "127.0.0.1"
+    metrics_dir: Path | None = None
+    metrics_token: str | None = field(default=None, repr=False)
 
     @property
     def is_sqlite(self) -> bool:
@@ -244,6 +254,12 @@ def load(overrides: dict[str, str] | None = None) -> Settings:
         console_threads=_int(env, "CONSOLE_THREADS", 8),
         console_url=_str(env, "CONSOLE_URL", "http://localhost:8001").rstrip("/"),
         console_secret_key=_str(env, "CONSOLE_SECRET_KEY"),
+        receiver_metrics_port=_int(env, "RECEIVER_METRICS_PORT", 0),
+        worker_metrics_port=_int(env, "WORKER_METRICS_PORT", 0),
+        metrics_address=_str(env, "METRICS_ADDRESS", "127.0.0.1"),
+        metrics_dir=Path(raw_dir).resolve() if (raw_dir := _str(
+            env, "PROMETHEUS_MULTIPROC_DIR")) else None,
+        metrics_token=_str(env, "METRICS_TOKEN"),
     )
     if settings.visibility_timeout_seconds < MIN_VISIBILITY_TIMEOUT_SECONDS:
         # Below it, the database-retry backoff (worker/inbound.py) could outlast half of it,
@@ -265,6 +281,12 @@ def load(overrides: dict[str, str] | None = None) -> Settings:
         raise ImproperlyConfigured("CONSOLE_WORKERS and CONSOLE_THREADS must be at least 1")
     if settings.console_secret_key is not None and len(settings.console_secret_key) < 32:
         raise ImproperlyConfigured("CONSOLE_SECRET_KEY must be at least 32 characters")
+    for name, port in (("RECEIVER_METRICS_PORT", settings.receiver_metrics_port),
+                       ("WORKER_METRICS_PORT", settings.worker_metrics_port)):
+        if not 0 <= port <= 65535:
+            raise ImproperlyConfigured(f"{name} must be a port number, or 0 for none")
+    if settings.metrics_token is not None and len(settings.metrics_token) < 32:
+        raise ImproperlyConfigured("METRICS_TOKEN must be at least 32 characters")
     if not 0 <= settings.worker_nice <= 19:
         raise ImproperlyConfigured("WORKER_NICE must be between 0 and 19")
     if settings.lease_seconds < 3:

@@ -116,6 +116,13 @@ def test_the_actions_never_import_a_front_door_the_pipeline_or_the_llm() -> None
     assert {m: t for m, t in offenders.items() if t} == {}
 
 
+def test_the_metrics_import_nothing_of_ours() -> None:
+    # Plumbing every layer counts into: the receiver, the pipeline and the console alike.
+    offenders = {module: sorted(t for t in targets if not t.startswith("zapreply.metrics"))
+                 for module, targets in GRAPH.items() if module.startswith("zapreply.metrics")}
+    assert {m: t for m, t in offenders.items() if t} == {}
+
+
 def test_there_is_no_import_circle() -> None:
     modules = {m for m in GRAPH if m.count(".") >= 1 or m in PACKAGES}
     circles = []

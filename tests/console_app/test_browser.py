@@ -275,3 +275,45 @@ def test_the_playground_streams_a_reply_token_by_token(
         By.CSS_SELECTOR, ".pg-replay .pg-old").text
     assert wuzapi.requests == []
     full_page_screenshot(browser, "playground")
+
+
+def test_the_dashboard_draws_a_month_an_admin_and_an_agent_can_read_at_a_glance(
+        db, browser, console_url, receiver, wuzapi):  # noqa: F811
+    from tests.dashboard_rows import a_month_of_traffic
+    from zapreply.storage.models import utcnow
+
+    add_operator("ana", "admin")
+    add_operator("beto", "agent")
+    config_id = make_config(wuzapi.url, options={"daily_cost_budget": 0.05})
+    _message_arrives(receiver)  # one answered through the running system, then the month
+    wuzapi.wait_for(lambda sent: len(sent) >= 1)
+    wait_for(lambda: _run_status() == "sent")
+    a_month_of_traffic(config_id, utcnow())
+
+    _sign_in(browser, console_url, "ana")
+    browser.find_element(By.LINK_TEXT, "Dashboard").click()
+    assert len(browser.find_elements(By.CSS_SELECTOR, "svg.chart")) == 5
+    assert browser.execute_script(UNLABELLED) == []
+    full_page_screenshot(browser, "dashboard-hours")
+    # Keyboard only: the period and the config, then Show.
+    from selenium.webdriver.support.ui import Select
+
+    Select(browser.find_element(By.ID, "unit")).select_by_value("day")
+    Select(browser.find_element(By.ID, "config")).select_by_value(str(config_id))
+    browser.find_element(By.ID, "config").send_keys(Keys.TAB)
+    browser.switch_to.active_element.send_keys(Keys.ENTER)
+    _wait(browser, lambda d: "The last 30 days, by day" in _text(d))
+    assert "budget spent today" in _text(browser).lower()
+    assert browser.find_elements(By.CSS_SELECTOR, "svg#cost line.limit")
+    assert "daily budget $0.05" in browser.find_element(By.ID, "cost").get_attribute(
+        "innerHTML")
+    full_page_screenshot(browser, "dashboard")
+    # The text alternative of a chart opens like any disclosure.
+    table = browser.find_element(By.CSS_SELECTOR, "#h-traffic ~ details")
+    table.find_element(By.TAG_NAME, "summary").click()
+    assert len(table.find_elements(By.CSS_SELECTOR, "tbody tr")) == 30
+
+    _sign_in(browser, console_url, "beto")
+    browser.find_element(By.LINK_TEXT, "Dashboard").click()
+    assert len(browser.find_elements(By.CSS_SELECTOR, "svg.chart")) == 3
+    assert browser.find_elements(By.ID, "cost") == [] and "LLM COST" not in _text(browser)

@@ -11,9 +11,10 @@ import time
 from sqlalchemy.orm import Session
 
 from zapreply.channel import messaging
+from zapreply.metrics import series, serving
 from zapreply.replies import failures, leases, plan
 from zapreply.replies.steps import Deliver, Done, Next, Outgoing, RunContext
-from zapreply.storage import events, runs
+from zapreply.storage import dashboard, events, runs
 from zapreply.storage import outbox as store
 from zapreply.storage.db import autocommit, get_engine, session_scope
 from zapreply.storage.events import EventType
@@ -53,7 +54,9 @@ def _send_rows(run: RunContext, step: Deliver, typing: bool) -> Next:
                 EventType.MESSAGE_FAILED, exc, permanent=exc.permanent,
                 attempts=run.settings.send_max_attempts, row_id=row.row_id, status=exc.status))
         if index == len(step.rows) - 1:
-            return _last_sent(run, step.run_id, row, provider_id)
+            following = _last_sent(run, step.run_id, row, provider_id)
+            _count_reply_time(step.run_id)
+            return following
         with session_scope() as session:
             # The send happened: record it whatever became of the lease meanwhile.
             _record_sent(session, run, step.run_id, row, provider_id)
@@ -62,6 +65,17 @@ def _send_rows(run: RunContext, step: Deliver, typing: bool) -> Next:
         if not still_ours:
             raise run.lease_lost("lease lost after a send")
     raise AssertionError("a Deliver step has rows")  # pragma: no cover
+
+
+def _count_reply_time(run_id: int) -> None:
+    """The run's reply time into the latency histogram, when this process serves its figures
+    (an indexed read of the run's messages: no cost to a worker nobody scrapes)."""
+    if not serving.enabled:
+        return
+    with autocommit() as connection:
+        seconds = dashboard.reply_seconds(connection, run_id)
+    if seconds is not None:
+        series.reply_sent(seconds)
 
 
 def _record_sent(session: Session, run: RunContext, run_id: int, row: Outgoing,

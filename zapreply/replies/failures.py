@@ -14,6 +14,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from zapreply.llm import business_tools, tools
+from zapreply.metrics import series
 from zapreply.replies import leases, media, outbox, plan
 from zapreply.replies.steps import Next, RunContext
 from zapreply.rules.options import Options
@@ -61,7 +62,7 @@ def generation_failed(run: RunContext, run_id: int, failure: Failure,
         reply_run, gives_up = _count_attempt(session, run, run_id, failure)
         if gives_up:
             outbox.close_failed(session, reply_run, run.conversation_id, str(failure.error),
-                                options)
+                                options, kind=series.LLM)
             session.flush()
             return plan.plan(session, run)
         delay = _retry_at(reply_run, run.settings, failure.retry_after)
@@ -86,6 +87,7 @@ def send_failed(run: RunContext, run_id: int, failure: Failure) -> Next:
                 events.record(session, EventType.RUN_FAILED, conversation_id=run.conversation_id,
                               run_id=run_id, reason=str(failure.error),
                               attempts=reply_run.attempts)
+                outbox.count_failure_on_commit(session, series.SEND)
             session.flush()
             return plan.plan(session, run)
         delay = _retry_at(reply_run, run.settings, failure.retry_after)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from zapreply.channel import messaging
 from zapreply.llm import business_tools, tools
+from zapreply.metrics import series
 from zapreply.replies import failures, knowledge, media, outbox, plan
 from zapreply.replies.prompt import Prompt
 from zapreply.replies.steps import Deliver, Draft, Generate, Next, RunContext
@@ -128,6 +129,8 @@ def generate(prompt: Prompt, settings: Settings, effects: tools.Effects | None =
                 max_tokens=prompt.options.max_tokens,
             )
         completions.append(completion)
+        series.llm_call(prompt.model, completion.latency_ms / 1000, completion.prompt_tokens,
+                        completion.completion_tokens)
         final = completion.content
         if not completion.tool_calls:
             break

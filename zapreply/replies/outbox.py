@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from zapreply.llm import business_tools
+from zapreply.metrics import series
 from zapreply.replies import leases, media
 from zapreply.replies.steps import Draft, Generate, Outgoing, RunContext
 from zapreply.rules import budget, conversations, notes
@@ -102,14 +103,15 @@ def add(session: Session, conversation: _Addressed, run_id: int, texts: list[str
 
 
 def close_failed(session: Session, run: ReplyRun, conversation_id: int, reason: str,
-                 options: Options) -> None:
-    """The run failed for good: record it, and queue the config's fallback text if the run
-    has nothing in the outbox."""
+                 options: Options, *, kind: str) -> None:
+    """The run failed for good (`kind`: a zapreply.metrics.series failure reason): record it,
+    and queue the config's fallback text if the run has nothing in the outbox."""
     run.status = RunStatus.FAILED
     run.error = reason
     run.finished_at = utcnow()
     events.record(session, EventType.RUN_FAILED, conversation_id=conversation_id, run_id=run.id,
                   reason=reason, attempts=run.attempts)
+    count_failure_on_commit(session, kind)
     fallback = options.fallback_text
     has_outbox = session.scalar(
         select(Message.id).where(Message.reply_run_id == run.id, Message.role == Role.ASSISTANT)
@@ -118,6 +120,11 @@ def close_failed(session: Session, run: ReplyRun, conversation_id: int, reason: 
     if fallback and not has_outbox:
         conversation = session.get(Conversation, conversation_id)
         add(session, conversation, run.id, [fallback], fallback=True)
+
+
+def count_failure_on_commit(session: Session, kind: str) -> None:
+    """Count a failed run once its transaction commits: a rolled-back one did not fail."""
+    event.listen(session, "after_commit", lambda _session: series.run_failed(kind), once=True)
 
 
 def llm_events(draft: Draft) -> list[dict[str, Any]]:
@@ -209,7 +216,7 @@ def store_draft(session: Session, run: RunContext, step: Generate, draft: Draft,
             return []
     if not texts:
         close_failed(session, session.get(ReplyRun, run_id), conversation_id,
-                     "the model produced no reply", prompt.options)
+                     "the model produced no reply", prompt.options, kind=series.NO_REPLY)
         return []
     most = run.settings.max_messages_per_run
     split = reply_texts(texts, prompt.options)
