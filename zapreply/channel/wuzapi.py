@@ -115,6 +115,8 @@ class InboundPayload:
     quoted_sender: str | None = None
     quoted_text: str | None = None
     media: dict[str, Any] | None = None
+    # When the receiver took it (Unix seconds, its clock), stamped beside the message.
+    received_at: float | None = None
 
     @classmethod
     def from_task(cls, message: dict[str, Any]) -> InboundPayload:
@@ -127,6 +129,7 @@ class InboundPayload:
             is_group=bool(get("is_group")), mentions=tuple(get("mentions") or ()),
             quoted_id=get("quoted_id"), quoted_sender=get("quoted_sender"),
             quoted_text=get("quoted_text"), media=get("media") or None,
+            received_at=get("received_at"),
         )
 
 
