@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -26,6 +28,7 @@ from alembic.config import Config
 from sqlalchemy import text
 
 from tests.stubs import LLMStub, MessagesStub
+from tests.wire import stamped_now
 from zapreply import settings as settings_module
 from zapreply.rules import configs
 from zapreply.storage.db import get_engine, reset_engines
@@ -37,6 +40,15 @@ ROOT = Path(__file__).resolve().parent.parent
 # WuzAPI's wire formats (see tests/fixtures/wuzapi/README.md): the tests read nothing outside
 # the repository.
 FIXTURES = ROOT / "tests" / "fixtures" / "wuzapi"
+
+def fixture_bytes(name: str) -> bytes:
+    """A fixture's body as WuzAPI would post it now (its Timestamp: see tests/wire.py)."""
+    return stamped_now((FIXTURES / name).read_bytes())
+
+
+def fixture_json(name: str) -> Any:
+    return json.loads(fixture_bytes(name))
+
 
 PG_SERVER = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 # Per-run database and Redis db, so concurrent runs on one machine never share state.
@@ -88,7 +100,7 @@ ADMIN_TOKEN = "test-admin-token"
 # deliveries are authenticated the way a deployment's are.
 WEBHOOK_HMAC_KEY = "test-global-hmac-key-0123456789abcdef"
 TABLES = ("events", "messages", "reply_runs", "conversations", "workflow_configs", "operators",
-          "sign_in_failures")
+          "sign_in_failures", "send_pacing")
 
 
 def _database_name() -> str:
