@@ -19,9 +19,9 @@ import httpx
 
 from bench import services
 from bench.loadgen import Bodies, LoadResult, chat_jid
-from tests.wire import stamped_now
 from bench.procs import Child, Supervisor, tree_cpu_seconds, wait_http_ok
 from bench.report import percentile
+from tests.wire import stamped_now
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "wuzapi" / "message_text.raw.json"

@@ -31,6 +31,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+
 from tests.wire import stamped_now
 
 ROOT = Path(__file__).resolve().parent.parent

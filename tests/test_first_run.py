@@ -12,7 +12,7 @@ import sys
 
 import httpx
 
-from tests.conftest import fixture_bytes, ROOT
+from tests.conftest import ROOT, fixture_bytes
 from tests.processes import free_port, wait_until_answering
 
 ZAPREPLY = [sys.executable, "-m", "zapreply.cli"]

@@ -20,7 +20,7 @@ import httpx
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from tests.conftest import fixture_json, ROOT, signed
+from tests.conftest import ROOT, fixture_json, signed
 from tests.processes import Receiver
 from tests.stubs import LLMStub, MessagesStub
 from zapreply.storage.models import Event, Message, ReplyRun, WorkflowConfig

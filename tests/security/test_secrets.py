@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, fixture_bytes, fixture_json, ROOT, WEBHOOK_HMAC_KEY, signed
+from tests.conftest import ADMIN_TOKEN, ROOT, WEBHOOK_HMAC_KEY, fixture_bytes, fixture_json, signed
 from tests.e2e import post, wait_for_event
 from tests.factories import make_config
 from tests.processes import free_port, wait_until_answering

@@ -32,7 +32,6 @@ from zapreply.storage.models import (
     utcnow,
 )
 
-
 # How long a stale message answered with `answer_latest` waits for the rest of its backlog
 # (WuzAPI posts a reconnect's backlog within a second or two).
 STALE_SETTLE_SECONDS = 5.0

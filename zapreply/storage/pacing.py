@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, Float, Integer, bindparam, text
+from sqlalchemy import Connection, Float, Integer, bindparam, func, select, text
 
-from zapreply.storage.models import Message, SendPacing
+from zapreply.storage.models import Message, OutboxStatus, Role, SendPacing
 
 _WHEN = Message.__table__.c.sent_at.type
 
@@ -51,10 +51,11 @@ RETURNING new_conversations
     bindparam("count_new", type_=Integer()), bindparam("cap", type_=Integer()),
     bindparam("window_since", type_=_WHEN), bindparam("gap_since", type_=_WHEN),
 )
-_LAST_SENT = text("""
-SELECT max(sent_at) FROM messages
-WHERE conversation_id = :conversation_id AND role = 'assistant' AND status = 'sent'
-""").columns(sent_at=_WHEN)
+_messages = Message.__table__
+# max() typed as the column, so SQLite's text comes back a datetime.
+_LAST_SENT = select(func.max(_messages.c.sent_at)).where(
+    _messages.c.conversation_id == bindparam("conversation_id"),
+    _messages.c.role == Role.ASSISTANT, _messages.c.status == OutboxStatus.SENT)
 # A cap no instance reaches: the statement keeps one shape whether or not a cap is set.
 NO_CAP = 2**31 - 1
 

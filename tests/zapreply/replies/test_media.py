@@ -6,8 +6,8 @@ from __future__ import annotations
 import base64
 import copy
 import json
-from typing import Any
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
