@@ -128,9 +128,6 @@ def _record(session: Session, config_id: int, instance: str,
             if action == "handoff":
                 _hand_off(session, conversation.id, now)
             return Recorded(conversation.id, True, False, debounce)
-        # One reply to the newest of the backlog: wait for the rest of it to land, so the
-        # reply answers all of it at once.
-        debounce = max(debounce, STALE_SETTLE_SECONDS)
     if _too_many_new_conversations(session, stored, options, now):
         _set_aside(session, conversation.id, inserted, config, TOO_MANY_NEW_CONVERSATIONS)
         return Recorded(conversation.id, True, False, debounce)
@@ -169,6 +166,10 @@ def _record(session: Session, config_id: int, instance: str,
             session, stored, member) > per_minute:
         _set_aside(session, conversation.id, inserted, config, "rate limited")
         return Recorded(conversation.id, True, False, debounce)
+    if stale is not None:
+        # One reply to the newest of a backlog: wait for the rest of it to land, so the reply
+        # answers all of it at once.
+        debounce = max(debounce, STALE_SETTLE_SECONDS)
     return Recorded(conversation.id, True, True, debounce)
 
 
