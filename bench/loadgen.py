@@ -30,6 +30,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from bench.minihttp import post_once, split_head
+from tests.wire import stamped_now
 
 FIXTURE_ID = b"3A00000000000000F001"
 FIXTURE_PHONE = b"5511900000001"
@@ -55,9 +56,18 @@ class Bodies:
         raw = fixture.read_bytes()
         if FIXTURE_ID not in raw or FIXTURE_PHONE not in raw:
             raise SystemExit(f"{fixture}: not the message_text fixture (id or phone missing)")
-        self._template = raw
+        self._raw = raw
+        self._stamp()
+
+    def _stamp(self) -> None:
+        # Timestamped now, as WuzAPI would (an old one is a backlog, not answered); again each
+        # minute, so a long run never posts a stale message.
+        self._template = stamped_now(self._raw)
+        self._stamped = time.monotonic()
 
     def body(self, n: int) -> bytes:
+        if time.monotonic() - self._stamped > 60:
+            self._stamp()
         return self._template.replace(FIXTURE_ID, message_id(n).encode()).replace(
             FIXTURE_PHONE, phone(n).encode()
         )

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.wire import stamped_now
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "wuzapi" / "message_text.json"
 HMAC_KEY = "bench-stall-hmac-key-0123456789abcdef"
@@ -49,7 +51,7 @@ def signature(body: bytes) -> str:
 
 
 def webhook() -> bytes:
-    envelope = json.loads(FIXTURE.read_text())
+    envelope = json.loads(stamped_now(FIXTURE.read_bytes()))
     envelope["event"]["Info"]["ID"] = f"3A{uuid.uuid4().hex[:18].upper()}"
     return json.dumps(envelope).encode()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -27,6 +29,7 @@ from alembic.config import Config
 from sqlalchemy import text
 
 from tests.stubs import LLMStub, MessagesStub
+from tests.wire import stamped_now
 from zapreply import settings as settings_module
 from zapreply.rules import configs
 from zapreply.storage.db import get_engine, reset_engines
@@ -41,6 +44,15 @@ FIXTURES = ROOT / "tests" / "fixtures" / "wuzapi"
 # A 16×16 JPEG (CPython's imghdr test image), as WhatsApp's JPEGThumbnail carries one: base64.
 JPEG_THUMBNAIL = base64.b64encode(
     (ROOT / "tests" / "fixtures" / "media" / "thumbnail.jpg").read_bytes()).decode()
+
+def fixture_bytes(name: str) -> bytes:
+    """A fixture's body as WuzAPI would post it now (its Timestamp: see tests/wire.py)."""
+    return stamped_now((FIXTURES / name).read_bytes())
+
+
+def fixture_json(name: str) -> Any:
+    return json.loads(fixture_bytes(name))
+
 
 PG_SERVER = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 # Per-run database and Redis db, so concurrent runs on one machine never share state.
@@ -92,8 +104,7 @@ ADMIN_TOKEN = "test-admin-token"
 # deliveries are authenticated the way a deployment's are.
 WEBHOOK_HMAC_KEY = "test-global-hmac-key-0123456789abcdef"
 TABLES = ("events", "messages", "reply_runs", "conversations", "contact_addresses",
-          "workflow_configs", "operators",
-          "sign_in_failures")
+          "workflow_configs", "operators", "sign_in_failures", "send_pacing")
 
 
 def _database_name() -> str:

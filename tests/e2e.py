@@ -14,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import FIXTURES, signed, wait_until_idle
+from tests.conftest import fixture_json, signed, wait_until_idle
 from tests.processes import Receiver, free_port
 from zapreply.storage.db import session_scope
 from zapreply.storage.models import Event
@@ -37,7 +37,7 @@ def receiver(migrated: str, base_env: dict[str, str], tmp_path_factory) -> Itera
 
 
 def fixture_body(name: str, **info_overrides) -> bytes:  # type: ignore[no-untyped-def]
-    envelope = json.loads((FIXTURES / name).read_text())
+    envelope = fixture_json(name)
     envelope["event"]["Info"].update(info_overrides)
     return json.dumps(envelope).encode()
 

@@ -12,6 +12,9 @@ from zapreply.storage.models import WorkflowConfig
 INSTANCE = "loja-teste"
 # A messages API nothing listens on, for configs whose replies are never sent.
 NOWHERE = "http://127.0.0.1:9"
+# Sends unpaced unless a test sets them: a test's few replies would otherwise wait their turn
+# (seconds each) behind one another. Pacing has its own tests (tests/test_pacing.py).
+UNPACED = {"send_rate_per_minute": None, "min_send_interval_seconds": None}
 
 
 def make_config(wuzapi: MessagesStub | str = NOWHERE, *, options: dict[str, Any] | None = None,
@@ -24,7 +27,7 @@ def make_config(wuzapi: MessagesStub | str = NOWHERE, *, options: dict[str, Any]
         "name": "Loja", "instance": INSTANCE, "is_active": True,
         "model": "openai/stub-model", "system_prompt": "Você é o atendente da Loja.",
         "send": {"driver": "wuzapi", "base_url": url, "token": "secret-user-token"},
-        "debounce_seconds": 0.0, "options": options or {}, **columns,
+        "debounce_seconds": 0.0, "options": {**UNPACED, **(options or {})}, **columns,
     }
     with session_scope() as session:
         config = WorkflowConfig(**values)

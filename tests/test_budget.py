@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import FIXTURES
+from tests.conftest import fixture_json
 from tests.e2e import events_of, post, wait_for
 from tests.factories import make_config
 from zapreply.storage.db import session_scope
@@ -27,7 +27,7 @@ TOKENS_PER_CALL = 49
 
 
 def customer_says(receiver: str, text: str, chat: str = CUSTOMER) -> None:
-    body = json.loads((FIXTURES / "message_text.json").read_text())
+    body = fixture_json("message_text.json")
     body["event"]["Info"].update(ID=f"3A{uuid.uuid4().hex[:18].upper()}", Chat=chat,
                                  Sender=chat)
     body["event"]["Message"] = {"conversation": text}

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import ADMIN_TOKEN, FIXTURES
+from tests.conftest import ADMIN_TOKEN, fixture_json
 from tests.e2e import events_of, post
 from tests.factories import make_config
 from tests.processes import free_port
@@ -59,7 +59,7 @@ def order_tool(url: str, **overrides) -> dict:  # type: ignore[no-untyped-def]
 
 
 def customer_says(receiver: str, text: str) -> None:
-    body = json.loads((FIXTURES / "message_text.json").read_text())
+    body = fixture_json("message_text.json")
     body["event"]["Info"].update(ID=f"3A{uuid.uuid4().hex[:18].upper()}", Chat=CUSTOMER,
                                  Sender=CUSTOMER)
     body["event"]["Message"] = {"conversation": text}

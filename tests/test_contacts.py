@@ -18,7 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import ADMIN_TOKEN, FIXTURES, running_worker, wait_until_idle
+from tests.conftest import ADMIN_TOKEN, fixture_json, running_worker, wait_until_idle
 from tests.e2e import events_of, post, wait_for
 from tests.factories import INSTANCE, make_config
 from tests.processes import Receiver, free_port
@@ -47,7 +47,7 @@ def running_system(base_env: dict[str, str], tmp_path_factory) -> Iterator[str]:
 
 def says(receiver: str, text: str, *, chat: str, alt: str = "") -> None:
     """The customer writes; WuzAPI addresses the chat by `chat`, with `alt` as SenderAlt."""
-    body = json.loads((FIXTURES / "message_text.json").read_text())
+    body = fixture_json("message_text.json")
     body["event"]["Info"].update(ID=f"3A{uuid.uuid4().hex[:18].upper()}", Chat=chat,
                                  Sender=chat, SenderAlt=alt,
                                  AddressingMode="lid" if chat.endswith("@lid") else "pn")

@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import FIXTURES
+from tests.conftest import fixture_json
 from tests.e2e import events_of, post, wait_for, wait_for_event
 from tests.factories import make_config
 from zapreply.storage.db import session_scope
@@ -23,14 +23,14 @@ CUSTOMER = "5511900000001@s.whatsapp.net"
 
 
 def customer_says(receiver: str, text: str, *, chat: str = CUSTOMER) -> None:
-    body = json.loads((FIXTURES / "message_text.json").read_text())
+    body = fixture_json("message_text.json")
     body["event"]["Info"].update(ID=f"3A{uuid.uuid4().hex[:18].upper()}", Chat=chat, Sender=chat)
     body["event"]["Message"] = {"conversation": text}
     assert post(receiver, json.dumps(body).encode()).json()["status"] == "queued"
 
 
 def business_types(receiver: str, text: str) -> None:
-    body = json.loads((FIXTURES / "message_from_me.json").read_text())
+    body = fixture_json("message_from_me.json")
     body["event"]["Info"]["ID"] = f"3A{uuid.uuid4().hex[:18].upper()}"
     body["event"]["Message"] = {"conversation": text}
     assert post(receiver, json.dumps(body).encode()).json()["status"] == "queued"

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import FIXTURES, signed
+from tests.conftest import fixture_bytes, fixture_json, signed
 from tests.e2e import (
     all_events,
     events_of,
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.usefixtures("worker_process", "idle_afterwards")
 def test_a_customer_message_is_answered_once_with_the_llm_reply(db, receiver, llm, wuzapi):
     make_config(wuzapi.url)
 
-    response = post(receiver, fresh((FIXTURES / "message_text.raw.json").read_bytes()))
+    response = post(receiver, fresh(fixture_bytes("message_text.raw.json")))
 
     assert response.status_code == 200
     assert response.json()["status"] == "queued"
@@ -72,7 +72,7 @@ def test_a_customer_message_is_answered_once_with_the_llm_reply(db, receiver, ll
 
 def test_the_form_encoding_is_answered_too(db, receiver, wuzapi):
     make_config(wuzapi.url)
-    body = fresh((FIXTURES / "message_text.form.txt").read_bytes())
+    body = fresh(fixture_bytes("message_text.form.txt"))
     response = httpx.post(
         f"{receiver}/webhooks/wuzapi", content=body,
         headers={"Content-Type": "application/x-www-form-urlencoded", **signed(body)}, timeout=10,
@@ -86,7 +86,7 @@ def test_a_delivery_repeated_five_times_at_once_gets_one_reply(db, receiver, wuz
     from concurrent.futures import ThreadPoolExecutor
 
     make_config(wuzapi.url)
-    body = fresh((FIXTURES / "message_text.raw.json").read_bytes())
+    body = fresh(fixture_bytes("message_text.raw.json"))
     with ThreadPoolExecutor(5) as pool:
         responses = list(pool.map(lambda _: post(receiver, body), range(5)))
     statuses = [r.json()["status"] for r in responses]
@@ -103,7 +103,7 @@ def test_a_message_typed_by_the_business_is_never_answered_and_pauses_the_bot(
     db, receiver, wuzapi, llm
 ):
     make_config(wuzapi.url)
-    response = post(receiver, (FIXTURES / "message_from_me.json").read_bytes())
+    response = post(receiver, fixture_bytes("message_from_me.json"))
     assert response.json()["status"] == "queued"
     wait_for_event("conversation.paused")
 
@@ -124,7 +124,7 @@ def test_the_model_can_hand_the_conversation_to_a_human(db, receiver, wuzapi, ll
     make_config(wuzapi.url, options={"handoff_text": "Um atendente já vai falar com você."})
     post(receiver, fixture_body("message_text.json", ID="3A0000000000000000D1"))
     # The body text is what steers the stand-in model.
-    body = json.loads((FIXTURES / "message_text.json").read_text())
+    body = fixture_json("message_text.json")
     body["event"]["Info"]["ID"] = "3A0000000000000000D2"
     body["event"]["Message"]["conversation"] = "quero falar com um humano #handoff"
     wait_for_event("message.sent")
@@ -154,7 +154,7 @@ def test_the_model_can_hand_the_conversation_to_a_human(db, receiver, wuzapi, ll
 
 def test_send_whatsapp_tool_messages_are_the_reply(db, receiver, wuzapi):
     make_config(wuzapi.url)
-    body = json.loads(fresh((FIXTURES / "message_text.json").read_bytes()))
+    body = json.loads(fresh(fixture_bytes("message_text.json")))
     body["event"]["Message"]["conversation"] = "me manda pela ferramenta #tool"
     post(receiver, json.dumps(body).encode())
     wait_for_event("message.sent")
@@ -166,8 +166,8 @@ def test_send_whatsapp_tool_messages_are_the_reply(db, receiver, wuzapi):
 
 def test_group_messages_and_receipts_are_not_answered(db, receiver, wuzapi, llm):
     make_config(wuzapi.url)
-    group = post(receiver, (FIXTURES / "message_group.json").read_bytes())
-    receipt = post(receiver, (FIXTURES / "read_receipt.json").read_bytes())
+    group = post(receiver, fixture_bytes("message_group.json"))
+    receipt = post(receiver, fixture_bytes("read_receipt.json"))
     assert group.json() == {"status": "ignored", "reason": "group chat"}
     assert receipt.json()["status"] == "ignored"
     wait_for_event("message.ignored")
@@ -177,7 +177,7 @@ def test_group_messages_and_receipts_are_not_answered(db, receiver, wuzapi, llm)
 
 def test_livchat_driver_sends_through_its_api(db, receiver, wuzapi):
     make_config(wuzapi.url, send={"driver": "livchat", "base_url": wuzapi.url, "token": "lc-tok"})
-    post(receiver, fresh((FIXTURES / "message_text.raw.json").read_bytes()))
+    post(receiver, fresh(fixture_bytes("message_text.raw.json")))
     sent = wuzapi.wait_for(lambda r: len(r) >= 1)
     assert sent[0]["path"] == "/api/v1/messages/send"
     assert sent[0]["headers"]["Authorization"] == "Bearer lc-tok"
@@ -186,7 +186,7 @@ def test_livchat_driver_sends_through_its_api(db, receiver, wuzapi):
 
 def test_a_burst_within_the_debounce_window_gets_one_reply_to_all_of_it(db, receiver, wuzapi, llm):
     make_config(wuzapi.url, debounce_seconds=1.5)
-    body = json.loads((FIXTURES / "message_text.json").read_text())
+    body = fixture_json("message_text.json")
     for index, text in enumerate(["oi", "tudo bem?", "qual o horário?"]):
         body["event"]["Info"]["ID"] = f"3A00000000000000B00{index}"
         body["event"]["Message"]["conversation"] = text

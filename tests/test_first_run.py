@@ -12,7 +12,7 @@ import sys
 
 import httpx
 
-from tests.conftest import FIXTURES, ROOT
+from tests.conftest import ROOT, fixture_bytes
 from tests.processes import free_port, wait_until_answering
 
 ZAPREPLY = [sys.executable, "-m", "zapreply.cli"]
@@ -60,13 +60,13 @@ def test_zapreply_up_answers_a_message_on_the_embedded_defaults(tmp_path, llm, w
                                    created.stderr)
         assert webhook_url.startswith(f"{url}/webhooks/wuzapi/loja-teste/")
         unsigned = httpx.post(
-            f"{url}/webhooks/wuzapi", content=(FIXTURES / "message_text.form.txt").read_bytes(),
+            f"{url}/webhooks/wuzapi", content=fixture_bytes("message_text.form.txt"),
             headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=10,
         )
         assert unsigned.status_code == 401
         response = httpx.post(
             webhook_url,
-            content=(FIXTURES / "message_text.form.txt").read_bytes(),
+            content=fixture_bytes("message_text.form.txt"),
             headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=10,
         )
         assert response.json()["status"] == "queued"

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import ADMIN_TOKEN, FIXTURES
+from tests.conftest import ADMIN_TOKEN, fixture_json
 from tests.e2e import all_events, events_of, post, wait_for, wait_for_event
 from tests.factories import make_config
 from zapreply import cli
@@ -45,7 +45,7 @@ def closed_now() -> dict[str, list[str]]:
 def group_says(receiver: str, text: str, *, member: str = "100000000000002@lid",
                phone: str = "5511900000002", name: str = "Cliente Teste Dois",
                context: dict[str, Any] | None = None) -> httpx.Response:
-    body = json.loads((FIXTURES / "message_group.json").read_text())
+    body = fixture_json("message_group.json")
     body["event"]["Info"].update(ID=f"3A{uuid.uuid4().hex[:18].upper()}", Sender=member,
                                  SenderAlt=f"{phone}@s.whatsapp.net", PushName=name)
     body["event"]["Message"] = (
@@ -58,10 +58,10 @@ _typed = itertools.count()
 
 
 def customer_says(receiver: str, text: str) -> None:
-    body = json.loads((FIXTURES / "message_text.json").read_text())
+    body = fixture_json("message_text.json")
     # Typed one second apart: a burst reaches the model in this order whichever worker
     # thread records it first.
-    typed = datetime(2026, 3, 2, 9, 0, tzinfo=UTC) + timedelta(seconds=next(_typed))
+    typed = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=next(_typed))
     body["event"]["Info"].update(ID=f"3A{uuid.uuid4().hex[:18].upper()}",
                                  Timestamp=typed.isoformat())
     body["event"]["Message"] = {"conversation": text}

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import FIXTURES
+from tests.conftest import fixture_json
 from tests.e2e import events_of, post, wait_for, wait_for_event
 from tests.factories import make_config
 from zapreply.storage.db import session_scope
@@ -37,7 +37,7 @@ def closed_now() -> dict[str, list[str]]:
 
 
 def envelope(name: str) -> dict[str, Any]:
-    body = json.loads((FIXTURES / name).read_text())
+    body = fixture_json(name)
     body["event"]["Info"]["ID"] = f"3A{uuid.uuid4().hex[:18].upper()}"
     return body
 

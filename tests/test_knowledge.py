@@ -13,7 +13,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, FIXTURES, running_worker, wait_until_idle
+from tests.conftest import ADMIN_TOKEN, fixture_json, running_worker, wait_until_idle
 from tests.documents import DELIVERY, RETURNS
 from tests.e2e import post
 from tests.factories import make_config
@@ -28,7 +28,7 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def customer_says(receiver: str, text: str) -> None:
-    body = json.loads((FIXTURES / "message_text.json").read_text())
+    body = fixture_json("message_text.json")
     body["event"]["Info"].update(ID=f"3A{uuid.uuid4().hex[:18].upper()}", Chat=CUSTOMER,
                                  Sender=CUSTOMER)
     body["event"]["Message"] = {"conversation": text}

@@ -9,12 +9,13 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import FIXTURES, JPEG_THUMBNAIL, running_worker
+from tests.conftest import JPEG_THUMBNAIL, fixture_json, running_worker
 from tests.e2e import events_of, post, wait_for, wait_for_event
 from tests.factories import make_config
 from zapreply.storage.db import session_scope
@@ -39,7 +40,7 @@ def worker_process(migrated: str, base_env: dict[str, str], tmp_path_factory,
 
 
 def envelope(name: str) -> dict[str, Any]:
-    body = json.loads((FIXTURES / name).read_text())
+    body = fixture_json(name)
     body["event"]["Info"]["ID"] = f"3A{uuid.uuid4().hex[:18].upper()}"
     return body
 
@@ -308,11 +309,14 @@ def test_a_document_with_a_text_in_the_same_burst_is_answered_by_the_model(
 ):
     make_config(wuzapi.url, debounce_seconds=1.0, options={"media_fallback_text": FALLBACK})
 
-    send(receiver, document_envelope())
+    document = document_envelope()
+    document["event"]["Info"]["Timestamp"] = (
+        datetime.now(UTC) + timedelta(seconds=2)).isoformat(timespec="seconds")
+    send(receiver, document)
     customer_says(receiver, "segue o orçamento")
 
     wuzapi.wait_for(lambda r: len(r) >= 1)
-    # In the order typed (the text's fixture timestamp is the earlier one).
+    # In the order typed (the document's timestamp is the later one).
     assert replies(wuzapi) == ["Resposta: segue o orçamento | [document: orcamento.pdf]"]
     assert events_of("media.fallback") == []
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import FIXTURES, running_worker, signed
+from tests.conftest import fixture_bytes, running_worker, signed
 from tests.e2e import fresh, post, wait_for, wait_for_event
 from tests.factories import make_config
 from tests.processes import Receiver, free_port
@@ -70,7 +70,7 @@ def test_the_receiver_and_the_worker_count_a_webhook_answered_end_to_end(
         db, receiver_with_metrics, worker_metrics, wuzapi):
     receiver, receiver_metrics = receiver_with_metrics
     make_config(wuzapi.url)
-    body = fresh((FIXTURES / "message_text.raw.json").read_bytes())
+    body = fresh(fixture_bytes("message_text.raw.json"))
 
     assert post(receiver, body).json()["status"] == "queued"
     unsigned = httpx.post(f"{receiver}/webhooks/wuzapi", content=body,
@@ -107,7 +107,7 @@ def test_a_run_that_fails_for_good_is_counted_by_its_reason(
     make_config(wuzapi.url)
     before = _value(_scrape(worker_metrics), "zapreply_runs_failed_total", reason="llm") or 0
     llm.fail_status = 401  # a bad API key: permanent, the run fails at once
-    assert post(receiver, fresh((FIXTURES / "message_text.raw.json").read_bytes())) \
+    assert post(receiver, fresh(fixture_bytes("message_text.raw.json"))) \
         .json()["status"] == "queued"
     wait_for_event("run.failed")
     served = _eventually(worker_metrics, "zapreply_runs_failed_total", before + 1, reason="llm")

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import ADMIN_TOKEN, FIXTURES
+from tests.conftest import ADMIN_TOKEN, fixture_json
 from tests.e2e import events_of, post, wait_for
 from tests.factories import make_config
 from zapreply.storage.db import session_scope
@@ -24,7 +24,7 @@ CUSTOMER = "5511900000001@s.whatsapp.net"
 
 
 def envelope(message: dict[str, Any]) -> dict[str, Any]:
-    body = json.loads((FIXTURES / "message_text.json").read_text())
+    body = fixture_json("message_text.json")
     body["event"]["Info"]["ID"] = f"3A{uuid.uuid4().hex[:18].upper()}"
     body["event"]["Message"] = message
     return body

@@ -7,6 +7,7 @@ a 2xx, so every failure of ours that a retry can fix is a 503, and every client 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
@@ -185,8 +186,12 @@ def _route_and_publish(settings: Settings, routes: routing.Routes, candidates: l
             return _answer("duplicate", message_id=message.wa_message_id)
         # The task header shown in Flower names the message, never what the customer wrote
         # (and building Celery's default repr of the whole payload costs CPU on every webhook).
+        payload = message.as_payload()
+        # The worker measures the message's age at this moment (zapreply.rules.staleness):
+        # time spent in our own queue does not make it stale.
+        payload["received_at"] = time.time()
         with publisher.publishing(HANDLE_INBOUND, {
-            "config_id": config.id, "instance": config.instance, "message": message.as_payload(),
+            "config_id": config.id, "instance": config.instance, "message": payload,
         }, kwargsrepr=f"{{'config_id': {config.id}, 'wa_message_id': {message.wa_message_id!r}}}"):
             # Built while Redis takes the task; it goes out only once Redis has it.
             answer = _answer("queued", counted=False, message_id=message.wa_message_id)

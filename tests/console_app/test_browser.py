@@ -11,7 +11,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 from sqlalchemy import select
 
-from tests.conftest import FIXTURES
+from tests.conftest import fixture_bytes
 from tests.console_app.browser import browser, console_url, full_page_screenshot  # noqa: F401
 from tests.console_app.conftest import PASSWORD, add_operator
 from tests.e2e import fresh, post, wait_for
@@ -62,7 +62,7 @@ def _message_arrives(receiver: str, **info) -> None:  # type: ignore[no-untyped-
     from tests.e2e import fixture_body
 
     body = fresh(fixture_body("message_text.raw.json", **info) if info
-                 else (FIXTURES / "message_text.raw.json").read_bytes())
+                 else fixture_bytes("message_text.raw.json"))
     assert post(receiver, body).json()["status"] == "queued"
 
 

@@ -20,7 +20,7 @@ import httpx
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from tests.conftest import FIXTURES, ROOT, signed
+from tests.conftest import ROOT, fixture_json, signed
 from tests.processes import Receiver
 from tests.stubs import LLMStub, MessagesStub
 from zapreply.storage.models import Event, Message, ReplyRun, WorkflowConfig
@@ -95,7 +95,7 @@ class Worker:
             return ""
 
 
-_TEMPLATE = json.loads((FIXTURES / "message_text.json").read_text())
+_TEMPLATE = fixture_json("message_text.json")
 
 
 def delivery(text: str, *, chat: str = "5511900000001", wa_id: str | None = None,
@@ -198,7 +198,9 @@ class Stack:
             "name": "Loja", "instance": INSTANCE, "is_active": True,
             "model": "openai/stub-model", "system_prompt": "Você é o atendente da Loja.",
             "send": {"driver": "wuzapi", "base_url": self.wuzapi.url, "token": "faults-token"},
-            "debounce_seconds": 0.0, "options": {},
+            # Hundreds of replies a minute from one number: what the faults are tested under,
+            # not what WhatsApp tolerates (the pace has its own tests, tests/test_pacing.py).
+            "debounce_seconds": 0.0, "options": {"send_rate_per_minute": None},
         }
         values.update(overrides)
         with Session(self.engine) as session, session.begin():

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.conftest import FIXTURES, signed, wait_until_idle
+from tests.conftest import fixture_json, signed, wait_until_idle
 from tests.e2e import events_of, post, wait_for
 from tests.factories import make_config
 from tests.processes import Receiver, free_port
@@ -26,7 +26,7 @@ MESSAGE_CAP = 10
 
 
 def says(receiver: str, text: str, chat: str = CUSTOMER) -> httpx.Response:
-    body = json.loads((FIXTURES / "message_text.json").read_text())
+    body = fixture_json("message_text.json")
     body["event"]["Info"].update(ID=f"3A{uuid.uuid4().hex[:18].upper()}", Chat=chat, Sender=chat)
     body["event"]["Message"] = {"conversation": text}
     return post(receiver, json.dumps(body).encode())
@@ -108,7 +108,7 @@ def test_readyz_says_degraded_while_webhooks_pile_up_in_the_queue(
             "status": "ok", "checks": {"database": "ok", "broker": "ok", "queue_depth": 0}}
 
         for n in range(3):
-            body = json.loads((FIXTURES / "message_text.json").read_text())
+            body = fixture_json("message_text.json")
             body["event"]["Info"]["ID"] = f"3A{uuid.uuid4().hex[:18].upper()}"
             raw = json.dumps(body).encode()
             assert httpx.post(f"{receiver.url}/webhooks/wuzapi", content=raw, timeout=10,

@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 from sqlalchemy import func, insert, select, text, update
 
-from tests.conftest import FIXTURES, running_worker, wait_until_idle
+from tests.conftest import fixture_bytes, running_worker, wait_until_idle
 from tests.e2e import events_of, fresh, post, wait_for
 from tests.factories import INSTANCE, make_config
 from zapreply.actions import privacy
@@ -280,7 +280,7 @@ def test_an_erasure_during_a_real_workers_llm_call_leaves_nothing_and_sends_noth
     make_config(wuzapi.url)
     llm.delay_seconds = 3.0
 
-    response = post(receiver, fresh((FIXTURES / "message_text.raw.json").read_bytes()))
+    response = post(receiver, fresh(fixture_bytes("message_text.raw.json")))
     assert response.json()["status"] == "queued"
     llm.wait_for(lambda requests: any(r["path"].endswith("/chat/completions")
                                       for r in requests), timeout=30)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, FIXTURES, ROOT, WEBHOOK_HMAC_KEY, signed
+from tests.conftest import ADMIN_TOKEN, ROOT, WEBHOOK_HMAC_KEY, fixture_bytes, fixture_json, signed
 from tests.e2e import post, wait_for_event
 from tests.factories import make_config
 from tests.processes import free_port, wait_until_answering
@@ -41,7 +41,7 @@ def api(receiver: str, method: str, path: str, body: object = None) -> httpx.Res
 
 
 def customer_says(receiver: str, text: str, push_name: str | None = None) -> None:
-    body = json.loads((FIXTURES / "message_text.json").read_text())
+    body = fixture_json("message_text.json")
     body["event"]["Info"]["ID"] = f"3A{uuid.uuid4().hex[:18].upper()}"
     if push_name is not None:
         body["event"]["Info"]["PushName"] = push_name
@@ -107,7 +107,7 @@ def test_zapreply_up_keeps_its_data_files_private_whatever_the_umask(tmp_path, l
                         "loja-teste", "--model", "openai/stub-model", "--debounce", "0",
                         "--driver", "wuzapi", "--base-url", wuzapi.url, "--token", TOKEN],
                        cwd=tmp_path, env=env, capture_output=True, check=True, umask=0o022)
-        body = (FIXTURES / "message_text.form.txt").read_bytes()
+        body = fixture_bytes("message_text.form.txt")
         assert httpx.post(f"{url}/webhooks/wuzapi", content=body, timeout=10, headers={
             "Content-Type": "application/x-www-form-urlencoded", **signed(body)},
         ).json()["status"] == "queued"

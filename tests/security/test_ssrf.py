@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import FIXTURES, running_worker
+from tests.conftest import fixture_json, running_worker
 from tests.e2e import events_of, post
 from tests.factories import make_config
 from tests.zapreply.net.test_egress import Server
@@ -115,7 +115,7 @@ def worker_process(migrated: str, base_env: dict[str, str], tmp_path_factory, in
 
 def image_at(url: str, *, direct_path: bool = False) -> dict[str, Any]:
     """An image delivered as WuzAPI's S3 delivery does, its URL replaced by `url`."""
-    body = json.loads((FIXTURES / "message_image_s3.json").read_text())
+    body = fixture_json("message_image_s3.json")
     body["event"]["Info"]["ID"] = f"3A{uuid.uuid4().hex[:18].upper()}"
     body["s3"]["url"] = url
     image = body["event"]["Message"]["imageMessage"]

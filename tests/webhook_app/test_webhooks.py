@@ -231,6 +231,18 @@ def test_it_queues_the_exact_form_body_wuzapi_sends(client) -> None:
     _assert_outcome("message_text.json", post(client, body, FORM))
 
 
+def test_it_stamps_when_it_took_the_message_beside_whatsapps_timestamp(client) -> None:
+    # The worker measures a message's age at this moment (a backlog, max_message_age_minutes).
+    make_config()
+    before = time.time()
+    post(client, (FIXTURES / "message_text.raw.json").read_bytes(), JSON)
+    after = time.time()
+
+    [(_task, kwargs)] = queued_messages()
+    assert kwargs["message"]["timestamp"] == "2026-03-02T09:15:42-03:00"
+    assert before <= kwargs["message"]["received_at"] <= after
+
+
 def test_it_queues_a_decoded_json_data_field_posted_to_the_instance_path(client) -> None:
     make_config()
     body = (FIXTURES / "message_text.jsonData.json").read_bytes()

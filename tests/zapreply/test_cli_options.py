@@ -61,6 +61,9 @@ SAMPLES = {
     "embedding_model": ("openai/text-embedding-3-small", "openai/text-embedding-3-small"),
     "knowledge_min_similarity": ("0.4", 0.4),
     "contact_memory": ("true", True), "contact_notes_max_chars": ("500", 500),
+    "max_message_age_minutes": ("120", 120), "stale_action": ("answer_latest", "answer_latest"),
+    "send_rate_per_minute": ("12", 12), "min_send_interval_seconds": ("0.5", 0.5),
+    "daily_new_conversations": ("null", None),
 }
 
 
@@ -128,6 +131,11 @@ def test_update_refuses_to_move_the_masked_token_to_another_host(db, capsys):
     ("contact_notes_max_chars=10", "option 'contact_notes_max_chars' must be from 50 to 4000"),
     ("tools=@/nonexistent/tools.json", "cannot read JSON"),
     ("sem-igual", "expected KEY=VALUE"),
+    ("stale_action=sometimes", "option 'stale_action' must be one of"),
+    ("send_rate_per_minute=0", "option 'send_rate_per_minute' must be greater than 0"),
+    ("min_send_interval_seconds=-2", "option 'min_send_interval_seconds' must not be negative"),
+    ("max_message_age_minutes=muito", "option 'max_message_age_minutes' has the wrong type"),
+    ("daily_new_conversations=0", "option 'daily_new_conversations' must be greater than 0"),
 ])
 def test_a_bad_option_is_an_error_message(db, capsys, option, message):
     assert cli.main(["config", "create", *BASE, "--option", option]) == 2

@@ -124,6 +124,8 @@ class InboundPayload:
     quoted_text: str | None = None
     media: dict[str, Any] | None = None
     chat_alt_jid: str | None = None
+    # When the receiver took it (Unix seconds, its clock), stamped beside the message.
+    received_at: float | None = None
 
     @classmethod
     def from_task(cls, message: dict[str, Any]) -> InboundPayload:
@@ -137,6 +139,7 @@ class InboundPayload:
             quoted_id=get("quoted_id"), quoted_sender=get("quoted_sender"),
             quoted_text=get("quoted_text"), media=get("media") or None,
             chat_alt_jid=get("chat_alt_jid"),
+            received_at=get("received_at"),
         )
 
 

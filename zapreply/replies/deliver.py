@@ -1,4 +1,5 @@
-"""Sending a run's pending outbox rows in order, each marked sent once it went out.
+"""Sending a run's pending outbox rows in order, each marked sent once it went out, each in its
+turn by the instance's pace (`zapreply.replies.pacing`).
 
 A send that happened is recorded whatever became of the lease meanwhile. The row's WhatsApp id
 is deterministic, so a row re-sent after a crash (its outcome unknown) is the same message.
@@ -7,18 +8,19 @@ is deterministic, so a row re-sent after a crash (its outcome unknown) is the sa
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
 from zapreply.channel import messaging
 from zapreply.metrics import series, serving
-from zapreply.replies import failures, leases, plan
+from zapreply.replies import failures, leases, pacing, plan
 from zapreply.replies.steps import Deliver, Done, Next, Outgoing, RunContext
 from zapreply.storage import dashboard, events, runs
 from zapreply.storage import outbox as store
 from zapreply.storage.db import autocommit, get_engine, session_scope
 from zapreply.storage.events import EventType
-from zapreply.storage.models import utcnow
+from zapreply.storage.models import ReplyRun, utcnow
 
 
 def deliver(run: RunContext, step: Deliver) -> Next:
@@ -39,6 +41,12 @@ def _send_rows(run: RunContext, step: Deliver, typing: bool) -> Next:
     cap = float(step.options.typing_max_seconds or 0)
     timeout = run.settings.send_timeout_seconds
     for index, row in enumerate(step.rows):
+        paced = _reserve(run, step)
+        if paced is not None:
+            if typing:
+                messaging.set_typing(step.target.send, to=step.target.to, typing=False,
+                                     timeout=timeout)
+            return _wait_turn(run, step.run_id, row, paced)
         if per_char and cap:
             # As if someone typed it: "typing…" for a time that grows with the text.
             if typing:
@@ -76,6 +84,27 @@ def _count_reply_time(run_id: int) -> None:
         seconds = dashboard.reply_seconds(connection, run_id)
     if seconds is not None:
         series.reply_sent(seconds)
+
+def _reserve(run: RunContext, step: Deliver) -> pacing.Paced | None:
+    if not step.instance or not pacing.is_paced(step.options):
+        return None
+    with autocommit() as connection:
+        return pacing.reserve(connection, instance=step.instance,
+                              conversation_id=run.conversation_id, options=step.options,
+                              now=utcnow())
+
+
+def _wait_turn(run: RunContext, run_id: int, row: Outgoing, paced: pacing.Paced) -> Next:
+    """The row must wait: the run's rows stay pending until then, the lease is given up, and
+    the planner says when to look again."""
+    with session_scope() as session:
+        leases.fence(session, run.conversation_id, run.token, run.settings.lease_seconds)
+        session.get(ReplyRun, run_id).next_attempt_at = \
+            utcnow() + timedelta(seconds=paced.seconds)
+        events.record(session, EventType.MESSAGE_PACED, conversation_id=run.conversation_id,
+                      run_id=run_id, message_id=row.row_id,
+                      delay_seconds=round(paced.seconds, 3), reason=str(paced.reason))
+        return plan.plan(session, run)
 
 
 def _record_sent(session: Session, run: RunContext, run_id: int, row: Outgoing,

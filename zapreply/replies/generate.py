@@ -64,14 +64,16 @@ def generate_and_store(run: RunContext, step: Generate) -> Next:
 def _store(run: RunContext, step: Generate, draft: Draft) -> Next:
     rows = outbox.store_plain_reply(run, step, draft)
     if rows is not None:
-        return Next(Deliver(step.run_id, step.target, rows, step.prompt.options))
+        return Next(Deliver(step.run_id, step.target, rows, step.prompt.options,
+                                step.prompt.instance))
     with session_scope() as session:
         written = outbox.fence_and_record_llm_events(session, run, step.run_id, draft)
         rows = outbox.store_draft(session, run, step, draft, llm_events_written=written)
         budget.record_usage(session, step.prompt.config_id, step.prompt.options,
                             draft.completions, utcnow())
         if rows:
-            return Next(Deliver(step.run_id, step.target, rows, step.prompt.options))
+            return Next(Deliver(step.run_id, step.target, rows, step.prompt.options,
+                                step.prompt.instance))
         return plan.plan(session, run)
 
 

@@ -4,7 +4,7 @@ inbox's (zapreply.storage.inbox)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from zapreply.channel.wuzapi import MAX_QUOTED_CHARS, InboundPayload
 from zapreply.replies import media
-from zapreply.rules import configs, conversations, groups, triggers
+from zapreply.rules import configs, conversations, groups, staleness, triggers
 from zapreply.rules.configs import options_of
 from zapreply.rules.options import Options
 from zapreply.rules.text import is_keyword
@@ -31,6 +31,10 @@ from zapreply.storage.models import (
     extra_of,
     utcnow,
 )
+
+# How long a stale message answered with `answer_latest` waits for the rest of its backlog
+# (WuzAPI posts a reconnect's backlog within a second or two).
+STALE_SETTLE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,14 @@ def _record(session: Session, config_id: int, instance: str,
         return Recorded(conversation.id, False, False, debounce)
 
     options = options_of(config) if config else Options()
+    stale = None if from_me else staleness.stale_since(options, message.timestamp,
+                                                       message.received_at, now)
+    if stale is not None:
+        # The customer last wrote when they typed it, not when the backlog reached us.
+        contact = replace(contact, inbound_at=min(stale, now))
     text, extra = _content(message, options)
+    if stale is not None:
+        extra["stale"] = True
     quoted = _quoted(session, instance, message)
     if quoted:
         extra["quoted"] = quoted
@@ -112,6 +123,14 @@ def _record(session: Session, config_id: int, instance: str,
             minutes=options.human_pause_minutes, now=now, actor="business")
         return Recorded(conversation.id, True, False, debounce)
 
+    if stale is not None:
+        action = options.stale_action
+        if action != "answer_latest" or _typed_later_in(session, conversation.id, inserted,
+                                                        stale):
+            _set_aside(session, conversation.id, inserted, config, staleness.STALE)
+            if action == "handoff":
+                _hand_off(session, conversation.id, now)
+            return Recorded(conversation.id, True, False, debounce)
     if _too_many_new_conversations(session, stored, options, now):
         _set_aside(session, conversation.id, inserted, config, TOO_MANY_NEW_CONVERSATIONS)
         return Recorded(conversation.id, True, False, debounce)
@@ -150,6 +169,10 @@ def _record(session: Session, config_id: int, instance: str,
             session, stored, member) > per_minute:
         _set_aside(session, conversation.id, inserted, config, "rate limited")
         return Recorded(conversation.id, True, False, debounce)
+    if stale is not None:
+        # One reply to the newest of a backlog: wait for the rest of it to land, so the reply
+        # answers all of it at once.
+        debounce = max(debounce, STALE_SETTLE_SECONDS)
     return Recorded(conversation.id, True, True, debounce)
 
 
@@ -186,6 +209,30 @@ def _quoted(session: Session, instance: str, message: InboundPayload) -> QuotedM
         if own.content:
             quoted["text"] = own.content[:MAX_QUOTED_CHARS]
     return quoted
+
+
+def _typed_later_in(session: Session, conversation_id: int, message_id: int,
+                    typed: datetime) -> bool:
+    """Whether the conversation already holds a customer message typed after `typed`: then a
+    stale message is not the newest of its backlog (WuzAPI posts in no particular order)."""
+    for row in inbox.recent_customer_messages(session, conversation_id, limit=50):
+        if row.id == message_id:
+            continue
+        other = staleness.typed_at(extra_of(row).get("timestamp"))
+        if other is not None and other > typed:
+            return True
+    return False
+
+
+def _hand_off(session: Session, conversation_id: int, now: datetime) -> None:
+    """A backlog with `stale_action` handoff: the conversation waits for a person (once)."""
+    conversation = session.get(Conversation, conversation_id)
+    if conversations.is_paused(conversation, now):
+        return
+    conversations.pause(session, conversation, reason="handoff to human", until=None,
+                        actor="stale")
+    events.record(session, EventType.HANDOFF_REQUESTED, conversation_id=conversation_id,
+                  reason=staleness.STALE)
 
 
 def _too_many_new_conversations(session: Session, stored: inbox.Stored, options: Options,

@@ -137,15 +137,15 @@ def _deliver_undelivered(session: Session, seen: _Seen,
                          undelivered: list[Row[Any]]) -> Wait | Deliver:
     now = seen.now
     reply_run = session.get(ReplyRun, undelivered[0].reply_run_id)
-    if (reply_run.status == RunStatus.RUNNING and reply_run.next_attempt_at
-            and reply_run.next_attempt_at > now):
+    # A backoff, or a paced send (zapreply.replies.pacing): a closed run's text waits too.
+    if reply_run.next_attempt_at and reply_run.next_attempt_at > now:
         return Wait((reply_run.next_attempt_at - now).total_seconds())
     config = _config_of(session, seen.config, reply_run.workflow_config_id)
     send = dict(config.send) if config else {}
     return Deliver(reply_run.id, _target(seen.conversation, send),
                    [Outgoing(m.id, m.content, m.wa_message_id or "")
                     for m in undelivered if m.reply_run_id == reply_run.id],
-                   options_of(config) if config else Options())
+                   options_of(config) if config else Options(), seen.conversation.instance)
 
 
 def _resume(session: Session, run: RunContext, seen: _Seen,

@@ -66,6 +66,8 @@ class Deliver:
     target: Target
     rows: list[Outgoing]
     options: Options = field(default_factory=Options)
+    # The WhatsApp instance sending them (its pace: zapreply.replies.pacing).
+    instance: str = ""
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ def stranded_conversations(
 ) -> list[int]:
     """Conversations with nobody holding the lease and work older than the grace period: an
     open run past its backoff, a customer message no run has taken, or a closed run's text
-    not yet sent."""
+    not yet sent (and not paced to later)."""
     cutoff = now - timedelta(seconds=grace_seconds)
     open_run = exists().where(
         ReplyRun.conversation_id == Conversation.id,
@@ -62,6 +62,8 @@ def stranded_conversations(
         Message.created_at < cutoff,
         ReplyRun.id == Message.reply_run_id,
         ReplyRun.status != RunStatus.RUNNING,
+        # Paced (zapreply.replies.pacing): not before its time.
+        or_(ReplyRun.next_attempt_at.is_(None), ReplyRun.next_attempt_at < cutoff),
     )
     return list(session.scalars(
         select(Conversation.id)

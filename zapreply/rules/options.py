@@ -84,6 +84,20 @@ def _check_notes_max_chars(value: int) -> None:
         raise InvalidConfig(f"option 'contact_notes_max_chars' must be from 50 to "
                             f"{MAX_NOTES_CHARS}")
 
+def _check_positive(name: str) -> Callable[[Any], None]:
+    # Zero would mean "never": a limit that stops the bot is a pause, not a pace (null lifts it).
+    def check(value: Any) -> None:
+        if not value > 0:
+            raise InvalidConfig(f"option '{name}' must be greater than 0, or null for no limit")
+    return check
+
+
+def _check_at_most(name: str, most: float) -> Callable[[Any], None]:
+    def check(value: Any) -> None:
+        if value > most:
+            raise InvalidConfig(f"option '{name}' must be at most {most:g}")
+    return check
+
 
 def _option(default: Any, doc: str, types: tuple[type, ...], *, choices: tuple[str, ...] = (),
             check: Callable[[Any], None] | None = None) -> Any:
@@ -218,6 +232,26 @@ class Options:
                                                   "from remember: the oldest facts are dropped "
                                                   "past it", (int,),
                                                   check=_check_notes_max_chars)
+
+    max_message_age_minutes: float | None = _option(
+        30.0, "a customer message WhatsApp timestamped longer ago than this when it reached "
+        "the receiver (a backlog after a reconnect) is recorded, not answered; None: any age",
+        NUMBER, check=_check_positive("max_message_age_minutes"))
+    stale_action: str | None = _option(
+        "ignore", "what a message older than max_message_age_minutes gets: nothing, a pause "
+        "for a person, or one reply to the newest of each conversation", (str,),
+        choices=("ignore", "handoff", "answer_latest"))
+    # WhatsApp bans numbers that send like machines (docs in the README, "Pacing").
+    send_rate_per_minute: int | None = _option(
+        30, "messages the instance sends in any 60 s at most, spaced evenly; None: no limit",
+        (int,), check=_check_positive("send_rate_per_minute"))
+    min_send_interval_seconds: float | None = _option(
+        2.0, "the least time between two messages to the same chat; None: no gap", NUMBER,
+        check=_check_at_most("min_send_interval_seconds", 3600))
+    daily_new_conversations: int | None = _option(
+        50, "chats the bot writes to per day (in timezone) that wrote nothing in the last 24 "
+        "hours (WhatsApp's business-initiated conversations); later ones wait for the next "
+        "day; None: no limit", (int,), check=_check_positive("daily_new_conversations"))
 
     @classmethod
     def of(cls, stored: Mapping[str, Any] | None) -> Options:

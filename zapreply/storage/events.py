@@ -37,6 +37,9 @@ class EventType(StrEnum):
     MEDIA_FALLBACK = "media.fallback"
     # A reply held to MAX_MESSAGES_PER_RUN: send_whatsapp calls refused, paragraphs joined.
     REPLY_CAPPED = "reply.capped"
+    # A send held back by the instance's pace (zapreply.replies.pacing): `delay_seconds`,
+    # `reason` (rate, interval, daily_new_conversations); it stays pending in the outbox.
+    MESSAGE_PACED = "message.paced"
     # Personal data (zapreply.actions.privacy): a contact erased, rows past their retention deleted;
     # both with counts only, never who.
     CONTACT_ERASED = "contact.erased"

@@ -384,6 +384,16 @@ def message_by_whatsapp_id(session: Session, instance: str, wa_id: str) -> Messa
     ).first()
 
 
+def recent_customer_messages(session: Session, conversation_id: int,
+                             limit: int) -> list[Message]:
+    """The conversation's latest customer messages, newest first."""
+    return list(session.scalars(
+        select(Message)
+        .where(Message.conversation_id == conversation_id, Message.role == Role.CUSTOMER)
+        .order_by(Message.id.desc()).limit(limit)
+    ))
+
+
 def conversation_of_chat(session: Session, instance: str, chat_jid: str) -> int | None:
     return session.connection().execute(
         _CONVERSATION_OF_CHAT, {"instance": instance, "chat_jid": chat_jid}).scalar()

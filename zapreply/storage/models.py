@@ -117,6 +117,7 @@ class MessageExtra(TypedDict, total=False):
     reset: bool  # the customer's reset_keyword: later replies see nothing before it
     quoted: QuotedMessage  # the message it replies to (WhatsApp's quote)
     resume: bool  # the business's resume_keyword: a command, not words to the customer
+    stale: bool  # older than max_message_age_minutes when it arrived (zapreply.rules.staleness)
     # Business messages written in the console (zapreply.actions.outreach): who, and the
     # config whose messages API sends them.
     operator: str
@@ -565,3 +566,15 @@ class PlaygroundTurn(Base):
     created_at: Mapped[created_at]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None]
+
+class SendPacing(Base):
+    """One instance's pace of sending (zapreply.storage.pacing): the earliest time, in Unix
+    seconds, its next message may go out, and how many conversations the bot opened on `day`
+    (an ISO date in the config's timezone)."""
+
+    __tablename__ = "send_pacing"
+
+    instance: Mapped[str] = mapped_column(String(200), primary_key=True)
+    next_send_at: Mapped[float] = mapped_column(Float)
+    day: Mapped[str] = mapped_column(String(10))
+    new_conversations: Mapped[int] = mapped_column(Integer)

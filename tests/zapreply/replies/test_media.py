@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -283,6 +284,7 @@ def record_image(config_id: int, wa_id: str) -> int:
 
     message = read(IMAGE).as_payload()
     message["wa_message_id"] = wa_id
+    message["timestamp"] = datetime.now(UTC).isoformat()  # not a backlog
     with session_scope() as session:
         return inbound.record_inbound(session, config_id=config_id, instance="loja-teste",
                                       message=message).conversation_id

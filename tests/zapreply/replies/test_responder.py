@@ -4,7 +4,7 @@ The LLM and WuzAPI are the local stand-ins, reached over HTTP by litellm and htt
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -357,6 +357,7 @@ def test_the_lease_keeper_renews_what_this_process_holds(fast_retries, llm, wuza
 def test_a_burst_reaches_the_model_in_the_order_it_was_typed(fast_retries, llm, wuzapi):
     config_id = make_config(wuzapi)
     # Recorded out of order, as concurrent deliveries can be; WhatsApp's timestamps tell.
+    typed = datetime.now(UTC).replace(microsecond=0)
     for wa_id, text, second in (("T3", "três", 3), ("T1", "um", 1), ("T2", "dois", 2)):
         with session_scope() as session:
             conversation_id = inbound.record_inbound(
@@ -364,7 +365,7 @@ def test_a_burst_reaches_the_model_in_the_order_it_was_typed(fast_retries, llm, 
                     "wa_message_id": wa_id, "chat_jid": "5511900000001@s.whatsapp.net",
                     "sender_jid": "5511900000001@s.whatsapp.net", "contact_phone": "5511900000001",
                     "push_name": "Cliente", "from_me": False, "media_type": None, "text": text,
-                    "timestamp": f"2026-03-02T09:15:0{second}-03:00",
+                    "timestamp": (typed + timedelta(seconds=second)).isoformat(),
                 }).conversation_id
 
     answer(conversation_id)
