@@ -1,7 +1,7 @@
 """send pacing: each instance's next free send slot and its count of new conversations today
 
 Revision ID: p001_pacing
-Revises: k001_knowledge
+Revises: i001_inbox
 Create Date: 2026-12-03 18:30:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "p001_pacing"
-down_revision: str | None = "k001_knowledge"
+down_revision: str | None = "i001_inbox"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
