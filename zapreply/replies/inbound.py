@@ -104,71 +104,103 @@ def _record(session: Session, config_id: int, instance: str,
                       wa_message_id=wa_id, media_type=message.media_type, extra=extra,
                       created_at=now),
         count_opened=not from_me and bool(options.new_conversations_per_minute))
-    conversation, inserted = stored.conversation, stored.message_id
+    conversation_id = stored.conversation.id
 
-    if inserted is None:
-        events.record(session, EventType.MESSAGE_DUPLICATE, conversation_id=conversation.id,
+    if stored.message_id is None:
+        events.record(session, EventType.MESSAGE_DUPLICATE, conversation_id=conversation_id,
                       wa_message_id=wa_id)
-        return Recorded(conversation.id, False, inbox.has_unanswered(session, conversation.id),
+        return Recorded(conversation_id, False, inbox.has_unanswered(session, conversation_id),
                         debounce)
     if from_me:
-        if resume:
-            conversations.resume(session, session.get(Conversation, conversation.id),
-                                 actor="business")
-            return Recorded(conversation.id, True,
-                            inbox.has_unanswered(session, conversation.id), debounce)
-        # A person at the business answered from the phone: the bot steps aside.
-        conversations.pause_for_business(
-            session, session.get(Conversation, conversation.id),
-            minutes=options.human_pause_minutes, now=now, actor="business")
+        return _from_the_business(session, conversation_id, options, resume=resume, now=now,
+                                  debounce=debounce)
+    return _from_the_customer(session, _Arrival(message, stored, config, options, text, reset,
+                                                stale, now))
+
+
+def _from_the_business(session: Session, conversation_id: int, options: Options, *,
+                       resume: bool, now: datetime, debounce: float) -> Recorded:
+    """A message the business typed on its phone: the bot steps aside, or comes back when it
+    is the resume keyword."""
+    conversation = session.get(Conversation, conversation_id)
+    if resume:
+        conversations.resume(session, conversation, actor="business")
+        return Recorded(conversation_id, True, inbox.has_unanswered(session, conversation_id),
+                        debounce)
+    # A person at the business answered from the phone: the bot steps aside.
+    conversations.pause_for_business(session, conversation, minutes=options.human_pause_minutes,
+                                     now=now, actor="business")
+    return Recorded(conversation_id, True, False, debounce)
+
+
+@dataclass(frozen=True)
+class _Arrival:
+    """A customer message just stored, and what the intake read of it."""
+
+    message: InboundPayload
+    stored: inbox.Stored
+    config: WorkflowConfig | None
+    options: Options
+    text: str
+    reset: bool
+    stale: datetime | None  # when WhatsApp saw it, for a backlog message
+    now: datetime
+
+
+def _from_the_customer(session: Session, arrival: _Arrival) -> Recorded:
+    """The rules, in order, that answer a customer message or set it aside (and why)."""
+    message, stored, stale, now = arrival.message, arrival.stored, arrival.stale, arrival.now
+    conversation, inserted = stored.conversation, stored.message_id
+    assert inserted is not None
+    group = message.is_group
+    config, options = arrival.config, arrival.options
+    debounce = config.debounce_seconds if config else 0.0
+
+    def set_aside(reason: str) -> Recorded:
+        _set_aside(session, conversation.id, inserted, config, reason)
         return Recorded(conversation.id, True, False, debounce)
 
     if stale is not None:
         action = options.stale_action
         if action != "answer_latest" or _typed_later_in(session, conversation.id, inserted,
                                                         stale):
-            _set_aside(session, conversation.id, inserted, config, staleness.STALE)
+            recorded = set_aside(staleness.STALE)
             if action == "handoff":
                 _hand_off(session, conversation.id, now)
-            return Recorded(conversation.id, True, False, debounce)
+            return recorded
     if _too_many_new_conversations(session, stored, options, now):
-        _set_aside(session, conversation.id, inserted, config, TOO_MANY_NEW_CONVERSATIONS)
-        return Recorded(conversation.id, True, False, debounce)
-    chosen = triggers.choose_config(session, conversation, config, text, now, inserted,
+        return set_aside(TOO_MANY_NEW_CONVERSATIONS)
+    chosen = triggers.choose_config(session, conversation, config, arrival.text, now, inserted,
                                     accepts=groups.accepts_groups if group else None)
     if chosen is None:
         reason = "no trigger matched"
-        if group and not groups.instance_takes_groups(session, instance):
+        if group and not groups.instance_takes_groups(session, conversation.instance):
             reason = "group chat"  # groups were switched off since the receiver looked
-        _set_aside(session, conversation.id, inserted, config, reason)
-        return Recorded(conversation.id, True, False, debounce)
+        return set_aside(reason)
     if chosen.id != conversation.workflow_config_id:
         inbox.answered_by(session, conversation.id, chosen.id)
     config, options, debounce = chosen, options_of(chosen), chosen.debounce_seconds
     refused = triggers.contact_refused(chosen, conversation,
                                        also=groups.sender_ids(message) if group else ())
     if refused:
-        _set_aside(session, conversation.id, inserted, config, refused)
-        return Recorded(conversation.id, True, False, debounce)
-    if reset:
+        return set_aside(refused)
+    if arrival.reset:
         # The customer asked to start over: later replies see nothing before this message.
-        _set_aside(session, conversation.id, inserted, config, "session reset")
+        recorded = set_aside("session reset")
         events.record(session, EventType.SESSION_RESET, conversation_id=conversation.id,
-                      wa_message_id=wa_id)
-        return Recorded(conversation.id, True, False, debounce)
+                      wa_message_id=message.wa_message_id)
+        return recorded
     unaddressed = groups.unanswered_reason(session, chosen, conversation.id, message) \
         if group else None
     if unaddressed:
         # Kept in the history as context; answered only when the group talks to the bot.
-        _set_aside(session, conversation.id, inserted, config, unaddressed)
-        return Recorded(conversation.id, True, False, debounce)
+        return set_aside(unaddressed)
     per_minute = options.rate_limit_per_minute
     # In a group, each member has their own limit.
     member = message.sender_jid if group else None
     if per_minute and inbox.customer_messages_in_the_last_minute(
             session, stored, member) > per_minute:
-        _set_aside(session, conversation.id, inserted, config, "rate limited")
-        return Recorded(conversation.id, True, False, debounce)
+        return set_aside("rate limited")
     if stale is not None:
         # One reply to the newest of a backlog: wait for the rest of it to land, so the reply
         # answers all of it at once.
