@@ -20,17 +20,19 @@ class Site:
              "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(self.cert),
              "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
             check=True, capture_output=True)
-        self.pages: dict[str, tuple[int, str, bytes]] = {}
+        self.pages: dict[str, tuple[int, str, bytes, str | None]] = {}
         self.requested: list[str] = []
         site = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 site.requested.append(self.path)
-                status, content_type, body = site.pages.get(
-                    self.path, (404, "text/plain", b"not here"))
+                status, content_type, body, location = site.pages.get(
+                    self.path, (404, "text/plain", b"not here", None))
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
+                if location:
+                    self.send_header("Location", location)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -50,7 +52,10 @@ class Site:
 
     def serve(self, path: str, body: str, *, status: int = 200,
               content_type: str = "text/html; charset=utf-8") -> None:
-        self.pages[path] = (status, content_type, body.encode())
+        self.pages[path] = (status, content_type, body.encode(), None)
+
+    def redirect(self, path: str, location: str) -> None:
+        self.pages[path] = (302, "text/plain", b"moved", location)
 
     def close(self) -> None:
         self.server.shutdown()

@@ -142,6 +142,17 @@ def test_a_page_added_by_its_url_is_fetched_searched_refetched_and_kept_when_a_f
             shown = httpx.get(f"{api}/{local['id']}", headers=ADMIN).json()
             assert shown["fetch_error"] == refused["reason"]
             assert (shown["content"], shown["passages"], shown["refresh_hours"]) == ("", 0, None)
+
+            # Redirects: followed within the origin, refused to another host.
+            site.serve("/precos-2027", PRICES_V2)
+            site.redirect("/antigo", "/precos-2027")
+            site.redirect("/fora", site.url("/interno", "localhost"))
+            moved = httpx.post(api, headers=ADMIN, json={"url": site.url("/antigo")}).json()
+            away = httpx.post(api, headers=ADMIN, json={"url": site.url("/fora")}).json()
+            [followed] = until(lambda: knowledge_events("knowledge.fetched", moved["id"]))
+            assert followed["passages"] == 1
+            [elsewhere] = until(lambda: knowledge_events("knowledge.fetch_failed", away["id"]))
+            assert elsewhere["reason"].startswith("redirected to another host")
             wait_until_idle()
     finally:
         receiver.stop()
@@ -151,6 +162,7 @@ def test_a_page_added_by_its_url_is_fetched_searched_refetched_and_kept_when_a_f
     assert first["passages"] == 1 and first["chars"] > 0
     assert "/interno" not in site.requested
     assert site.requested.count("/precos") == 4
+    assert site.requested.count("/precos-2027") == 1
 
 
 def _at(value: str):  # type: ignore[no-untyped-def]
