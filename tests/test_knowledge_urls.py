@@ -26,6 +26,7 @@ from zapreply import cli
 from zapreply.actions import documents, knowledge, knowledge_urls
 from zapreply.actions.errors import Invalid
 from zapreply.settings import get_settings
+from zapreply.storage import knowledge as store
 from zapreply.storage.db import session_scope
 from zapreply.storage.models import Event, KnowledgeDocument, utcnow
 
@@ -223,7 +224,7 @@ def test_two_refreshers_never_claim_the_same_document() -> None:
         start.wait()
         for document_id in ids:
             with session_scope() as session:
-                if knowledge_urls.claim(session, document_id, utcnow()):
+                if store.claim_fetch(session, document_id, utcnow(), knowledge_urls.LEASE):
                     winners.append((document_id, name))
 
     threads = [threading.Thread(target=refresher, args=(n,)) for n in range(4)]
@@ -234,8 +235,8 @@ def test_two_refreshers_never_claim_the_same_document() -> None:
     assert sorted(document_id for document_id, _ in winners) == ids
     with session_scope() as session:
         # Claimed: not due again until the lease ends.
-        assert knowledge_urls.due(session, utcnow()) == []
-        assert knowledge_urls.due(session, utcnow() + knowledge_urls.LEASE * 2) == ids
+        assert store.due_for_fetch(session, utcnow(), 10) == []
+        assert store.due_for_fetch(session, utcnow() + knowledge_urls.LEASE * 2, 10) == ids
 
 
 @pytest.mark.usefixtures("database")
@@ -252,7 +253,7 @@ def test_an_upload_over_a_url_document_makes_it_a_plain_document() -> None:
     assert (view["source_url"], view["refresh_hours"], view["next_fetch_at"]) == (None, None, None)
     assert (view["kind"], view["passages"]) == ("text", 1)
     with session_scope() as session:
-        assert knowledge_urls.due(session, utcnow()) == []
+        assert store.due_for_fetch(session, utcnow(), 10) == []
         with pytest.raises(Invalid, match="not added from a URL"):
             knowledge.refresh_document(session, config_id, document_id)
         assert session.get(KnowledgeDocument, document_id).content == "O corte custa 45."

@@ -27,13 +27,11 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import PurePosixPath
 from urllib.parse import urljoin, urlsplit
 
 import httpx
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
 
 from zapreply.actions import documents
 from zapreply.actions.errors import Invalid
@@ -43,6 +41,7 @@ from zapreply.net.http import shared_client
 from zapreply.rules.configs import options_of
 from zapreply.settings import Settings, get_settings
 from zapreply.storage import events
+from zapreply.storage import knowledge as store
 from zapreply.storage.db import session_scope
 from zapreply.storage.events import EventType
 from zapreply.storage.models import KnowledgeDocument, WorkflowConfig, utcnow
@@ -72,31 +71,12 @@ class Claimed:
     title: str
 
 
-def due(session: Session, now: datetime, limit: int = BATCH) -> list[int]:
-    return list(session.scalars(
-        select(KnowledgeDocument.id)
-        .where(KnowledgeDocument.next_fetch_at <= now,
-               KnowledgeDocument.source_url.is_not(None))
-        .order_by(KnowledgeDocument.next_fetch_at, KnowledgeDocument.id).limit(limit)))
-
-
-def claim(session: Session, document_id: int, now: datetime) -> bool:
-    """Whether this caller may fetch the document: its next_fetch_at moved a lease ahead, only
-    if it was still due (another refresher's claim makes this one change nothing)."""
-    result = session.execute(
-        update(KnowledgeDocument)
-        .where(KnowledgeDocument.id == document_id, KnowledgeDocument.next_fetch_at <= now)
-        .values(next_fetch_at=now + LEASE, updated_at=KnowledgeDocument.updated_at)
-        .execution_options(synchronize_session=False))
-    return result.rowcount == 1
-
-
 def refresh_due(settings: Settings | None = None, limit: int = BATCH) -> list[int]:
     """Fetch the documents due now that this caller claims; their ids."""
     settings = settings or get_settings()
     done = []
     with session_scope() as session:
-        candidates = due(session, utcnow(), limit)
+        candidates = store.due_for_fetch(session, utcnow(), limit)
     for document_id in candidates:
         claimed = _claim(document_id)
         if claimed is not None:
@@ -107,7 +87,7 @@ def refresh_due(settings: Settings | None = None, limit: int = BATCH) -> list[in
 
 def _claim(document_id: int) -> Claimed | None:
     with session_scope() as session:
-        if not claim(session, document_id, utcnow()):
+        if not store.claim_fetch(session, document_id, utcnow(), LEASE):
             return None
         row = session.get(KnowledgeDocument, document_id)
         if row is None or row.source_url is None:
@@ -174,9 +154,10 @@ def read(claimed: Claimed, data: bytes, content_type: str | None) -> documents.D
         if PurePosixPath(name or "").suffix == "":
             raise Invalid(f"unsupported Content-Type {content_type or 'none'!r}: the URL must "
                           "serve HTML, text, Markdown, PDF or CSV") from None
-    read = documents.from_upload(data, filename=filename, mimetype=mimetype,
-                                 title=claimed.title)
-    return documents.Document(read.title, read.kind, read.text)
+    parsed = documents.from_upload(data, filename=filename, mimetype=mimetype,
+                                   title=claimed.title)
+    # A URL's document has no file name: its last path segment only chose the reader.
+    return documents.Document(parsed.title, parsed.kind, parsed.text)
 
 
 def fetch(url: str, settings: Settings) -> tuple[bytes, str | None]:
