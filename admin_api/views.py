@@ -128,8 +128,8 @@ def delete_workflow_config(config_id: str) -> tuple[str, int]:
 
 @bp.post("/workflow-configs/<config_id>/knowledge")
 def add_knowledge_document(config_id: str) -> tuple[Response, int]:
-    """JSON `{"title", "content"}`, or multipart/form-data with a `file` (and optionally a
-    `title`)."""
+    """JSON `{"title", "content"}`, JSON `{"url", "title"?, "refresh_hours"?}` (read later by
+    a worker), or multipart/form-data with a `file` (and optionally a `title`)."""
     parsed = parse_id(config_id, "workflow config id")
     document = _document_from_request()
     with session_scope() as session:
@@ -168,6 +168,16 @@ def replace_knowledge_document(config_id: str, document_id: str) -> Response:
         return jsonify(knowledge.shown(session, row))
 
 
+@bp.post("/workflow-configs/<config_id>/knowledge/<document_id>/refresh")
+def refresh_knowledge_document(config_id: str, document_id: str) -> Response:
+    """A URL document due now: a worker fetches it within KNOWLEDGE_REFRESH_INTERVAL_SECONDS."""
+    parsed = parse_id(config_id, "workflow config id")
+    doc_id = parse_id(document_id, "document id")
+    with session_scope() as session:
+        return jsonify(knowledge.shown(session, knowledge.refresh_document(session, parsed,
+                                                                           doc_id)))
+
+
 @bp.delete("/workflow-configs/<config_id>/knowledge/<document_id>")
 def delete_knowledge_document(config_id: str, document_id: str) -> tuple[str, int]:
     parsed = parse_id(config_id, "workflow config id")
@@ -177,7 +187,7 @@ def delete_knowledge_document(config_id: str, document_id: str) -> tuple[str, in
     return "", 204
 
 
-def _document_from_request() -> documents.Document:
+def _document_from_request() -> documents.Document | documents.Source:
     if (request.content_length or 0) > documents.MAX_UPLOAD_BYTES + 64 * 1024:
         raise Invalid(f"document too large: at most {documents.MAX_UPLOAD_BYTES} bytes")
     if request.mimetype == "multipart/form-data":
@@ -189,8 +199,15 @@ def _document_from_request() -> documents.Document:
                                      mimetype=upload.mimetype, title=request.form.get("title"))
     data = json_body()
     if not isinstance(data, dict):
-        raise Invalid("body must be a JSON object with 'title' and 'content', or a multipart "
-                      "file")
+        raise Invalid("body must be a JSON object with 'title' and 'content' or with 'url', "
+                      "or a multipart file")
+    if "url" in data:
+        unknown = sorted(set(data) - {"url", "title", "refresh_hours"})
+        if unknown:
+            raise Invalid(f"unknown field(s): {', '.join(unknown)}")
+        if "refresh_hours" in data:
+            return documents.from_url(data["url"], data.get("title"), data["refresh_hours"])
+        return documents.from_url(data["url"], data.get("title"))
     unknown = sorted(set(data) - {"title", "content"})
     if unknown:
         raise Invalid(f"unknown field(s): {', '.join(unknown)}")

@@ -43,7 +43,7 @@ def _fresh_connections_after_fork(**_: object) -> None:
 
 @signals.worker_ready.connect
 def _start_sweeper(**_: object) -> None:
-    from zapreply.actions import privacy
+    from zapreply.actions import knowledge_urls, privacy
     from zapreply.broker.queue import REPLY
     from zapreply.replies import sweeper
 
@@ -52,6 +52,9 @@ def _start_sweeper(**_: object) -> None:
         sweeper.start(lambda conversation_id: app.send_task(REPLY, args=[conversation_id]))
         # Retention, on its own interval: a long purge must not delay the sweeps.
         privacy.start()
+        # Knowledge documents due to be read from their URL, fetched here, never by the
+        # receiver that took them.
+        knowledge_urls.start()
 
 
 @signals.worker_ready.connect

@@ -414,6 +414,31 @@ def knowledge_add(args: argparse.Namespace) -> int:
 
 
 @_refusals
+def knowledge_add_url(args: argparse.Namespace) -> int:
+    from zapreply.actions import documents, knowledge
+    from zapreply.storage.db import session_scope
+
+    if args.refresh_hours is None:
+        source = documents.from_url(args.url, args.title)
+    else:
+        source = documents.from_url(args.url, args.title, args.refresh_hours)
+    with session_scope() as session:
+        _print(knowledge.shown(session, knowledge.add_document(session, args.config_id, source)))
+    return 0
+
+
+@_refusals
+def knowledge_refresh(args: argparse.Namespace) -> int:
+    from zapreply.actions import knowledge
+    from zapreply.storage.db import session_scope
+
+    with session_scope() as session:
+        _print(knowledge.shown(session, knowledge.refresh_document(session, args.config_id,
+                                                                   args.document_id)))
+    return 0
+
+
+@_refusals
 def operator_reset_password(args: argparse.Namespace) -> int:
     from zapreply.actions import operators
     from zapreply.storage.db import session_scope
@@ -530,6 +555,18 @@ def _knowledge_parsers(commands: Any) -> None:
     add.add_argument("config_id", type=int)
     document(add)
     add.set_defaults(func=knowledge_add)
+    add_url = knowledge.add_parser(
+        "add-url", help="add a document read from an https URL by a worker, again on a schedule")
+    add_url.add_argument("config_id", type=int)
+    add_url.add_argument("--url", required=True)
+    add_url.add_argument("--title", help="the document's title (default: the URL's host and path)")
+    add_url.add_argument("--refresh-hours", type=int,
+                         help="fetch it again every N hours, 1 to 720 (default 24; 0: once)")
+    add_url.set_defaults(func=knowledge_add_url)
+    refresh = knowledge.add_parser("refresh", help="fetch a URL document again, now")
+    refresh.add_argument("config_id", type=int)
+    refresh.add_argument("document_id", type=int)
+    refresh.set_defaults(func=knowledge_refresh)
     replace = knowledge.add_parser("replace", help="replace a document's title and text")
     replace.add_argument("config_id", type=int)
     replace.add_argument("document_id", type=int)

@@ -154,6 +154,9 @@ class Settings:
     # retention_days, and how many rows one of its transactions deletes at most.
     retention_interval_seconds: float = 3600.0
     retention_batch_size: int = 500
+    # How often each worker looks for knowledge documents due to be fetched from their URL
+    # (zapreply.replies.knowledge_urls).
+    knowledge_refresh_interval_seconds: float = 60.0
     # Where media may be fetched from by URL (see AllowedHost).
     media_allowed_hosts: tuple[AllowedHost, ...] = ()
     # Receiver: request headers not all arrived this long after a thread took the connection,
@@ -241,6 +244,8 @@ def load(overrides: dict[str, str] | None = None) -> Settings:
         queue_degraded_depth=_int(env, "QUEUE_DEGRADED_DEPTH", 1000),
         retention_interval_seconds=_float(env, "RETENTION_INTERVAL_SECONDS", 3600.0),
         retention_batch_size=_int(env, "RETENTION_BATCH_SIZE", 500),
+        knowledge_refresh_interval_seconds=_float(env, "KNOWLEDGE_REFRESH_INTERVAL_SECONDS",
+                                                  60.0),
         # WhatsApp's media CDN and S3's virtual-hosted and path-style hosts.
         media_allowed_hosts=_allowed_hosts(env, "MEDIA_ALLOWED_HOSTS",
                                            "*.whatsapp.net,*.amazonaws.com"),
@@ -273,6 +278,8 @@ def load(overrides: dict[str, str] | None = None) -> Settings:
     if settings.retention_interval_seconds <= 0 or settings.retention_batch_size < 1:
         raise ImproperlyConfigured(
             "RETENTION_INTERVAL_SECONDS must be above 0 and RETENTION_BATCH_SIZE at least 1")
+    if settings.knowledge_refresh_interval_seconds <= 0:
+        raise ImproperlyConfigured("KNOWLEDGE_REFRESH_INTERVAL_SECONDS must be above 0")
     if settings.webhook_read_timeout_seconds <= 0:
         raise ImproperlyConfigured("WEBHOOK_READ_TIMEOUT_SECONDS must be positive")
     if settings.receiver_workers < 1 or settings.receiver_threads < 1:

@@ -6,11 +6,13 @@ stored."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import re
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import PurePath
+from urllib.parse import urlsplit
 
 from zapreply.actions.errors import Invalid
 
@@ -23,6 +25,11 @@ MAX_TITLE_CHARS = 200
 # A passage: about a paragraph or two, enough to answer from, small enough that five of them
 # cost the model little.
 PASSAGE_CHARS = 1200
+# A document read from a URL (zapreply.actions.knowledge_urls): fetched again every
+# refresh_hours, 24 unless said (0 or null: once); at most monthly.
+MAX_URL_CHARS = 2000
+DEFAULT_REFRESH_HOURS = 24
+MAX_REFRESH_HOURS = 720
 
 KINDS = ("text", "markdown", "pdf", "csv", "html")
 _BY_SUFFIX = {".txt": "text", ".text": "text", ".md": "markdown", ".markdown": "markdown",
@@ -38,6 +45,55 @@ class Document:
     kind: str
     text: str
     filename: str | None = None
+
+
+@dataclass(frozen=True)
+class Source:
+    """A document to be read from `url` by a worker, again every `refresh_hours` (None: once)."""
+
+    url: str
+    title: str
+    refresh_hours: int | None
+
+
+_UNSET = object()
+
+
+def from_url(url: object, title: object = None, refresh_hours: object = _UNSET) -> Source:
+    """A document given as JSON `{"url", "title"?, "refresh_hours"?}`: the URL checked here
+    (https, a host, no credentials, at most MAX_URL_CHARS); where it may be fetched from is
+    decided when it is fetched (the address it resolves to then)."""
+    if not isinstance(url, str) or not url.strip():
+        raise Invalid("'url' must be a non-empty string")
+    url = url.strip()
+    if len(url) > MAX_URL_CHARS:
+        raise Invalid(f"'url' must be at most {MAX_URL_CHARS} characters")
+    if any(ord(c) <= 32 or ord(c) == 127 for c in url):
+        raise Invalid("'url' must not contain spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - a port that is not a number raises here
+    except ValueError:
+        raise Invalid("'url' is not a valid URL") from None
+    if parts.scheme.lower() != "https":
+        raise Invalid("'url' must start with https:// (other schemes are not fetched)")
+    if not parts.hostname:
+        raise Invalid("'url' must name a host")
+    if parts.username is not None or parts.password is not None:
+        raise Invalid("'url' must not carry a user name or password")
+    if refresh_hours is _UNSET:
+        hours: int | None = DEFAULT_REFRESH_HOURS
+    elif refresh_hours is None or refresh_hours == 0 and not isinstance(refresh_hours, bool):
+        hours = None
+    elif (not isinstance(refresh_hours, int) or isinstance(refresh_hours, bool)
+          or not 1 <= refresh_hours <= MAX_REFRESH_HOURS):
+        raise Invalid(f"'refresh_hours' must be a whole number from 1 to {MAX_REFRESH_HOURS}, "
+                      "or 0 or null to fetch once")
+    else:
+        hours = refresh_hours
+    shown = f"{parts.hostname}{parts.path}".rstrip("/")
+    return Source(url, _title(title if title not in (None, "") else shown[:MAX_TITLE_CHARS]),
+                  hours)
 
 
 def from_text(title: object, content: object) -> Document:
@@ -195,6 +251,11 @@ def _read_html(data: bytes) -> str:
 
 _READERS = {"text": _read_text, "markdown": _read_text, "pdf": _read_pdf, "csv": _read_csv,
             "html": _read_html}
+
+
+def digest(text: str) -> str:
+    """A document's text's SHA-256 (hex): a fetch that reads the same text changes nothing."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def split_passages(text: str, size: int = PASSAGE_CHARS) -> list[str]:

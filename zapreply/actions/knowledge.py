@@ -2,10 +2,16 @@
 entries. Documents arrive already read (zapreply.actions.documents) and are split into
 passages and indexed here, in the same transaction: a refused document leaves nothing.
 Embeddings, when the config names an embedding model, are made later by the worker (the
-receiver, where the admin API runs, never loads litellm): zapreply.replies.knowledge."""
+receiver, where the admin API runs, never loads litellm): zapreply.replies.knowledge.
+
+A document may instead come from a URL: it is stored pending (no text, nothing to search) and
+due at once, and a worker's refresher fetches it (zapreply.actions.knowledge_urls): the receiver
+makes no slow outbound calls. Replacing a URL document by an upload or text makes it a plain
+document (never fetched again); replacing it by a URL makes it due again."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -16,7 +22,7 @@ from zapreply.actions.configs import get_config
 from zapreply.actions.errors import Invalid, NotFound
 from zapreply.rules.configs import options_of
 from zapreply.storage import knowledge as store
-from zapreply.storage.models import KnowledgeDocument, KnowledgeFaq
+from zapreply.storage.models import KnowledgeDocument, KnowledgeFaq, utcnow
 
 MAX_QUESTION_CHARS = 500
 MAX_ANSWER_CHARS = 4000
@@ -25,28 +31,60 @@ MAX_FAQ_ENTRIES = 500
 
 
 def add_document(session: Session, config_id: int,
-                 document: documents.Document) -> KnowledgeDocument:
+                 document: documents.Document | documents.Source) -> KnowledgeDocument:
     config = get_config(session, config_id)
     row = KnowledgeDocument(workflow_config_id=config.id)
-    _write(session, row, document, options_of(config).knowledge_language or "portuguese")
+    if isinstance(document, documents.Source):
+        _from_url(session, row, document)
+    else:
+        write_text(session, row, document, options_of(config).knowledge_language or "portuguese")
     return row
 
 
 def replace_document(session: Session, config_id: int, document_id: int,
-                     document: documents.Document) -> KnowledgeDocument:
+                     document: documents.Document | documents.Source) -> KnowledgeDocument:
     config = get_config(session, config_id)
     row = get_document(session, config_id, document_id)
-    _write(session, row, document, options_of(config).knowledge_language or "portuguese")
+    if isinstance(document, documents.Source):
+        _from_url(session, row, document)
+    else:
+        # Its text from now on is this one: no longer fetched.
+        row.source_url = row.refresh_hours = row.fetched_at = row.next_fetch_at = None
+        row.fetch_error = None
+        write_text(session, row, document, options_of(config).knowledge_language or "portuguese")
     return row
 
 
-def _write(session: Session, row: KnowledgeDocument, document: documents.Document,
+def _from_url(session: Session, row: KnowledgeDocument, source: documents.Source) -> None:
+    """`row` to be read from `source.url`, due now. A new row has no text until then; a
+    replaced one keeps its text (still searchable) until the new URL's is read."""
+    row.title, row.source_url, row.refresh_hours = source.title, source.url, source.refresh_hours
+    row.next_fetch_at, row.fetch_error, row.fetched_at = utcnow(), None, None
+    row.content_sha256 = None
+    if row.id is None:
+        row.kind, row.content, row.filename = "url", "", None
+    session.add(row)
+    session.flush()
+
+
+def write_text(session: Session, row: KnowledgeDocument, document: documents.Document,
            language: str) -> None:
     row.title, row.kind, row.content = document.title, document.kind, document.text
     row.filename = document.filename
+    row.content_sha256 = documents.digest(document.text)
     session.add(row)
     session.flush()
     store.add_passages(session, row, documents.split_passages(document.text), language)
+
+
+def refresh_document(session: Session, config_id: int, document_id: int) -> KnowledgeDocument:
+    """A URL document due now: a worker's refresher fetches it within its interval."""
+    row = get_document(session, config_id, document_id)
+    if row.source_url is None:
+        raise Invalid(f"document {document_id} was not added from a URL: nothing to fetch")
+    row.next_fetch_at = utcnow()
+    session.flush()
+    return row
 
 
 def delete_document(session: Session, config_id: int, document_id: int) -> None:
@@ -78,10 +116,17 @@ def document_view(row: KnowledgeDocument, passages: int | None = None,
         "kind": row.kind, "filename": row.filename, "chars": len(row.content),
         "passages": passages, "created_at": row.created_at.isoformat(),
         "updated_at": row.updated_at.isoformat() if row.updated_at else None,
+        "source_url": row.source_url, "refresh_hours": row.refresh_hours,
+        "fetched_at": _iso(row.fetched_at), "next_fetch_at": _iso(row.next_fetch_at),
+        "fetch_error": row.fetch_error,
     }
     if content:
         view["content"] = row.content
     return view
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
 
 
 def shown(session: Session, row: KnowledgeDocument, *, content: bool = False) -> dict[str, Any]:

@@ -68,6 +68,10 @@ class EventType(StrEnum):
     PLAYGROUND_STARTED = "playground.started"
     # A config's webhook secret replaced: the old webhook path is refused from then on.
     CONFIG_SECRET_ROTATED = "config.secret_rotated"
+    # A knowledge document read from its URL (zapreply.replies.knowledge_urls): fetched (with
+    # whether its text changed), or not (the reason; its previous text stays searchable).
+    KNOWLEDGE_FETCHED = "knowledge.fetched"
+    KNOWLEDGE_FETCH_FAILED = "knowledge.fetch_failed"
 
 
 def record(

@@ -18,6 +18,7 @@ import sys
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, exists, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
@@ -226,6 +227,29 @@ def search_vectors_pgvector(session: Session, config_id: int, model: str, vector
          "config_id": config_id, "model": model, "min": min_similarity,
          "limit": limit}).all()
     return [(row.id, float(row.score)) for row in rows]
+
+
+def due_for_fetch(session: Session, now: datetime, limit: int) -> list[int]:
+    """Documents read from a URL whose next fetch has come, the longest due first."""
+    return list(session.scalars(
+        select(KnowledgeDocument.id)
+        .where(KnowledgeDocument.next_fetch_at <= now,
+               KnowledgeDocument.source_url.is_not(None))
+        .order_by(KnowledgeDocument.next_fetch_at, KnowledgeDocument.id).limit(limit)))
+
+
+def claim_fetch(session: Session, document_id: int, now: datetime, lease: timedelta) -> bool:
+    """Whether this caller may fetch the document: its next_fetch_at moved `lease` ahead, only
+    if it was still due. Of two callers that saw it due, the second's UPDATE matches no row
+    (PostgreSQL re-checks the condition on the row the first committed; SQLite runs one
+    writer at a time)."""
+    result = session.execute(
+        update(KnowledgeDocument)
+        .where(KnowledgeDocument.id == document_id, KnowledgeDocument.next_fetch_at <= now)
+        # The claim is not an edit of the document.
+        .values(next_fetch_at=now + lease, updated_at=KnowledgeDocument.updated_at)
+        .execution_options(synchronize_session=False))
+    return result.rowcount == 1
 
 
 def faq_entries(session: Session, config_id: int, limit: int) -> list[KnowledgeFaq]:

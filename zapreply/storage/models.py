@@ -449,7 +449,8 @@ class KnowledgeDocument(Base):
     through its passages."""
 
     __tablename__ = "knowledge_documents"
-    __table_args__ = (Index("ix_knowledge_documents_config", "workflow_config_id", "id"),)
+    __table_args__ = (Index("ix_knowledge_documents_config", "workflow_config_id", "id"),
+                      Index("ix_knowledge_documents_next_fetch_at", "next_fetch_at"))
 
     id: Mapped[intpk]
     workflow_config_id: Mapped[int] = mapped_column(
@@ -461,6 +462,16 @@ class KnowledgeDocument(Base):
     content: Mapped[str] = mapped_column(Text)
     created_at: Mapped[created_at]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # A document read from a URL (zapreply.replies.knowledge_urls): fetched by a worker when
+    # next_fetch_at has come, every refresh_hours (None: once). Until its first fetch its
+    # content is empty; a failed fetch keeps the content it had and says why in fetch_error.
+    source_url: Mapped[str | None] = mapped_column(String(2000))
+    refresh_hours: Mapped[int | None] = mapped_column(Integer)
+    fetched_at: Mapped[datetime | None]
+    next_fetch_at: Mapped[datetime | None]
+    fetch_error: Mapped[str | None] = mapped_column(String(300))
+    # The text's digest: a fetch that reads the same text re-indexes nothing.
+    content_sha256: Mapped[str | None] = mapped_column(String(64))
 
 
 class KnowledgePassage(Base):
