@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, FIXTURES, running_worker, wait_until_idle
+from tests.conftest import ADMIN_TOKEN, fixture_json, running_worker, wait_until_idle
 from tests.e2e import post
 from tests.factories import make_config
 from tests.knowledge_site import Site
@@ -61,7 +61,7 @@ def knowledge_events(kind: str, document_id: int) -> list[dict]:
 
 
 def customer_says(receiver: str, text: str) -> None:
-    body = json.loads((FIXTURES / "message_text.json").read_text())
+    body = fixture_json("message_text.json")
     body["event"]["Info"].update(ID=f"3A{uuid.uuid4().hex[:18].upper()}", Chat=CUSTOMER,
                                  Sender=CUSTOMER)
     body["event"]["Message"] = {"conversation": text}
