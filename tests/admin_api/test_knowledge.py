@@ -64,7 +64,8 @@ def test_documents_are_added_as_json_or_files_listed_shown_replaced_and_deleted(
 @pytest.mark.parametrize("kwargs, reason", [
     ({"json": {"title": "Vazio", "content": "   "}}, "document is empty"),
     ({"json": {"title": "", "content": "x"}}, "'title' must be a non-empty string"),
-    ({"json": {"title": "T", "content": "x", "url": "http://x"}}, "unknown field(s): url"),
+    ({"json": {"title": "T", "content": "x", "url": "https://x.example"}},
+     "unknown field(s): content"),
     ({"json": ["T", "x"]}, "body must be a JSON object"),
     ({"data": "{not json", "content_type": "application/json"}, "body is not valid JSON"),
     ({"data": {"file": (io.BytesIO(b"%PDF-1.4 broken"), "ruim.pdf")},
